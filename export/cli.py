@@ -1,0 +1,136 @@
+"""``olvf-export``: checkpoints -> a verified model bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from olvf.errors import OlvfError
+from olvf.runtime.manifest import INTERPOLATIONS, Preprocessing
+
+DEFAULT_OUT = Path("engines")
+
+
+def _floats3(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="olvf-export",
+        description="Export the ResNet-50 / DenseNet-161 / ResNeXt-50 ensemble to one fused ONNX graph "
+        "with Grad-CAM outputs, check it against PyTorch, and write a model bundle.",
+    )
+    sources = parser.add_argument_group("checkpoints (torchvision architectures with a 3-class head)")
+    sources.add_argument("--resnet50", type=Path, metavar="R.pt")
+    sources.add_argument("--densenet161", type=Path, metavar="D.pt")
+    sources.add_argument("--resnext50", type=Path, metavar="X.pt", help="resnext50_32x4d")
+    sources.add_argument(
+        "--demo", action="store_true", help="no checkpoints: seeded random weights, labelled DEMO everywhere"
+    )
+    sources.add_argument("--seed", type=int, default=0, help="demo weights seed (default 0)")
+    sources.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow checkpoints that are whole pickled models (runs code from the file)",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT}/)")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16 adds an FP16 graph (for GPUs and TensorRT) beside the FP32 one (default fp32)",
+    )
+    parser.add_argument("--max-batch", type=int, default=32, help="largest crop batch per call (default 32)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    preprocessing = parser.add_argument_group("preprocessing the checkpoints were trained with")
+    preprocessing.add_argument("--input-size", type=int, default=224, help="square crop size (default 224)")
+    preprocessing.add_argument("--mean", type=_floats3, default=(0.485, 0.456, 0.406), metavar="R,G,B")
+    preprocessing.add_argument("--std", type=_floats3, default=(0.229, 0.224, 0.225), metavar="R,G,B")
+    preprocessing.add_argument("--interpolation", choices=INTERPOLATIONS, default="bilinear")
+    parser.add_argument(
+        "--fresh-threshold",
+        type=float,
+        default=0.5,
+        help="fresh-fracture probability at or above which MRI is recommended (default 0.5)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    # Heavy imports only once arguments are known to be sane.
+    from olvf.export import architectures
+    from olvf.export.checkpoints import load_classifier
+    from olvf.export.demo import demo_members
+    from olvf.export.pipeline import ExportOptions, Member, export_classifiers
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    given = {arch: getattr(args, arch.flag) for arch in architectures.STUDY_ENSEMBLE}
+    if args.max_batch < 1:
+        raise OlvfError("--max-batch must be at least 1")
+    if not 0.0 < args.fresh_threshold < 1.0:
+        raise OlvfError("--fresh-threshold must lie between 0 and 1")
+    size = (args.input_size, args.input_size)
+    options = ExportOptions(
+        precision=args.precision,
+        max_batch=args.max_batch,
+        opset=args.opset,
+        preprocessing=Preprocessing(input_size=size, mean=args.mean, std=args.std, interpolation=args.interpolation),
+        fresh_threshold=args.fresh_threshold,
+    )
+    if args.demo:
+        if any(given.values()):
+            raise OlvfError("--demo builds its own weights; drop it, or drop the checkpoint flags")
+        progress(f"building demo classifiers (seed {args.seed}; random weights, not for diagnosis)")
+        members = [
+            Member(arch, model, {"demo_seed": seed, "note": "seeded random weights, BatchNorm calibrated"})
+            for arch, model, seed in demo_members(args.seed, size)
+        ]
+    else:
+        missing = [f"--{arch.flag}" for arch, path in given.items() if path is None]
+        if missing:
+            raise OlvfError(
+                f"missing {', '.join(missing)}: the ensemble needs all three checkpoints (or --demo for a demo bundle)"
+            )
+        members = []
+        for arch, path in given.items():
+            progress(f"loading {arch.name} from {path}")
+            loaded = load_classifier(path, arch, trust_pickle=args.trust_pickle)
+            members.append(
+                Member(arch, loaded.module, {"file": path.name, "sha256": loaded.sha256, "form": loaded.form})
+            )
+    export_classifiers(args.out, members, options, demo=args.demo, force=args.force, progress=progress)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except OlvfError as exc:
+        print(f"olvf-export: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("olvf-export: interrupted; no bundle was written", file=sys.stderr)
+        return 130
+    except ImportError as exc:
+        print(
+            f"olvf-export: error: {exc.name or exc} is not installed; exporting needs pip install 'olvf[export]'",
+            file=sys.stderr,
+        )
+        return 7
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""PyTorch as a backend: the reference every other backend is compared with.
+
+A bundle holds ONNX graphs, not PyTorch weights, so this backend rebuilds the
+models from the bundle's recorded sources: demo bundles from their seeds,
+others from the original checkpoints, passed as ``checkpoints={name: path}``
+and verified against the sha256 recorded at export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from olvf.errors import BackendError
+from olvf.export import architectures
+from olvf.export.checkpoints import load_classifier
+from olvf.export.demo import demo_model
+from olvf.export.fused import INPUT_NAME, FusedEnsemble
+from olvf.runtime.bundle import Bundle
+from olvf.runtime.runners.base import Runner, TensorSpec
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, fused: FusedEnsemble, input_shape: tuple[int, int, int], threads: int | None = None) -> None:
+        super().__init__()
+        self.fused = fused.eval()
+        self.input_shape = input_shape
+        self.threads = threads
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        role: str,
+        precision: str | None = None,
+        *,
+        checkpoints: Mapping[str, str | Path] | None = None,
+        trust_pickle: bool = False,
+        threads: int | None = None,
+    ) -> TorchRunner:
+        manifest = bundle.manifest
+        members = []
+        for spec in manifest.models:
+            arch = architectures.get(spec.architecture)
+            if "demo_seed" in spec.source:
+                model = demo_model(arch, int(spec.source["demo_seed"]), spec.preprocessing.input_size)
+            elif checkpoints and spec.name in checkpoints:
+                loaded = load_classifier(checkpoints[spec.name], arch, trust_pickle=trust_pickle)
+                if loaded.sha256 != spec.source.get("sha256"):
+                    raise BackendError(
+                        f"{loaded.path} is not the checkpoint this bundle was exported from "
+                        f"(sha256 differs from the manifest's {spec.name} source)"
+                    )
+                model = loaded.module
+            else:
+                raise BackendError(
+                    f"backend 'torch' needs the original {spec.name} checkpoint "
+                    f"({spec.source.get('file', 'unknown file')}): pass checkpoints={{'{spec.name}': path, ...}}"
+                )
+            members.append((arch, model))
+        fused = FusedEnsemble(members, precision or "fp32")
+        return cls(fused, (3, *manifest.preprocessing.input_size), threads=threads)
+
+    def load_impl(self) -> list[TensorSpec]:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return [TensorSpec(INPUT_NAME, (None, *self.input_shape), np.dtype(np.float32))]
+
+    def run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            outputs = self.fused(torch.from_numpy(np.ascontiguousarray(feeds[INPUT_NAME])))
+        return {name: tensor.float().numpy() for name, tensor in zip(self.fused.output_names, outputs)}
+
+
+__all__ = ["TorchRunner"]
+

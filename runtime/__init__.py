@@ -1,0 +1,1 @@
+"""The lean runtime: bundle, manifest, preprocessing, runners, Grad-CAM. Imports no torch."""

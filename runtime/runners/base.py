@@ -1,0 +1,98 @@
+"""The runner protocol every inference backend implements.
+
+A runner owns one compiled graph (an ONNX Runtime session, a TensorRT engine,
+a PyTorch module). The public methods check state and inputs once, here;
+backends override only the ``*_impl`` methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+
+from olvf.errors import BackendError, InputError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (``None`` for a dynamic axis) and dtype of a graph input."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+
+class Runner(ABC):
+    """Load a graph, run it on numpy arrays, release it."""
+
+    #: registry name, e.g. "onnxruntime"
+    name: str = ""
+
+    def __init__(self) -> None:
+        self._active = False
+        self._inputs: tuple[TensorSpec, ...] = ()
+
+    # -- public template -------------------------------------------------
+    def load(self) -> Runner:
+        if not self._active:
+            self._inputs = tuple(self.load_impl())
+            self._active = True
+        return self
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self._active:
+            raise BackendError(f"{self.name} runner used before load() or after close()")
+        expected = {spec.name: spec for spec in self._inputs}
+        if set(feeds) != set(expected):
+            raise InputError(f"graph inputs are {sorted(expected)}, got {sorted(feeds)}")
+        for name, array in feeds.items():
+            spec = expected[name]
+            if array.dtype != spec.dtype:
+                raise InputError(f"input {name!r} must be {spec.dtype}, got {array.dtype}")
+            if array.ndim != len(spec.shape) or any(
+                want is not None and want != got for want, got in zip(spec.shape, array.shape)
+            ):
+                shown = tuple("N" if d is None else d for d in spec.shape)
+                raise InputError(f"input {name!r} must have shape {shown}, got {array.shape}")
+        return self.run_impl(feeds)
+
+    def close(self) -> None:
+        if self._active:
+            self.close_impl()
+            self._active = False
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def device(self) -> str:
+        """Where the graph runs, for reports (e.g. "cpu", "cuda:0")."""
+        return "cpu"
+
+    def __enter__(self) -> Runner:
+        return self.load()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- backend part ----------------------------------------------------
+    @abstractmethod
+    def load_impl(self) -> list[TensorSpec]:
+        """Build or deserialise the graph; return its input specs."""
+
+    @abstractmethod
+    def run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once on validated inputs; return every graph output by name."""
+
+    def close_impl(self) -> None:
+        """Release sessions, buffers, streams."""

@@ -1,0 +1,46 @@
+"""olvf: a fracture-screening model cascade packaged for the edge.
+
+    import olvf
+    with olvf.load("engines/", backend="onnxruntime") as rt:
+        result = rt.classify(batch)
+
+Importing olvf never imports torch, TensorRT or ultralytics.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from olvf.errors import (
+    BackendError,
+    BundleError,
+    CheckpointError,
+    InputError,
+    OlvfError,
+    OutputExistsError,
+    ParityError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from olvf.runtime.session import Runtime
+
+__all__ = [
+    "BackendError",
+    "BundleError",
+    "CheckpointError",
+    "InputError",
+    "OlvfError",
+    "OutputExistsError",
+    "ParityError",
+    "__version__",
+    "load",
+]
+
+
+def load(bundle_dir: Any, backend: str = "onnxruntime", **options: Any) -> Runtime:
+    """Open a model bundle for inference; see :func:`olvf.runtime.session.load`."""
+    from olvf.runtime.session import load as _load
+
+    return _load(bundle_dir, backend=backend, **options)
