@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from olvf.errors import OlvfError
+from olvf.runtime.atomic import check_replaceable
 from olvf.runtime.manifest import INTERPOLATIONS, Preprocessing
 
 DEFAULT_OUT = Path("engines")
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise OlvfError("--max-batch must be at least 1")
     if not 0.0 < args.fresh_threshold < 1.0:
         raise OlvfError("--fresh-threshold must lie between 0 and 1")
+    check_replaceable(args.out, force=args.force)
     size = (args.input_size, args.input_size)
     options = ExportOptions(
         precision=args.precision,

@@ -34,6 +34,14 @@ def write_text_atomic(path: Path, text: str, *, force: bool = False) -> None:
     write_bytes_atomic(path, text.encode("utf-8"), force=force)
 
 
+def check_replaceable(target: Path, *, force: bool = False) -> None:
+    """Refuse early, before any slow work, to replace a folder that holds something."""
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} exists and is not a folder; choose another --out")
+    if target.exists() and any(target.iterdir()) and not force:
+        raise OutputExistsError(f"{target} already exists and is not empty; pass --force to replace it")
+
+
 @contextmanager
 def staged_directory(target: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder that replaces ``target`` only if the block succeeds.
@@ -42,10 +50,7 @@ def staged_directory(target: Path, *, force: bool = False) -> Iterator[Path]:
     file system. On any error it is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not force:
-        raise OutputExistsError(f"{target} already exists and is not empty; pass --force to replace it")
-    if target.exists() and not target.is_dir():
-        raise OutputExistsError(f"{target} exists and is not a folder; choose another --out")
+    check_replaceable(target, force=force)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     umask = os.umask(0)

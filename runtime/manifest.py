@@ -241,9 +241,12 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             "re-export the bundle with this olvf version or install the olvf that wrote it"
         )
     data = dict(raw)
+    absent = [key for key in ("models", "graphs", "ensemble") if key not in data]
+    if absent:
+        raise BundleError(f"{source} lacks {', '.join(absent)}; re-export the bundle with this olvf version")
     try:
         models = []
-        for i, m in enumerate(data.get("models", [])):
+        for i, m in enumerate(data["models"]):
             m = dict(m)
             p = dict(m["preprocessing"])
             for key in ("input_size", "mean", "std"):
@@ -256,7 +259,7 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             models.append(_build(ModelSpec, m, f"models[{i}]"))
         data["models"] = tuple(models)
         data["ensemble"] = _build(EnsembleSpec, data["ensemble"], "ensemble")
-        data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data.get("graphs", [])))
+        data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data["graphs"]))
         data["engines"] = tuple(
             _build(EngineSpec, e, f"engines[{i}]") for i, e in enumerate(data.get("engines", []))
         )

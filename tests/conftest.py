@@ -1,0 +1,133 @@
+"""Shared fixtures: checkpoints and bundles made by the tests themselves, never downloaded.
+
+Full-size bundles cost about 30 s per graph to export on two cores, so each is
+built once per session. Failure paths of the exporter use tiny registered
+architectures (same torchvision classes, a few layers) that export in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from olvf.export import architectures
+from olvf.export.architectures import Architecture
+
+
+def _tiny_resnet(num_classes: int) -> torch.nn.Module:
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, [1, 1, 1, 1], num_classes=num_classes)
+
+
+def _tiny_resnext(num_classes: int) -> torch.nn.Module:
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=8, num_classes=num_classes)
+
+
+def _tiny_densenet(num_classes: int) -> torch.nn.Module:
+    from torchvision.models.densenet import DenseNet
+
+    return DenseNet(growth_rate=8, block_config=(1, 1, 1, 1), num_init_features=16, bn_size=2, num_classes=num_classes)
+
+
+def _register_tiny() -> tuple[Architecture, ...]:
+    resnet, densenet = architectures.RESNET50, architectures.DENSENET161
+    archs = (
+        Architecture("tiny_resnet", "tiny-resnet", _tiny_resnet, "fc", resnet.features, resnet.cam_layer, "test"),
+        Architecture(
+            "tiny_densenet", "tiny-densenet", _tiny_densenet, "classifier", densenet.features, densenet.cam_layer, "test"
+        ),
+        Architecture("tiny_resnext", "tiny-resnext", _tiny_resnext, "fc", resnet.features, resnet.cam_layer, "test"),
+    )
+    for arch in archs:
+        try:
+            architectures.register(arch)
+        except ValueError:
+            pass  # already registered by an earlier import of this conftest
+    return tuple(architectures.get(a.name) for a in archs)
+
+
+TINY = _register_tiny()
+TINY_SIZE = (64, 64)
+
+
+@pytest.fixture(scope="session")
+def tiny_members():
+    """Tiny ResNet, DenseNet and ResNeXt with calibrated demo weights."""
+    from olvf.export.demo import demo_model
+    from olvf.export.pipeline import Member
+
+    return [
+        Member(arch, demo_model(arch, 100 + seed, TINY_SIZE), {"demo_seed": 100 + seed})
+        for seed, arch in enumerate(TINY)
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_options():
+    from olvf.export.pipeline import IMAGENET_MEAN, IMAGENET_STD, ExportOptions
+    from olvf.runtime.manifest import Preprocessing
+
+    return ExportOptions(
+        precision="fp16",
+        max_batch=4,
+        preprocessing=Preprocessing(input_size=TINY_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_members, tiny_options) -> Path:
+    from olvf.export.pipeline import export_classifiers
+
+    out = tmp_path_factory.mktemp("tiny") / "bundle"
+    export_classifiers(out, tiny_members, tiny_options, demo=True)
+    return out
+
+
+def save_checkpoint_forms(folder: Path, seed: int = 10) -> dict[str, Path]:
+    """The study's three models with well-conditioned weights, saved as users save them."""
+    from olvf.export.demo import demo_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    r50 = demo_model(architectures.RESNET50, seed).state_dict()
+    paths["resnet50"] = folder / "resnet50_dataparallel.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in r50.items()}, "epoch": 40}, paths["resnet50"])
+
+    d161 = demo_model(architectures.DENSENET161, seed + 1).state_dict()
+    paths["densenet161"] = folder / "densenet161_plain.pth"
+    torch.save(d161, paths["densenet161"])
+
+    x50 = demo_model(architectures.RESNEXT50, seed + 2).state_dict()
+    paths["resnext50_32x4d"] = folder / "resnext50_trainer.ckpt"
+    torch.save({"model_state_dict": {f"model.{k}": v for k, v in x50.items()}, "optimizer": {"lr": 0.01}}, paths["resnext50_32x4d"])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def checkpoint_files(tmp_path_factory) -> dict[str, Path]:
+    return save_checkpoint_forms(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(tmp_path_factory, checkpoint_files) -> Path:
+    """A full-size FP32 + FP16 bundle exported through the CLI from checkpoint files."""
+    from olvf.export.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "engines"
+    code = main(
+        [
+            "--resnet50", str(checkpoint_files["resnet50"]),
+            "--densenet161", str(checkpoint_files["densenet161"]),
+            "--resnext50", str(checkpoint_files["resnext50_32x4d"]),
+            "--precision", "fp16",
+            "--max-batch", "8",
+            "--out", str(out),
+        ]
+    )
+    assert code == 0
+    return out

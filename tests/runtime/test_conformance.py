@@ -1,0 +1,198 @@
+"""One conformance suite over every backend present; skips name what is missing.
+
+Each backend runs the same tiny bundle and must give the same answers as the
+PyTorch reference, handle empty and oversized batches, leave inputs alone and
+refuse malformed ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import olvf
+from olvf.errors import BackendError, InputError
+from olvf.export.architectures import get as get_architecture
+from olvf.export.demo import demo_model
+from olvf.export.gradcam_reference import autograd_grad_cam
+from olvf.runtime import runners
+
+
+def _ort_has(provider: str) -> bool:
+    import onnxruntime
+
+    return provider in onnxruntime.get_available_providers()
+
+
+BACKENDS = [
+    pytest.param(("onnxruntime", "fp32", {}), id="onnxruntime-cpu-fp32"),
+    pytest.param(("onnxruntime", "fp16", {}), id="onnxruntime-cpu-fp16"),
+    pytest.param(("torch", "fp32", {}), id="torch-fp32"),
+    pytest.param(
+        ("onnxruntime", "fp16", {"device": "cuda"}),
+        id="onnxruntime-cuda-fp16",
+        marks=pytest.mark.skipif(not _ort_has("CUDAExecutionProvider"), reason="needs onnxruntime-gpu and a GPU"),
+    ),
+]
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def rt(request, tiny_bundle: Path):
+    backend, precision, options = request.param
+    with olvf.load(tiny_bundle, backend=backend, precision=precision, **options) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bundle: Path):
+    with olvf.load(tiny_bundle, backend="torch") as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_bundle: Path) -> np.ndarray:
+    from olvf.export.parity import parity_crops
+
+    return parity_crops((64, 64), count=6, seed=77)
+
+
+def test_outputs_are_well_formed(rt, batch: np.ndarray) -> None:
+    result = rt.classify(batch)
+    n = len(batch)
+    assert result.probabilities.shape == (n, 3) and result.probabilities.dtype == np.float32
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert set(result.model_probabilities) == set(rt.manifest.model_names)
+    for probs in result.model_probabilities.values():
+        assert probs.shape == (n, 3)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    ensemble = np.mean(list(result.model_probabilities.values()), axis=0)
+    np.testing.assert_allclose(result.probabilities, ensemble, atol=1e-5)
+    for cams in [*result.cams.values(), result.cam]:
+        assert cams.shape == (n, 64, 64) and cams.dtype == np.float32
+        assert cams.min() >= 0.0 and cams.max() <= 1.0
+        for cam in cams:
+            assert cam.max() == pytest.approx(1.0, abs=1e-6) or cam.max() == 0.0
+    assert result.labels == [rt.classes[i] for i in result.probabilities.argmax(axis=1)]
+    assert (result.target == result.predictions).all()
+
+
+def test_agrees_with_the_pytorch_reference(rt, reference, batch: np.ndarray) -> None:
+    ours, theirs = rt.classify(batch), reference.classify(batch)
+    tolerance = TOLERANCE[rt.precision]
+    np.testing.assert_allclose(ours.probabilities, theirs.probabilities, atol=tolerance)
+    for name in rt.manifest.model_names:
+        np.testing.assert_allclose(ours.model_probabilities[name], theirs.model_probabilities[name], atol=tolerance)
+
+
+def test_grad_cam_equals_autograd_for_any_target(rt, batch: np.ndarray) -> None:
+    # FP16 is held to the export gate's rule (predicted class only): for a class
+    # with almost no evidence, min-max normalisation magnifies FP16 rounding.
+    targets = ("fresh", 0) if rt.precision == "fp32" else (None,)
+    for target in targets:
+        result = rt.classify(batch, target=target)
+        for spec in rt.manifest.models:
+            arch = get_architecture(spec.architecture)
+            model = demo_model(arch, spec.source["demo_seed"], spec.preprocessing.input_size)
+            expected = autograd_grad_cam(arch, model, torch.from_numpy(batch), torch.from_numpy(result.target))
+            atol = 1e-3 if rt.precision == "fp32" else 0.1
+            np.testing.assert_allclose(result.cams[spec.name], expected.numpy(), atol=atol, err_msg=spec.name)
+
+
+def test_per_crop_targets(rt, batch: np.ndarray) -> None:
+    targets = ["normal", "old", "fresh", 2, 1, 0]
+    mixed = rt.classify(batch, target=targets)
+    assert list(mixed.target) == [0, 1, 2, 2, 1, 0]
+    single = rt.classify(batch[:1], target="normal")
+    np.testing.assert_allclose(mixed.cam[0], single.cam[0], atol=1e-5)
+
+
+def test_empty_batch_never_reaches_the_backend(rt, monkeypatch) -> None:
+    def fail(_feeds):
+        raise AssertionError("backend called with an empty batch")
+
+    monkeypatch.setattr(rt.runner, "run", fail)
+    result = rt.classify(np.zeros((0, 3, 64, 64), np.float32))
+    assert result.probabilities.shape == (0, 3) and result.cam.shape == (0, 64, 64)
+    assert all(p.shape == (0, 3) for p in result.model_probabilities.values())
+    assert len(result) == 0 and result.labels == []
+
+
+def test_batched_equals_one_by_one_and_input_is_untouched(rt, batch: np.ndarray) -> None:
+    before = batch.copy()
+    together = rt.classify(batch)
+    assert np.array_equal(batch, before)
+    for i in range(len(batch)):
+        alone = rt.classify(batch[i : i + 1])
+        np.testing.assert_allclose(alone.probabilities[0], together.probabilities[i], atol=1e-5)
+        np.testing.assert_allclose(alone.cam[0], together.cam[i], atol=1e-4)
+
+
+def test_batches_over_the_maximum_are_split(rt, batch: np.ndarray, monkeypatch) -> None:
+    big = np.concatenate([batch, batch[:3]])  # 9 crops, the tiny bundle's maximum is 4
+    calls = []
+    original = rt.runner.run
+
+    def spy(feeds):
+        calls.append(len(next(iter(feeds.values()))))
+        return original(feeds)
+
+    monkeypatch.setattr(rt.runner, "run", spy)
+    result = rt.classify(big)
+    assert calls == [4, 4, 1]
+    np.testing.assert_allclose(result.probabilities[6:], result.probabilities[:3], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (np.zeros((2, 3, 32, 32), np.float32), r"shape \(N, 3, 64, 64\)"),
+        (np.zeros((3, 64, 64), np.float32), "shape"),
+        (np.zeros((1, 3, 64, 64), np.uint8), "float32"),
+        (np.full((1, 3, 64, 64), np.nan, np.float32), "NaN"),
+    ],
+    ids=["size", "rank", "dtype", "nan"],
+)
+def test_malformed_batches_are_refused(rt, bad: np.ndarray, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        rt.classify(bad)
+
+
+def test_bad_targets_are_refused(rt, batch: np.ndarray) -> None:
+    with pytest.raises(InputError, match="unknown target class 'broken'"):
+        rt.classify(batch, target="broken")
+    with pytest.raises(InputError, match="out of range"):
+        rt.classify(batch, target=3)
+    with pytest.raises(InputError, match="2 entries for 6 crops"):
+        rt.classify(batch, target=[0, 1])
+
+
+def test_unknown_backend_lists_the_valid_names(tiny_bundle: Path) -> None:
+    with pytest.raises(BackendError, match="unknown backend 'onnxruntim'; choose one of: onnxruntime, torch"):
+        olvf.load(tiny_bundle, backend="onnxruntim")
+
+
+def test_missing_backend_says_what_to_install(tiny_bundle: Path, monkeypatch) -> None:
+    monkeypatch.setitem(runners._BACKENDS, "fancy", ("olvf_no_such_module", "Runner", "pip install fancy"))
+    with pytest.raises(BackendError, match="not installed.*pip install fancy"):
+        olvf.load(tiny_bundle, backend="fancy")
+
+
+def test_gpu_provider_without_a_gpu_is_a_clear_error(tiny_bundle: Path) -> None:
+    if _ort_has("CUDAExecutionProvider"):
+        pytest.skip("this machine has the CUDA provider")
+    with pytest.raises(BackendError, match="no CUDAExecutionProvider.*olvf\\[gpu\\]"):
+        olvf.load(tiny_bundle, device="cuda")
+
+
+def test_torch_backend_needs_the_original_checkpoints(exported_bundle: Path, checkpoint_files, tmp_path) -> None:
+    with pytest.raises(BackendError, match="needs the original resnet50 checkpoint"):
+        olvf.load(exported_bundle, backend="torch")
+    other = tmp_path / "other.pt"
+    torch.save(torch.load(checkpoint_files["resnet50"], weights_only=True)["state_dict"], other)
+    wrong = dict(checkpoint_files, resnet50=other)
+    with pytest.raises(BackendError, match="not the checkpoint this bundle was exported from"):
+        olvf.load(exported_bundle, backend="torch", checkpoints=wrong)
