@@ -28,7 +28,9 @@ from olvf.runtime.manifest import CLASS_NAMES
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _PREFIXES = ("module.", "model.")
-_LEGACY_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_DENSENET = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 _SHOW = 5
 
 
@@ -51,7 +53,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (torch >= 1.6) or a raw pickle (older); nothing else is a checkpoint."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def _read(path: Path, trust_pickle: bool) -> Any:
+    if not _looks_like_torch_save(path):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (no torch.save header; a Git LFS pointer, a text or an HTML "
+            "file?); fetch the real file"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -61,18 +75,23 @@ def _read(path: Path, trust_pickle: bool) -> Any:
                 "loading it would run code from the file. Save model.state_dict() instead, or re-run with "
                 "--trust-pickle if you trust where the file came from"
             ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch's safe unpickler fails in many ways on damaged files
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:120]}); "
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)}); "
             "check the file is complete and was written by torch.save"
         ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # arbitrary unpickling failures: missing classes, modules
         raise CheckpointError(
-            f"{path}: the pickled model could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            f"{path}: the pickled model could not be loaded ({type(exc).__name__}: {_first_line(exc)}); "
             "load it in its training code and save model.state_dict() instead"
         ) from None
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -93,7 +112,9 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
             continue
         break
     kind = type(obj).__name__
-    keys = f" with keys {', '.join(map(str, list(obj)[:_SHOW]))}" if isinstance(obj, Mapping) else ""
+    keys = ""
+    if isinstance(obj, Mapping):
+        keys = f" with keys {', '.join(map(str, list(obj)[:_SHOW]))}" if obj else " that is empty"
     raise CheckpointError(
         f"{path}: no state dict found (a {kind}{keys}); expected a state_dict, or a dict holding one under "
         f"{', '.join(repr(k) for k in _WRAPPER_KEYS)}"
@@ -170,14 +191,13 @@ def load_classifier(
         )
         if only_head:
             raise CheckpointError(
-                f"{path}: head {arch.head}.weight has {head_weight.shape[0]} outputs, olvf needs {num_classes} "
-                f"({', '.join(CLASS_NAMES)}); is this the ImageNet backbone rather than the fine-tuned model?"
+                f"{path}: head {arch.head}.weight has {head_weight.shape[0]} outputs, olvf needs {num_classes}"
+                + (f" ({', '.join(CLASS_NAMES)})" if num_classes == len(CLASS_NAMES) else "")
+                + "; is this the ImageNet backbone rather than the fine-tuned model?"
             )
         actual = _guess_architecture(state, num_classes)
         if actual is not None and actual.name != arch.name:
-            raise CheckpointError(
-                f"{path} is a {actual.name} checkpoint, not {arch.name}; pass it as --{actual.flag}"
-            )
+            raise CheckpointError(f"{path} is a {actual.name} checkpoint, not {arch.name}; pass it as --{actual.flag}")
         details = []
         if missing:
             details.append(f"missing keys {', '.join(missing[:_SHOW])}" + (" ..." if len(missing) > _SHOW else ""))
@@ -191,7 +211,9 @@ def load_classifier(
 
     floating = [k for k, v in state.items() if k in reference and v.is_floating_point() and not torch.isfinite(v).all()]
     if floating:
-        raise CheckpointError(f"{path}: weights hold NaN or infinite values (first: {floating[0]}); the training diverged")
+        raise CheckpointError(
+            f"{path}: weights hold NaN or infinite values (first: {floating[0]}); the training diverged"
+        )
 
     model = arch.build(num_classes)
     model.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent

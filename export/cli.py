@@ -43,6 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow checkpoints that are whole pickled models (runs code from the file)",
     )
+    detector = parser.add_argument_group(
+        "detector (YOLOv5u/YOLOv8 .pt from the ultralytics package, or any YOLOv5 .onnx)"
+    )
+    detector.add_argument("--detector", type=Path, metavar="best.pt|model.onnx")
+    detector.add_argument("--detector-imgsz", type=int, help="input size, when the file does not record it")
+    detector.add_argument("--detector-stride", type=int, help="largest stride, when the file does not record it")
+    detector.add_argument(
+        "--detector-names",
+        type=lambda t: tuple(n.strip() for n in t.split(",")),
+        metavar="A,B,...",
+        help="class names in index order, when the file does not record them",
+    )
+    detector.add_argument("--conf", type=float, default=0.25, help="detection confidence threshold (default 0.25)")
+    detector.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    detector.add_argument(
+        "--crop-margin", type=float, default=0.1, help="crop margin around each box, as a fraction (default 0.1)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT}/)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument(
@@ -72,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from olvf.export import architectures
     from olvf.export.checkpoints import load_classifier
     from olvf.export.demo import demo_members
-    from olvf.export.pipeline import ExportOptions, Member, export_classifiers
+    from olvf.export.pipeline import DetectorSource, ExportOptions, Member, export_bundle
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -80,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
     given = {arch: getattr(args, arch.flag) for arch in architectures.STUDY_ENSEMBLE}
     if args.max_batch < 1:
         raise OlvfError("--max-batch must be at least 1")
-    if not 0.0 < args.fresh_threshold < 1.0:
-        raise OlvfError("--fresh-threshold must lie between 0 and 1")
+    for flag, value in (("--fresh-threshold", args.fresh_threshold), ("--conf", args.conf), ("--iou", args.iou)):
+        if not 0.0 < value < 1.0:
+            raise OlvfError(f"{flag} must lie between 0 and 1")
+    if not 0.0 <= args.crop_margin <= 1.0:
+        raise OlvfError("--crop-margin must lie between 0 and 1")
     check_replaceable(args.out, force=args.force)
     size = (args.input_size, args.input_size)
     options = ExportOptions(
@@ -90,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         preprocessing=Preprocessing(input_size=size, mean=args.mean, std=args.std, interpolation=args.interpolation),
         fresh_threshold=args.fresh_threshold,
+        crop_margin=args.crop_margin,
     )
     if args.demo:
         if any(given.values()):
@@ -99,11 +120,14 @@ def run(args: argparse.Namespace) -> int:
             Member(arch, model, {"demo_seed": seed, "note": "seeded random weights, BatchNorm calibrated"})
             for arch, model, seed in demo_members(args.seed, size)
         ]
+    elif not any(given.values()) and args.detector is not None:
+        members = []
     else:
         missing = [f"--{arch.flag}" for arch, path in given.items() if path is None]
         if missing:
             raise OlvfError(
-                f"missing {', '.join(missing)}: the ensemble needs all three checkpoints (or --demo for a demo bundle)"
+                f"missing {', '.join(missing)}: the ensemble needs all three checkpoints "
+                "(or --detector alone for a detector-only bundle, or --demo for a demo bundle)"
             )
         members = []
         for arch, path in given.items():
@@ -112,7 +136,18 @@ def run(args: argparse.Namespace) -> int:
             members.append(
                 Member(arch, loaded.module, {"file": path.name, "sha256": loaded.sha256, "form": loaded.form})
             )
-    export_classifiers(args.out, members, options, demo=args.demo, force=args.force, progress=progress)
+    detector = None
+    if args.detector is not None:
+        detector = DetectorSource(
+            path=args.detector,
+            imgsz=args.detector_imgsz,
+            stride=args.detector_stride,
+            names=args.detector_names,
+            conf=args.conf,
+            iou=args.iou,
+            trust_pickle=args.trust_pickle,
+        )
+    export_bundle(args.out, members, options, detector=detector, demo=args.demo, force=args.force, progress=progress)
     return 0
 
 

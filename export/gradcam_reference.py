@@ -17,9 +17,7 @@ from olvf.export.architectures import Architecture
 _HOOKS = {"layer4": ("layer4", False), "features.norm5 -> ReLU": ("features", True)}
 
 
-def autograd_grad_cam(
-    arch: Architecture, model: nn.Module, crops: torch.Tensor, target: torch.Tensor
-) -> torch.Tensor:
+def autograd_grad_cam(arch: Architecture, model: nn.Module, crops: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (N, H, W) in [0, 1] for ``target`` at the architecture's CAM layer.
 
     Channel weights are the spatial mean of d logit_target / d A, the map is

@@ -15,9 +15,7 @@ from olvf.errors import OlvfError
 from olvf.export.fused import INPUT_NAME, FusedEnsemble
 
 
-def export_onnx(
-    fused: FusedEnsemble, path: Path, input_size: tuple[int, int], *, opset: int, max_batch: int
-) -> int:
+def export_onnx(fused: FusedEnsemble, path: Path, input_size: tuple[int, int], *, opset: int, max_batch: int) -> int:
     """Write ``fused`` to ``path`` with a dynamic batch axis; return the opset the file really has."""
     example = torch.zeros(2, 3, *input_size)
     batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from olvf import __version__
+from olvf.errors import CheckpointError, OlvfError
 from olvf.export.architectures import Architecture
 from olvf.export.fused import (
     CAM_FUSION,
@@ -32,6 +33,8 @@ from olvf.runtime.bundle import sha256_file
 from olvf.runtime.manifest import (
     CLASS_NAMES,
     MANIFEST_NAME,
+    CropSpec,
+    DetectorSpec,
     EnsembleSpec,
     GradCamSpec,
     GraphSpec,
@@ -63,6 +66,7 @@ class ExportOptions:
     preprocessing: Preprocessing = Preprocessing(input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
     fresh_threshold: float = 0.5
     parity_crops: int = 6
+    crop_margin: float = 0.1
     tolerances: dict[str, Tolerances] | None = None
 
     @property
@@ -87,76 +91,51 @@ def _feature_shape(fused: FusedEnsemble, index: int, size: tuple[int, int]) -> t
     return (int(features.shape[1]), int(features.shape[2]), int(features.shape[3]))
 
 
-def export_classifiers(
+@dataclass(frozen=True)
+class DetectorSource:
+    """A detector to put in the bundle: an ultralytics ``.pt`` or an ONNX file, plus what it may not record."""
+
+    path: Path
+    imgsz: int | None = None
+    stride: int | None = None
+    names: tuple[str, ...] | None = None
+    conf: float = 0.25
+    iou: float = 0.45
+    trust_pickle: bool = False
+    radiograph: Any = None  # a gray image for the parity check, values 0..255
+
+
+@dataclass
+class _Staged:
+    """What the steps have written so far."""
+
+    graphs: list[GraphSpec]
+    files: dict[str, str]
+    parity: dict[str, Any]
+
+
+def export_bundle(
     out: Path,
-    members: Sequence[Member],
+    members: Sequence[Member] = (),
     options: ExportOptions = ExportOptions(),
     *,
+    detector: DetectorSource | None = None,
     demo: bool = False,
     force: bool = False,
     progress: Progress = lambda _line: None,
 ) -> Manifest:
-    """Export ``members`` as one fused graph per precision into the bundle ``out``.
+    """Export the classifiers (one fused graph per precision) and/or the detector into the bundle ``out``.
 
-    Every graph passes the ONNX checker and the parity gate before the bundle
+    Every graph passes the ONNX checker and its parity gate before the bundle
     is published; on any failure nothing is written and ``out`` is untouched.
     """
-    tolerances = options.tolerances or TOLERANCES
-    size = options.preprocessing.input_size
-    crops = parity_crops(size, options.parity_crops)
-    reference = FusedEnsemble([(m.architecture, m.module) for m in members], "fp32")
+    if not members and detector is None:
+        raise OlvfError("nothing to export: give the three classifier checkpoints, a detector, or both")
     started = time.monotonic()
-    graphs: list[GraphSpec] = []
-    files: dict[str, str] = {}
-    parity: dict[str, Any] = {}
-    steps = 2 * len(options.precisions)
-    step = 0
-
+    staged = _Staged([], {}, {})
     with staged_directory(out, force=force) as staging:
-        for precision in options.precisions:
-            fused = reference if precision == "fp32" else FusedEnsemble(
-                [(m.architecture, m.module) for m in members], precision
-            )
-            name = f"ensemble_{precision}.onnx"
-            step += 1
-            progress(f"[{step}/{steps}] exporting {name} (about 30 s per graph on 2 cores)")
-            opset = export_onnx(fused, staging / name, size, opset=options.opset, max_batch=options.max_batch)
-            step += 1
-            progress(f"[{step}/{steps}] checking {name} against PyTorch on {len(crops)} fixed crops")
-            figures = measure_parity(reference, staging / name, crops)
-            check_parity(figures, tolerances[precision], name)
-            parity[name] = {**figures, "tolerances": vars(tolerances[precision])}
-            progress(_summary(name, figures))
-            graphs.append(
-                GraphSpec(
-                    role="ensemble",
-                    file=name,
-                    precision=precision,
-                    opset=opset,
-                    input_name=INPUT_NAME,
-                    input_shape=("N", 3, *size),
-                    output_names=tuple(fused.output_names),
-                    max_batch=options.max_batch,
-                )
-            )
-            files[name] = sha256_file(staging / name)
-
-        models = tuple(
-            ModelSpec(
-                name=m.architecture.name,
-                architecture=m.architecture.name,
-                preprocessing=options.preprocessing,
-                gradcam=GradCamSpec(
-                    layer=m.architecture.cam_layer,
-                    feature_shape=_feature_shape(reference, i, size),
-                    definition=m.architecture.cam_definition,
-                ),
-                probabilities_output=probabilities_output(m.architecture.name),
-                class_maps_output=class_maps_output(m.architecture.name),
-                source=m.source,
-            )
-            for i, m in enumerate(members)
-        )
+        detector_spec = _export_detector(staging, detector, options, staged, progress) if detector else None
+        models = _export_bundle(staging, members, options, staged, progress) if members else ()
         manifest = Manifest(
             classes=CLASS_NAMES,
             ensemble=EnsembleSpec(
@@ -166,19 +145,153 @@ def export_classifiers(
                 probabilities_output=ENSEMBLE_OUTPUT,
             ),
             models=models,
-            graphs=tuple(graphs),
-            files=files,
+            graphs=tuple(staged.graphs),
+            files=staged.files,
             precision=options.precision,
             producer=_versions(),
-            parity=parity,
+            parity=staged.parity,
             operating_points={"fresh": options.fresh_threshold},
             demo=demo,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            detector=detector_spec,
+            crops=CropSpec(margin=options.crop_margin),
         )
         manifest.validate()
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     progress(f"bundle written to {out} in {time.monotonic() - started:.0f} s")
     return manifest
+
+
+def _export_bundle(
+    staging: Path, members: Sequence[Member], options: ExportOptions, staged: _Staged, progress: Progress
+) -> tuple[ModelSpec, ...]:
+    tolerances = options.tolerances or TOLERANCES
+    size = options.preprocessing.input_size
+    crops = parity_crops(size, options.parity_crops)
+    reference = FusedEnsemble([(m.architecture, m.module) for m in members], "fp32")
+    steps = 2 * len(options.precisions)
+    step = 0
+    for precision in options.precisions:
+        fused = (
+            reference
+            if precision == "fp32"
+            else FusedEnsemble([(m.architecture, m.module) for m in members], precision)
+        )
+        name = f"ensemble_{precision}.onnx"
+        step += 1
+        progress(f"[{step}/{steps}] exporting {name} (about 30 s per graph on 2 cores)")
+        opset = export_onnx(fused, staging / name, size, opset=options.opset, max_batch=options.max_batch)
+        step += 1
+        progress(f"[{step}/{steps}] checking {name} against PyTorch on {len(crops)} fixed crops")
+        figures = measure_parity(reference, staging / name, crops)
+        check_parity(figures, tolerances[precision], name)
+        staged.parity[name] = {**figures, "tolerances": vars(tolerances[precision])}
+        progress(_summary(name, figures))
+        staged.graphs.append(
+            GraphSpec(
+                role="ensemble",
+                file=name,
+                precision=precision,
+                opset=opset,
+                input_name=INPUT_NAME,
+                input_shape=("N", 3, *size),
+                output_names=tuple(fused.output_names),
+                max_batch=options.max_batch,
+            )
+        )
+        staged.files[name] = sha256_file(staging / name)
+    return tuple(
+        ModelSpec(
+            name=m.architecture.name,
+            architecture=m.architecture.name,
+            preprocessing=options.preprocessing,
+            gradcam=GradCamSpec(
+                layer=m.architecture.cam_layer,
+                feature_shape=_feature_shape(reference, i, size),
+                definition=m.architecture.cam_definition,
+            ),
+            probabilities_output=probabilities_output(m.architecture.name),
+            class_maps_output=class_maps_output(m.architecture.name),
+            source=m.source,
+        )
+        for i, m in enumerate(members)
+    )
+
+
+def _export_detector(
+    staging: Path, source: DetectorSource, options: ExportOptions, staged: _Staged, progress: Progress
+) -> DetectorSpec:
+    from olvf.export import detector as det
+
+    name = "detector_fp32.onnx"
+    path = Path(source.path)
+    if path.suffix.lower() == ".onnx":
+        progress(f"checking detector {path.name} (ONNX, copied as it is)")
+        if not path.is_file():
+            raise CheckpointError(f"detector {path} does not exist or is not a file")
+        graph = det.inspect_detector(path, imgsz=source.imgsz, stride=source.stride, names=source.names)
+        det.copy_onnx(path, staging / name)
+        batch, _ = det.sample_inputs(graph.input_size[0], source.radiograph)
+        # It must run here, on the shapes the runtime will feed it.
+        for i in range(len(batch)):
+            det.run_graph(staging / name, batch[i : i + 1])
+        figures: dict[str, Any] = {"source": "ONNX given by the user, copied unchanged; it ran on ONNX Runtime"}
+        origin = {"file": path.name, "sha256": sha256_file(path), "format": "onnx"}
+    else:
+        progress(f"exporting detector {path.name} with ultralytics (offline)")
+        result = det.export_ultralytics(
+            path,
+            staging / name,
+            imgsz=source.imgsz,
+            opset=options.opset,
+            trust_pickle=source.trust_pickle,
+            radiograph=source.radiograph,
+            conf=min(source.conf, 0.001),
+            iou=source.iou,
+        )
+        graph, figures = result.graph, result.figures
+        det.check_detector_parity(figures, "fp32", name)
+        origin = {"file": path.name, "sha256": sha256_file(path), "format": "ultralytics"}
+        progress(
+            f"      {name}: raw output max |diff| {figures['raw_max_abs_diff']:.1e}, boxes per image "
+            f"{figures['boxes_per_image']}, min matched IoU {figures['min_matched_iou']:.3f}: pass"
+        )
+    staged.parity[name] = figures
+    staged.graphs.append(
+        GraphSpec(
+            role="detector",
+            file=name,
+            precision="fp32",
+            opset=_opset(staging / name),
+            input_name=graph.input_name,
+            input_shape=("N" if graph.dynamic_batch else 1, 3, *graph.input_size),
+            output_names=_output_names(staging / name),
+            max_batch=options.max_batch if graph.dynamic_batch else 1,
+        )
+    )
+    staged.files[name] = sha256_file(staging / name)
+    return DetectorSpec(
+        input_size=graph.input_size,
+        stride=graph.stride,
+        names=graph.names,
+        layout=graph.layout,
+        conf=source.conf,
+        iou=source.iou,
+        source=origin,
+    )
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def _output_names(path: Path) -> tuple[str, ...]:
+    import onnx
+
+    return tuple(o.name for o in onnx.load(str(path), load_external_data=False).graph.output)
 
 
 def _summary(name: str, figures: dict[str, Any]) -> str:

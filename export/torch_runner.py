@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -79,4 +78,3 @@ class TorchRunner(Runner):
 
 
 __all__ = ["TorchRunner"]
-

@@ -47,8 +47,7 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
             raise BundleError(
-                f"manifest: unknown interpolation {self.interpolation!r}; "
-                f"expected one of {', '.join(INTERPOLATIONS)}"
+                f"manifest: unknown interpolation {self.interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}"
             )
         if self.channels != "gray_to_rgb":
             raise BundleError(f"manifest: unknown channel handling {self.channels!r}")
@@ -111,6 +110,37 @@ class GraphSpec:
 
 
 @dataclass(frozen=True)
+class DetectorSpec:
+    """The vertebra detector: its input, classes, output layout and decision thresholds."""
+
+    input_size: tuple[int, int]
+    stride: int
+    names: tuple[str, ...]
+    layout: str
+    conf: float = 0.25
+    iou: float = 0.45
+    duplicate_iou: float = 0.6
+    max_det: int = 20
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("yolov5", "yolov8"):
+            raise BundleError(f"manifest: unknown detector layout {self.layout!r}; expected yolov5 or yolov8")
+        if not self.names:
+            raise BundleError("manifest: detector has no class names")
+        if any(s % self.stride for s in self.input_size):
+            raise BundleError(f"manifest: detector input {self.input_size} is not a multiple of stride {self.stride}")
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a detected box becomes a classifier crop (see olvf.runtime.crops)."""
+
+    margin: float = 0.1
+    square: bool = True
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """A TensorRT engine: valid only for the TensorRT version and GPU that built it."""
 
@@ -140,6 +170,8 @@ class Manifest:
     operating_points: dict[str, float]
     demo: bool = False
     created: str = ""
+    detector: DetectorSpec | None = None
+    crops: CropSpec = CropSpec()
     engines: tuple[EngineSpec, ...] = ()
     schema_version: int = SCHEMA_VERSION
     kind: str = "olvf-bundle"
@@ -157,7 +189,12 @@ class Manifest:
     @property
     def preprocessing(self) -> Preprocessing:
         """The single preprocessing of the fused graph's ``crops`` input."""
+        if not self.models:
+            raise BundleError("this bundle has no classifiers; export one with --resnet50 --densenet161 --resnext50")
         return self.models[0].preprocessing
+
+    def has(self, role: str) -> bool:
+        return any(g.role == role for g in self.graphs)
 
     def graph(self, role: str, precision: str | None = None) -> GraphSpec:
         """The graph for ``role``; ``precision=None`` prefers FP32 (the CPU choice)."""
@@ -173,6 +210,11 @@ class Manifest:
             )
         return sorted(candidates, key=lambda g: PRECISIONS.index(g.precision))[0]
 
+    def graph_for(self, role: str, precision: str | None) -> GraphSpec:
+        """The graph of ``precision`` when the bundle has one, else the default for ``role``."""
+        exact = [g for g in self.graphs if g.role == role and g.precision == precision]
+        return exact[0] if exact else self.graph(role)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
 
@@ -181,23 +223,29 @@ class Manifest:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BundleError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); re-export the bundle") from None
+            raise BundleError(
+                f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); re-export the bundle"
+            ) from None
         return manifest_from_dict(raw, source)
 
     def validate(self) -> None:
         """Cross-field checks that single dataclasses cannot make."""
         if tuple(self.classes) != CLASS_NAMES:
             raise BundleError(f"manifest: classes {list(self.classes)} are not {list(CLASS_NAMES)}")
-        if not self.models:
-            raise BundleError("manifest: no models")
-        first = self.models[0].preprocessing
+        if not self.models and self.detector is None:
+            raise BundleError("manifest: no models and no detector")
+        if self.has("ensemble") != bool(self.models):
+            raise BundleError("manifest: classifier models and ensemble graphs must come together")
+        if self.has("detector") != (self.detector is not None):
+            raise BundleError("manifest: detector settings and detector graphs must come together")
         for spec in self.models[1:]:
+            first = self.models[0].preprocessing
             if spec.preprocessing != first:
                 raise BundleError(
                     f"manifest: model {spec.name} preprocesses differently from {self.models[0].name}, "
                     "but the fused graph has one input"
                 )
-        if set(self.ensemble.models) != set(self.model_names):
+        if self.models and set(self.ensemble.models) != set(self.model_names):
             raise BundleError("manifest: ensemble models do not match the listed models")
         for graph in self.graphs:
             if graph.file not in self.files:
@@ -259,10 +307,16 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             models.append(_build(ModelSpec, m, f"models[{i}]"))
         data["models"] = tuple(models)
         data["ensemble"] = _build(EnsembleSpec, data["ensemble"], "ensemble")
+        if data.get("detector") is not None:
+            d = dict(data["detector"])
+            d["input_size"] = tuple(d["input_size"])
+            d["names"] = tuple(d["names"])
+            d["source"] = dict(d.get("source", {}))
+            data["detector"] = _build(DetectorSpec, d, "detector")
+        if "crops" in data:
+            data["crops"] = _build(CropSpec, data["crops"], "crops")
         data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data["graphs"]))
-        data["engines"] = tuple(
-            _build(EngineSpec, e, f"engines[{i}]") for i, e in enumerate(data.get("engines", []))
-        )
+        data["engines"] = tuple(_build(EngineSpec, e, f"engines[{i}]") for i, e in enumerate(data.get("engines", [])))
     except (KeyError, TypeError) as exc:
         raise BundleError(f"{source} is incomplete (missing {exc}); re-export the bundle") from None
     manifest = _build(Manifest, data, "manifest")

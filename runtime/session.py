@@ -1,4 +1,4 @@
-"""``olvf.load``: a bundle plus a backend, ready to classify crops."""
+"""``olvf.load``: a bundle plus a backend, ready to detect vertebrae and classify crops."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from olvf.errors import InputError
+from olvf.errors import BundleError, InputError
 from olvf.runtime.bundle import Bundle, open_bundle
+from olvf.runtime.crops import CropSettings, extract_crops
+from olvf.runtime.detection import Detections, DetectorSettings, letterbox, postprocess
 from olvf.runtime.gradcam import fuse_maps, grad_cam
 from olvf.runtime.manifest import Manifest
 from olvf.runtime.preprocess import Preprocessor
@@ -48,17 +50,60 @@ class Classification:
     def __len__(self) -> int:
         return len(self.probabilities)
 
+    def __getitem__(self, index: slice) -> Classification:
+        """The results of a contiguous run of crops (one study's vertebrae)."""
+        return Classification(
+            classes=self.classes,
+            probabilities=self.probabilities[index],
+            model_probabilities={k: v[index] for k, v in self.model_probabilities.items()},
+            cams={k: v[index] for k, v in self.cams.items()},
+            cam=self.cam[index],
+            target=self.target[index],
+        )
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """One image through the cascade: its vertebrae and what the ensemble says about each."""
+
+    detections: Detections
+    classification: Classification
+
 
 class Runtime:
     """A loaded bundle. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, bundle: Bundle, runner: Runner, backend: str, precision: str) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        runner: Runner | None,
+        backend: str,
+        precision: str,
+        detector: Runner | None = None,
+        detector_backend: str | None = None,
+    ) -> None:
         self.bundle = bundle
         self.runner = runner
         self.backend = backend
         self.precision = precision
-        self.preprocess = Preprocessor(bundle.manifest.preprocessing)
-        self._max_batch = bundle.manifest.graph("ensemble", precision).max_batch
+        self.detector = detector
+        self.detector_backend = detector_backend
+        manifest = bundle.manifest
+        self.preprocess = Preprocessor(manifest.preprocessing) if runner is not None else None
+        self._max_batch = manifest.graph("ensemble", precision).max_batch if runner is not None else 0
+        if detector is not None:
+            assert manifest.detector is not None  # validated with the manifest
+            spec = manifest.detector
+            self._detector_settings = DetectorSettings(
+                names=spec.names,
+                layout=spec.layout,
+                conf=spec.conf,
+                iou=spec.iou,
+                duplicate_iou=spec.duplicate_iou,
+                max_det=spec.max_det,
+            )
+            self._detector_max_batch = manifest.graph_for("detector", precision).max_batch
+            self._crop_settings = CropSettings(margin=manifest.crops.margin, square=manifest.crops.square)
 
     @property
     def manifest(self) -> Manifest:
@@ -70,6 +115,7 @@ class Runtime:
 
     def classify(self, batch: np.ndarray, target: Target = None) -> Classification:
         """Classify a preprocessed batch (N, 3, H, W) float32; see :class:`Classification`."""
+        self._require(self.runner, "classifiers", "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt")
         batch = self._check_batch(batch)
         names = self.manifest.model_names
         n_classes = len(self.classes)
@@ -83,13 +129,11 @@ class Runtime:
                 cam=empty_maps,
                 target=np.zeros(0, np.int64),
             )
-        outputs = self._run_split(batch)
+        outputs = _run_split(self.runner, batch, self._max_batch)
         probabilities = outputs[self.manifest.ensemble.probabilities_output]
         chosen = self._resolve_target(target, probabilities)
         size = (batch.shape[2], batch.shape[3])
-        cams = {
-            spec.name: grad_cam(outputs[spec.class_maps_output], chosen, size) for spec in self.manifest.models
-        }
+        cams = {spec.name: grad_cam(outputs[spec.class_maps_output], chosen, size) for spec in self.manifest.models}
         return Classification(
             classes=self.classes,
             probabilities=probabilities,
@@ -101,7 +145,48 @@ class Runtime:
 
     def classify_crops(self, crops: Sequence[np.ndarray], target: Target = None) -> Classification:
         """Preprocess raw grayscale crops as the manifest says, then classify them."""
+        self._require(self.runner, "classifiers", "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt")
+        assert self.preprocess is not None
         return self.classify(self.preprocess(crops), target=target)
+
+    def detect(self, image: np.ndarray) -> Detections:
+        """Vertebral bodies in one gray image (H, W) with values 0..255, top to bottom."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """All images letterboxed into one detector batch (split only at the graph's maximum)."""
+        detector = self._require(self.detector, "detector", "--detector best.pt|model.onnx")
+        if not images:
+            return []
+        size = self.manifest.detector.input_size  # type: ignore[union-attr]
+        boxed = [letterbox(_gray(image), size) for image in images]
+        raw = _run_split(detector, np.stack([b[0] for b in boxed]), self._detector_max_batch)
+        output = next(iter(raw.values()))
+        return [postprocess(output[i], boxed[i][1], self._detector_settings) for i in range(len(images))]
+
+    def analyse(self, images: Sequence[np.ndarray]) -> list[StudyAnalysis]:
+        """Detect, crop and classify: every vertebra of every image in one ensemble batch."""
+        self._require(self.runner, "classifiers", "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt")
+        found = self.detect_batch(images)
+        crops = [
+            crop
+            for image, dets in zip(images, found)
+            for crop in extract_crops(_gray(image), dets.boxes, self._crop_settings)
+        ]
+        assert self.preprocess is not None
+        batch = self.preprocess(crops) if crops else np.zeros((0, *self.preprocess.input_shape), np.float32)
+        everything = self.classify(batch)
+        studies, start = [], 0
+        for dets in found:
+            end = start + len(dets)
+            studies.append(StudyAnalysis(dets, everything[start:end]))
+            start = end
+        return studies
+
+    def _require(self, runner: Runner | None, what: str, flags: str) -> Runner:
+        if runner is None:
+            raise BundleError(f"bundle {self.bundle.path} has no {what}; export them into it with olvf-export {flags}")
+        return runner
 
     # -- helpers ---------------------------------------------------------
     def _check_batch(self, batch: Any) -> np.ndarray:
@@ -121,18 +206,6 @@ class Runtime:
         if not np.isfinite(batch).all():
             raise InputError("batch contains NaN or infinite values")
         return batch
-
-    def _run_split(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """One call when the batch fits, else chunks of the graph's maximum batch."""
-        name = self.runner.inputs[0].name
-        feeds_dtype = self.runner.inputs[0].dtype
-        parts = [
-            self.runner.run({name: batch[i : i + self._max_batch].astype(feeds_dtype, copy=False)})
-            for i in range(0, len(batch), self._max_batch)
-        ]
-        if len(parts) == 1:
-            return parts[0]
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
     def _resolve_target(self, target: Target, probabilities: np.ndarray) -> np.ndarray:
         n = len(probabilities)
@@ -155,7 +228,9 @@ class Runtime:
 
     # -- lifetime --------------------------------------------------------
     def close(self) -> None:
-        self.runner.close()
+        for runner in (self.runner, self.detector):
+            if runner is not None:
+                runner.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -167,6 +242,25 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2 or min(image.shape) < 1:
+        raise InputError(f"images must be 2-D grayscale arrays (H, W) with values 0..255, got shape {image.shape}")
+    return image if image.dtype in (np.uint8, np.float32) else image.astype(np.float32)
+
+
+def _run_split(runner: Runner, batch: np.ndarray, max_batch: int) -> dict[str, np.ndarray]:
+    """One call when the batch fits, else chunks of the graph's maximum batch."""
+    spec = runner.inputs[0]
+    parts = [
+        runner.run({spec.name: batch[i : i + max_batch].astype(spec.dtype, copy=False)})
+        for i in range(0, len(batch), max_batch)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def load(
@@ -184,7 +278,28 @@ def load(
     onnxruntime; ``checkpoints=`` for torch).
     """
     bundle = open_bundle(bundle_dir, verify=verify)
-    graph = bundle.manifest.graph("ensemble", precision)
-    runner = runner_class(backend).from_bundle(bundle, "ensemble", graph.precision, **options)
-    runner.load()
-    return Runtime(bundle, runner, backend, graph.precision)
+    manifest = bundle.manifest
+    chosen = manifest.graph("ensemble" if manifest.has("ensemble") else "detector", precision).precision
+    started: list[Runner] = []
+    try:
+        ensemble = None
+        if manifest.has("ensemble"):
+            ensemble = runner_class(backend).from_bundle(bundle, "ensemble", chosen, **options).load()
+            started.append(ensemble)
+        detector, detector_backend = None, None
+        if manifest.has("detector"):
+            # The PyTorch reference covers the classifiers; the detector then runs on ONNX Runtime.
+            detector_backend = backend if backend != "torch" else "onnxruntime"
+            detector_options = options if backend != "torch" else {}
+            detector_precision = manifest.graph_for("detector", chosen).precision
+            detector = (
+                runner_class(detector_backend)
+                .from_bundle(bundle, "detector", detector_precision, **detector_options)
+                .load()
+            )
+            started.append(detector)
+    except BaseException:
+        for runner in started:
+            runner.close()
+        raise
+    return Runtime(bundle, ensemble, backend, chosen, detector, detector_backend)

@@ -39,7 +39,13 @@ def _register_tiny() -> tuple[Architecture, ...]:
     archs = (
         Architecture("tiny_resnet", "tiny-resnet", _tiny_resnet, "fc", resnet.features, resnet.cam_layer, "test"),
         Architecture(
-            "tiny_densenet", "tiny-densenet", _tiny_densenet, "classifier", densenet.features, densenet.cam_layer, "test"
+            "tiny_densenet",
+            "tiny-densenet",
+            _tiny_densenet,
+            "classifier",
+            densenet.features,
+            densenet.cam_layer,
+            "test",
         ),
         Architecture("tiny_resnext", "tiny-resnext", _tiny_resnext, "fc", resnet.features, resnet.cam_layer, "test"),
     )
@@ -81,10 +87,10 @@ def tiny_options():
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_members, tiny_options) -> Path:
-    from olvf.export.pipeline import export_classifiers
+    from olvf.export.pipeline import export_bundle
 
     out = tmp_path_factory.mktemp("tiny") / "bundle"
-    export_classifiers(out, tiny_members, tiny_options, demo=True)
+    export_bundle(out, tiny_members, tiny_options, demo=True)
     return out
 
 
@@ -104,7 +110,10 @@ def save_checkpoint_forms(folder: Path, seed: int = 10) -> dict[str, Path]:
 
     x50 = demo_model(architectures.RESNEXT50, seed + 2).state_dict()
     paths["resnext50_32x4d"] = folder / "resnext50_trainer.ckpt"
-    torch.save({"model_state_dict": {f"model.{k}": v for k, v in x50.items()}, "optimizer": {"lr": 0.01}}, paths["resnext50_32x4d"])
+    torch.save(
+        {"model_state_dict": {f"model.{k}": v for k, v in x50.items()}, "optimizer": {"lr": 0.01}},
+        paths["resnext50_32x4d"],
+    )
     return paths
 
 
@@ -121,12 +130,18 @@ def exported_bundle(tmp_path_factory, checkpoint_files) -> Path:
     out = tmp_path_factory.mktemp("export") / "engines"
     code = main(
         [
-            "--resnet50", str(checkpoint_files["resnet50"]),
-            "--densenet161", str(checkpoint_files["densenet161"]),
-            "--resnext50", str(checkpoint_files["resnext50_32x4d"]),
-            "--precision", "fp16",
-            "--max-batch", "8",
-            "--out", str(out),
+            "--resnet50",
+            str(checkpoint_files["resnet50"]),
+            "--densenet161",
+            str(checkpoint_files["densenet161"]),
+            "--resnext50",
+            str(checkpoint_files["resnext50_32x4d"]),
+            "--precision",
+            "fp16",
+            "--max-batch",
+            "8",
+            "--out",
+            str(out),
         ]
     )
     assert code == 0

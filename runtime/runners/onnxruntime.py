@@ -44,9 +44,7 @@ class OnnxRuntimeRunner(Runner):
         self._output_names: Sequence[str] = ()
 
     @classmethod
-    def from_bundle(
-        cls, bundle: Bundle, role: str, precision: str | None = None, **options: Any
-    ) -> OnnxRuntimeRunner:
+    def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, **options: Any) -> OnnxRuntimeRunner:
         graph = bundle.manifest.graph(role, precision)
         return cls(bundle.file(graph.file), **options)
 

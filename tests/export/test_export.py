@@ -19,9 +19,8 @@ from olvf.export.cli import main
 from olvf.export.demo import demo_model, synthetic_crops
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.export.parity import Tolerances
-from olvf.export.pipeline import export_classifiers
+from olvf.export.pipeline import export_bundle
 from olvf.runtime.bundle import sha256_file
-from olvf.runtime.preprocess import Preprocessor
 from tests_data import crop_images
 
 TOLERANCE = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 0.1)}
@@ -85,7 +84,9 @@ def test_manifest_records_sources_parity_and_graphs(exported_bundle, checkpoint_
 
 def test_fp16_graph_carries_its_precision_and_keeps_softmax_and_pooling_in_fp32(exported_bundle) -> None:
     fp16 = onnx.shape_inference.infer_shapes(onnx.load(str(exported_bundle / "ensemble_fp16.onnx")))
-    types = {v.name: v.type.tensor_type.elem_type for v in [*fp16.graph.value_info, *fp16.graph.input, *fp16.graph.output]}
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in [*fp16.graph.value_info, *fp16.graph.input, *fp16.graph.output]
+    }
     types.update({i.name: i.data_type for i in fp16.graph.initializer})
     conv_weights = [n.input[1] for n in fp16.graph.node if n.op_type == "Conv"]
     half = sum(types.get(w) == onnx.TensorProto.FLOAT16 for w in conv_weights)
@@ -96,7 +97,9 @@ def test_fp16_graph_carries_its_precision_and_keeps_softmax_and_pooling_in_fp32(
             assert types[node.input[0]] == onnx.TensorProto.FLOAT, node.op_type
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in fp16.graph.output)
     assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    ratio = (exported_bundle / "ensemble_fp16.onnx").stat().st_size / (exported_bundle / "ensemble_fp32.onnx").stat().st_size
+    ratio = (exported_bundle / "ensemble_fp16.onnx").stat().st_size / (
+        exported_bundle / "ensemble_fp32.onnx"
+    ).stat().st_size
     assert 0.45 < ratio < 0.55
 
 
@@ -107,7 +110,7 @@ def test_parity_failure_writes_nothing(tmp_path, tiny_members, tiny_options) -> 
     strict = {"fp32": Tolerances(probabilities=0.0, cam=0.0), "fp16": Tolerances(0.0, 0.0)}
     options = type(tiny_options)(**{**vars(tiny_options), "tolerances": strict})
     with pytest.raises(ParityError, match="does not match PyTorch.*no bundle was written"):
-        export_classifiers(out, tiny_members, options, force=True)
+        export_bundle(out, tiny_members, options, force=True)
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
@@ -161,10 +164,14 @@ def test_cli_usage_errors_are_one_line(argv, code, message, tmp_path, capsys) ->
 
 def test_cli_wrong_checkpoint_names_the_file_and_the_fix(checkpoint_files, tmp_path, capsys) -> None:
     argv = [
-        "--resnet50", str(checkpoint_files["densenet161"]),
-        "--densenet161", str(checkpoint_files["densenet161"]),
-        "--resnext50", str(checkpoint_files["resnext50_32x4d"]),
-        "--out", str(tmp_path / "b"),
+        "--resnet50",
+        str(checkpoint_files["densenet161"]),
+        "--densenet161",
+        str(checkpoint_files["densenet161"]),
+        "--resnext50",
+        str(checkpoint_files["resnext50_32x4d"]),
+        "--out",
+        str(tmp_path / "b"),
     ]
     assert main(argv) == 5
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -18,8 +18,12 @@ def test_resize_matches_opencv_and_torch(small: int, large: int) -> None:
     maps = np.random.default_rng(small).random((3, small, small + 1)).astype(np.float32)
     ours = resize_maps(maps, (large, large + 3))
     for i, m in enumerate(maps):
-        np.testing.assert_allclose(ours[i], cv2.resize(m, (large + 3, large), interpolation=cv2.INTER_LINEAR), atol=1e-5)
-    theirs = F.interpolate(torch.from_numpy(maps)[:, None], size=(large, large + 3), mode="bilinear", align_corners=False)
+        np.testing.assert_allclose(
+            ours[i], cv2.resize(m, (large + 3, large), interpolation=cv2.INTER_LINEAR), atol=1e-5
+        )
+    theirs = F.interpolate(
+        torch.from_numpy(maps)[:, None], size=(large, large + 3), mode="bilinear", align_corners=False
+    )
     np.testing.assert_allclose(ours, theirs[:, 0].numpy(), atol=1e-5)
 
 

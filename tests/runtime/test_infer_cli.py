@@ -38,10 +38,18 @@ def test_json_for_scripts(tiny_bundle: Path, capsys) -> None:
 @pytest.mark.parametrize(
     "make_args,code,message",
     [
-        (lambda b, t: ["--bundle", str(t / "missing"), str(crop_paths()[0])], 4, "does not exist; create it with olvf-export"),
+        (
+            lambda b, t: ["--bundle", str(t / "missing"), str(crop_paths()[0])],
+            4,
+            "does not exist; create it with olvf-export",
+        ),
         (lambda b, t: ["--bundle", str(b), str(t / "nope.png")], 3, "nope.png: no such file"),
         (lambda b, t: ["--bundle", str(b), str(Path(__file__))], 3, "not an image"),
-        (lambda b, t: ["--bundle", str(b), "--backend", "tensorrt", str(crop_paths()[0])], 7, "unknown backend 'tensorrt'"),
+        (
+            lambda b, t: ["--bundle", str(b), "--backend", "tensorrt", str(crop_paths()[0])],
+            7,
+            "unknown backend 'tensorrt'",
+        ),
     ],
     ids=["missing-bundle", "missing-image", "not-an-image", "unknown-backend"],
 )

@@ -18,7 +18,9 @@ SPEC = Preprocessing(input_size=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.2
 def test_matches_torch_resize_and_normalize(shape: tuple[int, int]) -> None:
     crop = (np.random.default_rng(0).random(shape) * 255).astype(np.float32)
     ours = Preprocessor(SPEC)([crop])
-    gray = F.interpolate(torch.from_numpy(crop)[None, None] / 255.0, size=(224, 224), mode="bilinear", align_corners=False)
+    gray = F.interpolate(
+        torch.from_numpy(crop)[None, None] / 255.0, size=(224, 224), mode="bilinear", align_corners=False
+    )
     rgb = gray.expand(-1, 3, -1, -1)
     mean = torch.tensor(SPEC.mean).view(1, 3, 1, 1)
     std = torch.tensor(SPEC.std).view(1, 3, 1, 1)

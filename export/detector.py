@@ -1,0 +1,283 @@
+"""The vertebra detector: from either YOLOv5 lineage to a checked ONNX graph in the bundle.
+
+- An ``ultralytics`` checkpoint (``.pt``; YOLOv5u, YOLOv8 and later heads) goes
+  through the ultralytics exporter, offline: no automatic pip installs, no
+  settings file in the user's home, nothing written beside the checkpoint.
+  Such a checkpoint is a pickled model, so it needs ``trust_pickle``.
+- A model trained with the original ultralytics/yolov5 repository cannot be
+  loaded by the ``ultralytics`` package; its users export it with that
+  repository's ``export.py`` and pass the ``.onnx``, which is validated and
+  copied as it is.
+
+Image size, stride and class names come from the ONNX metadata both exporters
+write, else from the caller, else a clear error asks for them.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from olvf.errors import CheckpointError, ParityError
+from olvf.runtime.bundle import sha256_file
+from olvf.runtime.detection import Letterbox, box_iou, candidates, letterbox, nms
+from olvf.runtime.runners.onnxruntime import OnnxRuntimeRunner
+
+
+@dataclass(frozen=True)
+class DetectorGraph:
+    """What an ONNX detector is, read from the file and the user's flags."""
+
+    input_name: str
+    input_size: tuple[int, int]
+    stride: int
+    names: tuple[str, ...]
+    layout: str
+    dynamic_batch: bool
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    value = ast.literal_eval(text)  # both exporters write a Python dict/list literal
+    if isinstance(value, dict):
+        return tuple(str(value[k]) for k in sorted(value))
+    return tuple(str(v) for v in value)
+
+
+def inspect_detector(
+    path: Path,
+    *,
+    imgsz: int | None = None,
+    stride: int | None = None,
+    names: tuple[str, ...] | None = None,
+) -> DetectorGraph:
+    """Validate a detector ONNX file and work out its input size, stride, classes and layout."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf decode errors and checker failures have many types
+        raise CheckpointError(f"{path} is not a valid ONNX model ({str(exc).splitlines()[0][:150]})") from None
+    meta = _metadata(model)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(model.graph.output) < 1:
+        raise CheckpointError(f"{path}: a detector has one image input and a detections output")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] not in (3, None):
+        raise CheckpointError(f"{path}: input {inputs[0].name} is not (N, 3, H, W)")
+
+    if names is None and "names" in meta:
+        names = _parse_names(meta["names"])
+    if stride is None and "stride" in meta:
+        stride = int(float(meta["stride"]))
+    if imgsz is None:
+        if "imgsz" in meta:
+            imgsz = max(ast.literal_eval(meta["imgsz"]))
+        elif dims[2] and dims[3]:
+            imgsz = max(dims[2], dims[3])
+    missing = [
+        flag
+        for flag, value in (("--detector-names", names), ("--detector-stride", stride), ("--detector-imgsz", imgsz))
+        if not value
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{path} does not record its {', '.join(f[11:] for f in missing)}; pass {' and '.join(missing)} "
+            "(the values it was trained and exported with)"
+        )
+    assert names is not None and stride is not None and imgsz is not None
+    if imgsz % stride:
+        raise CheckpointError(f"{path}: image size {imgsz} is not a multiple of the stride {stride}")
+    if dims[2] and dims[3] and (dims[2], dims[3]) != (imgsz, imgsz):
+        raise CheckpointError(f"{path}: the graph's fixed input {dims[2]}x{dims[3]} is not square {imgsz}")
+
+    out = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
+    nc = len(names)
+    if len(out) == 3 and out[1] == 4 + nc:
+        layout = "yolov8"
+    elif len(out) == 3 and out[2] == 5 + nc:
+        layout = "yolov5"
+    else:
+        raise CheckpointError(
+            f"{path}: output shape {out} is neither (N, 4+nc, anchors) (ultralytics/YOLOv8) nor "
+            f"(N, anchors, 5+nc) (original YOLOv5) for {nc} classes {list(names)}; check --detector-names"
+        )
+    return DetectorGraph(inputs[0].name, (imgsz, imgsz), stride, tuple(names), layout, dims[0] is None)
+
+
+@contextlib.contextmanager
+def _offline_ultralytics() -> Iterator[Path]:
+    """A scratch folder and an environment in which ultralytics neither downloads, installs nor writes home."""
+    scratch = Path(tempfile.mkdtemp(prefix="olvf-ultralytics-"))
+    saved = {k: os.environ.get(k) for k in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "YOLO_VERBOSE")}
+    os.environ.update(
+        YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_CONFIG_DIR=str(scratch / "config"), YOLO_VERBOSE="False"
+    )
+    try:
+        yield scratch
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _load_ultralytics(pt_path: Path) -> Any:
+    """An ultralytics ``YOLO`` model, refusing the original yolov5 lineage with the way out."""
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        raise CheckpointError("exporting a .pt detector needs ultralytics: pip install 'olvf[export]'") from None
+    try:
+        model = YOLO(str(pt_path), task="detect")
+    except Exception as exc:  # ultralytics raises TypeError, ModuleNotFoundError, AttributeError, ...
+        text = str(exc)
+        if "yolov5" in text.lower() or (isinstance(exc, ModuleNotFoundError) and "models" in text):
+            raise CheckpointError(
+                f"{pt_path.name} was trained with the original ultralytics/yolov5 repository, which the ultralytics "
+                "package cannot load; export it to ONNX with that repository's export.py and pass the .onnx "
+                "(README: 'Detectors from the original YOLOv5 repository')"
+            ) from None
+        first = text.splitlines()[0][:150] if text else type(exc).__name__
+        raise CheckpointError(f"{pt_path.name} is not an ultralytics detector checkpoint ({first})") from None
+    if getattr(model, "task", "detect") != "detect":
+        raise CheckpointError(f"{pt_path.name} is a {model.task} model, not a detector")
+    return model
+
+
+def _trained_imgsz(model: Any) -> int | None:
+    args = (getattr(model, "ckpt", None) or {}).get("train_args", {}) or {}
+    size = args.get("imgsz") or getattr(model, "overrides", {}).get("imgsz")
+    if isinstance(size, (list, tuple)):
+        size = max(size)
+    return int(size) if size else None
+
+
+@dataclass(frozen=True)
+class UltralyticsExport:
+    graph: DetectorGraph
+    figures: dict[str, Any]
+
+
+def export_ultralytics(
+    pt_path: Path,
+    out: Path,
+    *,
+    imgsz: int | None,
+    opset: int,
+    trust_pickle: bool,
+    radiograph: np.ndarray | None,
+    conf: float,
+    iou: float,
+) -> UltralyticsExport:
+    """Export ``pt_path`` to ``out`` (ONNX, dynamic batch) and compare it with the PyTorch model."""
+    if not trust_pickle:
+        raise CheckpointError(
+            f"{pt_path} is an ultralytics checkpoint, which is a pickled model: loading it runs code from the file. "
+            "Re-run with --trust-pickle if you trust where it came from, or pass an ONNX export of it instead"
+        )
+    if not pt_path.is_file():
+        raise CheckpointError(f"detector checkpoint {pt_path} does not exist or is not a file")
+    import torch
+
+    with _offline_ultralytics() as scratch, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Exporters write beside their input: work on a copy so nothing lands beside the user's file.
+        pt_copy = scratch / "detector.pt"
+        shutil.copyfile(pt_path, pt_copy)
+        model = _load_ultralytics(pt_copy)
+        size = imgsz or _trained_imgsz(model) or 640
+        try:
+            written = model.export(format="onnx", dynamic=True, imgsz=size, simplify=True, opset=opset, batch=1)
+        except Exception as exc:  # exporter internals raise many types
+            raise CheckpointError(
+                f"{pt_path.name}: ultralytics' ONNX export failed ({str(exc).splitlines()[0][:150]})"
+            ) from None
+        shutil.move(str(written), out)
+        graph = inspect_detector(out, imgsz=size)
+        batch, _ = sample_inputs(size, radiograph)
+        network = _load_ultralytics(pt_copy).model.float().eval()
+        with torch.no_grad():
+            expected = network(torch.from_numpy(batch))
+        expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).numpy()
+    got = run_graph(out, batch)
+    figures = compare_detections(expected, got, graph.layout, len(graph.names), conf=conf, iou=iou)
+    figures["raw_max_abs_diff"] = float(np.abs(expected - got).max())
+    return UltralyticsExport(graph, figures)
+
+
+def sample_inputs(imgsz: int, radiograph: np.ndarray | None, seed: int = 0) -> tuple[np.ndarray, list[Letterbox]]:
+    """Detector parity inputs: the radiograph given (a phantom) and random noise, letterboxed."""
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, (imgsz * 3 // 4, imgsz), dtype=np.uint8).astype(np.float32)]
+    if radiograph is not None:
+        images.insert(0, radiograph.astype(np.float32))
+    boxed = [letterbox(image, (imgsz, imgsz)) for image in images]
+    return np.stack([b[0] for b in boxed]), [b[1] for b in boxed]
+
+
+def compare_detections(
+    expected: np.ndarray, got: np.ndarray, layout: str, nc: int, *, conf: float, iou: float
+) -> dict[str, Any]:
+    """Boxes after NMS from two raw outputs of the same batch: counts, matched IoU, score difference."""
+    worst_iou, worst_score, counts = 1.0, 0.0, []
+    for e_raw, g_raw in zip(expected, got):
+        e = candidates(e_raw, layout, nc, conf)
+        g = candidates(g_raw, layout, nc, conf)
+        e_keep, g_keep = nms(e[0], e[1], iou, e[2]), nms(g[0], g[1], iou, g[2])
+        e_boxes, g_boxes = e[0][e_keep], g[0][g_keep]
+        counts.append((len(e_boxes), len(g_boxes)))
+        if len(e_boxes) and len(g_boxes):
+            overlap = box_iou(e_boxes, g_boxes)
+            worst_iou = min(worst_iou, float(overlap.max(axis=1).min()))
+            match = overlap.argmax(axis=1)
+            worst_score = max(worst_score, float(np.abs(e[1][e_keep] - g[1][g_keep][match]).max()))
+        elif len(e_boxes) != len(g_boxes):
+            worst_iou = 0.0
+    return {"boxes_per_image": counts, "min_matched_iou": worst_iou, "max_score_diff": worst_score}
+
+
+def check_detector_parity(figures: dict[str, Any], precision: str, graph: str) -> None:
+    """Refuse a detector graph whose boxes differ from its source."""
+    min_iou, max_score = (0.99, 1e-3) if precision == "fp32" else (0.9, 2e-2)
+    problems = []
+    # One box more or fewer can happen at the confidence threshold in FP16; more is a real difference.
+    slack = 0 if precision == "fp32" else 1
+    for i, (e, g) in enumerate(figures["boxes_per_image"]):
+        if abs(e - g) > slack:
+            problems.append(f"image {i}: {g} boxes instead of {e}")
+    if figures["min_matched_iou"] < min_iou:
+        problems.append(f"a box moved (IoU {figures['min_matched_iou']:.3f} < {min_iou})")
+    if figures["max_score_diff"] > max_score:
+        problems.append(f"scores differ by {figures['max_score_diff']:.1e} (> {max_score:.0e})")
+    if problems:
+        raise ParityError(f"{graph} does not match its source: {'; '.join(problems)}; no bundle was written")
+
+
+def copy_onnx(source: Path, out: Path) -> str:
+    shutil.copyfile(source, out)
+    return sha256_file(out)
+
+
+def run_graph(path: Path, batch: np.ndarray) -> np.ndarray:
+    with OnnxRuntimeRunner(path) as runner:
+        spec = runner.inputs[0]
+        outputs = runner.run({spec.name: batch.astype(spec.dtype)})
+    return next(iter(outputs.values())).astype(np.float32)
