@@ -17,6 +17,7 @@ from olvf.runtime.detection import Detections, DetectorSettings, letterbox, post
 from olvf.runtime.gradcam import fuse_maps, grad_cam
 from olvf.runtime.manifest import Manifest
 from olvf.runtime.preprocess import Preprocessor
+from olvf.runtime.radiograph import RadiographInfo, read_radiograph
 from olvf.runtime.runners import Runner, runner_class
 
 Target = None | int | str | Sequence[int | str] | np.ndarray
@@ -66,6 +67,15 @@ class Classification:
 class StudyAnalysis:
     """One image through the cascade: its vertebrae and what the ensemble says about each."""
 
+    detections: Detections
+    classification: Classification
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """One radiograph file through the cascade."""
+
+    radiograph: RadiographInfo
     detections: Detections
     classification: Classification
 
@@ -182,6 +192,17 @@ class Runtime:
             studies.append(StudyAnalysis(dets, everything[start:end]))
             start = end
         return studies
+
+    def infer(self, path: str | Path) -> StudyResult:
+        """Read one radiograph (DICOM, PNG, JPEG, TIFF) and run the whole cascade on it."""
+        return self.infer_many([path])[0]
+
+    def infer_many(self, paths: Sequence[str | Path]) -> list[StudyResult]:
+        """Several radiographs: one detector batch and one ensemble batch for all of them."""
+        radiographs = [read_radiograph(path) for path in paths]
+        # The detector and the crops work on the 0..255 scale the models were trained on.
+        studies = self.analyse([r.pixels * np.float32(255.0) for r in radiographs])
+        return [StudyResult(r.info, study.detections, study.classification) for r, study in zip(radiographs, studies)]
 
     def _require(self, runner: Runner | None, what: str, flags: str) -> Runner:
         if runner is None:

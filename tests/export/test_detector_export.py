@@ -178,3 +178,22 @@ def test_ultralytics_env_is_restored(tmp_path) -> None:
     pt = ultralytics_checkpoint(tmp_path / "best.pt")
     main(["--detector", str(pt), "--trust-pickle", "--out", str(tmp_path / "b")])
     assert {k: os.environ.get(k) for k in before} == before
+
+
+def test_infer_reads_a_radiograph_file_and_runs_the_cascade(tmp_path, tiny_members, tiny_options) -> None:
+    import cv2
+
+    rows = np.zeros((100, 6), np.float32)
+    for i in range(5):
+        rows[i] = [160, 40 + 60 * i, 64, 40, 0.9, 1.0]
+    source = legacy_yolov5_onnx(tmp_path / "det.onnx", rows)
+    out = tmp_path / "bundle"
+    export_bundle(out, tiny_members, tiny_options, detector=DetectorSource(path=source, imgsz=320), demo=True)
+    image = np.random.default_rng(0).integers(0, 256, (1000, 800), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "study.png"), image)
+    with olvf.load(out) as rt:
+        study = rt.infer(tmp_path / "study.png")
+        direct = rt.analyse([image.astype(np.float32)])[0]
+    assert study.radiograph.kind == "png" and study.detections.levels == ("L1", "L2", "L3", "L4", "L5")
+    np.testing.assert_allclose(study.detections.boxes, direct.detections.boxes, atol=1e-3)
+    np.testing.assert_allclose(study.classification.probabilities, direct.classification.probabilities, atol=1e-5)
