@@ -30,10 +30,10 @@ from olvf.export.onnx_graph import export_onnx
 from olvf.export.parity import TOLERANCES, Tolerances, check_parity, measure_parity, parity_crops
 from olvf.runtime.atomic import staged_directory
 from olvf.runtime.bundle import sha256_file
+from olvf.runtime.crops import CropSettings
 from olvf.runtime.manifest import (
     CLASS_NAMES,
     MANIFEST_NAME,
-    CropSpec,
     DetectorSpec,
     EnsembleSpec,
     GradCamSpec,
@@ -154,7 +154,7 @@ def export_bundle(
             demo=demo,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             detector=detector_spec,
-            crops=CropSpec(margin=options.crop_margin),
+            crops=CropSettings(margin=options.crop_margin),
         )
         manifest.validate()
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from olvf.errors import BundleError
+from olvf.runtime.crops import CropSettings
+from olvf.runtime.detection import LAYOUTS, DetectorSettings
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -124,20 +126,25 @@ class DetectorSpec:
     source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.layout not in ("yolov5", "yolov8"):
-            raise BundleError(f"manifest: unknown detector layout {self.layout!r}; expected yolov5 or yolov8")
+        if self.layout not in LAYOUTS:
+            raise BundleError(
+                f"manifest: unknown detector layout {self.layout!r}; expected one of {', '.join(LAYOUTS)}"
+            )
         if not self.names:
             raise BundleError("manifest: detector has no class names")
         if any(s % self.stride for s in self.input_size):
             raise BundleError(f"manifest: detector input {self.input_size} is not a multiple of stride {self.stride}")
 
-
-@dataclass(frozen=True)
-class CropSpec:
-    """How a detected box becomes a classifier crop (see olvf.runtime.crops)."""
-
-    margin: float = 0.1
-    square: bool = True
+    @property
+    def settings(self) -> DetectorSettings:
+        return DetectorSettings(
+            names=self.names,
+            layout=self.layout,
+            conf=self.conf,
+            iou=self.iou,
+            duplicate_iou=self.duplicate_iou,
+            max_det=self.max_det,
+        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,7 @@ class Manifest:
     demo: bool = False
     created: str = ""
     detector: DetectorSpec | None = None
-    crops: CropSpec = CropSpec()
+    crops: CropSettings = CropSettings()
     engines: tuple[EngineSpec, ...] = ()
     schema_version: int = SCHEMA_VERSION
     kind: str = "olvf-bundle"
@@ -314,7 +321,7 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             d["source"] = dict(d.get("source", {}))
             data["detector"] = _build(DetectorSpec, d, "detector")
         if "crops" in data:
-            data["crops"] = _build(CropSpec, data["crops"], "crops")
+            data["crops"] = _build(CropSettings, data["crops"], "crops")
         data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data["graphs"]))
         data["engines"] = tuple(_build(EngineSpec, e, f"engines[{i}]") for i, e in enumerate(data.get("engines", [])))
     except (KeyError, TypeError) as exc:

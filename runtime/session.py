@@ -12,8 +12,8 @@ import numpy as np
 
 from olvf.errors import BundleError, InputError
 from olvf.runtime.bundle import Bundle, open_bundle
-from olvf.runtime.crops import CropSettings, extract_crops
-from olvf.runtime.detection import Detections, DetectorSettings, letterbox, postprocess
+from olvf.runtime.crops import extract_crops
+from olvf.runtime.detection import Detections, letterbox, postprocess
 from olvf.runtime.gradcam import fuse_maps, grad_cam
 from olvf.runtime.manifest import Manifest
 from olvf.runtime.preprocess import Preprocessor
@@ -103,17 +103,8 @@ class Runtime:
         self._max_batch = manifest.graph("ensemble", precision).max_batch if runner is not None else 0
         if detector is not None:
             assert manifest.detector is not None  # validated with the manifest
-            spec = manifest.detector
-            self._detector_settings = DetectorSettings(
-                names=spec.names,
-                layout=spec.layout,
-                conf=spec.conf,
-                iou=spec.iou,
-                duplicate_iou=spec.duplicate_iou,
-                max_det=spec.max_det,
-            )
+            self._detector_settings = manifest.detector.settings
             self._detector_max_batch = manifest.graph_for("detector", precision).max_batch
-            self._crop_settings = CropSettings(margin=manifest.crops.margin, square=manifest.crops.square)
 
     @property
     def manifest(self) -> Manifest:
@@ -181,7 +172,7 @@ class Runtime:
         crops = [
             crop
             for image, dets in zip(images, found)
-            for crop in extract_crops(_gray(image), dets.boxes, self._crop_settings)
+            for crop in extract_crops(_gray(image), dets.boxes, self.manifest.crops)
         ]
         assert self.preprocess is not None
         batch = self.preprocess(crops) if crops else np.zeros((0, *self.preprocess.input_shape), np.float32)
