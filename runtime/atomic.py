@@ -12,6 +12,12 @@ from pathlib import Path
 from olvf.errors import OutputExistsError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder."""
     path = Path(path)
@@ -20,6 +26,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from their other readers
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -53,9 +60,7 @@ def staged_directory(target: Path, *, force: bool = False) -> Iterator[Path]:
     check_replaceable(target, force=force)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide a shared bundle from its users
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared bundle from its users
     try:
         yield staging
     except BaseException:

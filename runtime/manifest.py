@@ -21,6 +21,7 @@ from typing import Any
 from olvf.errors import BundleError
 from olvf.runtime.crops import CropSettings
 from olvf.runtime.detection import LAYOUTS, DetectorSettings
+from olvf.runtime.radiograph import DisplayConversion
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -179,6 +180,7 @@ class Manifest:
     created: str = ""
     detector: DetectorSpec | None = None
     crops: CropSettings = CropSettings()
+    display: DisplayConversion = DisplayConversion()
     engines: tuple[EngineSpec, ...] = ()
     schema_version: int = SCHEMA_VERSION
     kind: str = "olvf-bundle"
@@ -223,7 +225,9 @@ class Manifest:
         return exact[0] if exact else self.graph(role)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
+        raw = dataclasses.asdict(self)
+        raw["display"] = self.display.to_dict()
+        return json.dumps(raw, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST_NAME) -> Manifest:
@@ -320,6 +324,8 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             d["names"] = tuple(d["names"])
             d["source"] = dict(d.get("source", {}))
             data["detector"] = _build(DetectorSpec, d, "detector")
+        if "display" in data:
+            data["display"] = DisplayConversion.from_dict(data["display"], f"{source}: display")
         if "crops" in data:
             data["crops"] = _build(CropSettings, data["crops"], "crops")
         data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data["graphs"]))

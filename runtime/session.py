@@ -190,7 +190,7 @@ class Runtime:
 
     def infer_many(self, paths: Sequence[str | Path]) -> list[StudyResult]:
         """Several radiographs: one detector batch and one ensemble batch for all of them."""
-        radiographs = [read_radiograph(path) for path in paths]
+        radiographs = [read_radiograph(path, self.manifest.display) for path in paths]
         # The detector and the crops work on the 0..255 scale the models were trained on.
         studies = self.analyse([r.pixels * np.float32(255.0) for r in radiographs])
         return [StudyResult(r.info, study.detections, study.classification) for r, study in zip(radiographs, studies)]
