@@ -146,3 +146,27 @@ def exported_bundle(tmp_path_factory, checkpoint_files) -> Path:
     )
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def cascade_bundle(tmp_path_factory, tiny_members, tiny_options) -> Path:
+    """Tiny classifiers plus a constant detector that always reports the same five bodies.
+
+    The detector (original-YOLOv5 layout, input 320) places five boxes down the
+    middle of the letterboxed image: for a 2500x2000 radiograph (gain 0.128,
+    32 px side padding) they are at x 875..1125 and y 195.3 + 468.75 i .. 429.7 + 468.75 i
+    in original pixels, i = 0..4, levels L1-L5 by order.
+    """
+    import numpy as np
+
+    from detector_fixtures import legacy_yolov5_onnx
+    from olvf.export.pipeline import DetectorSource, export_bundle
+
+    folder = tmp_path_factory.mktemp("cascade")
+    rows = np.zeros((100, 6), np.float32)
+    for i in range(5):
+        rows[i] = [160, 40 + 60 * i, 32, 30, 0.9, 1.0]
+    detector = legacy_yolov5_onnx(folder / "detector.onnx", rows)
+    out = folder / "bundle"
+    export_bundle(out, tiny_members, tiny_options, detector=DetectorSource(path=detector, imgsz=320), demo=True)
+    return out
