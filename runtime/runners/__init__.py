@@ -19,6 +19,11 @@ _BACKENDS: dict[str, tuple[str, str, str]] = {
         "OnnxRuntimeRunner",
         "pip install onnxruntime (or onnxruntime-gpu, via pip install 'olvf[gpu]')",
     ),
+    "tensorrt": (
+        "olvf.runtime.runners.tensorrt",
+        "TensorRTRunner",
+        "install TensorRT and cuda-python: pip install 'olvf[tensorrt]' (on Jetson, TensorRT comes with JetPack)",
+    ),
     "torch": (
         "olvf.export.torch_runner",
         "TorchRunner",

@@ -171,7 +171,7 @@ def test_bad_targets_are_refused(rt, batch: np.ndarray) -> None:
 
 
 def test_unknown_backend_lists_the_valid_names(tiny_bundle: Path) -> None:
-    with pytest.raises(BackendError, match="unknown backend 'onnxruntim'; choose one of: onnxruntime, torch"):
+    with pytest.raises(BackendError, match="unknown backend 'onnxruntim'; choose one of: onnxruntime, tensorrt, torch"):
         olvf.load(tiny_bundle, backend="onnxruntim")
 
 

@@ -1,0 +1,212 @@
+"""TensorRT engines through cuda-python: identity checked before deserialisation.
+
+An engine runs only on the TensorRT version and the GPU (compute capability)
+that built it, and only for the ONNX graph it was built from. Each of these is
+recorded in the manifest at build time and compared here *before* the engine
+is deserialised, so a copied or stale engine gets one line saying what differs
+and the command that rebuilds it, instead of TensorRT's own error.
+
+Buffers follow NVIDIA's cuda-python samples: device memory sized from the
+optimisation profile's maximum shape and pinned host memory per tensor,
+allocated once; one stream; ``set_input_shape`` / ``set_tensor_address`` /
+``execute_async_v3`` per call, with no allocation per call.
+
+Not run on real hardware in this project's CI (no GPU, no TensorRT): the
+identity checks and the import guard are tested; the rest runs where
+TensorRT and a GPU exist (tests/runtime/test_conformance.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from olvf.errors import BackendError, BundleError
+from olvf.runtime.bundle import Bundle
+from olvf.runtime.manifest import EngineSpec
+from olvf.runtime.runners.base import Runner, TensorSpec
+
+INSTALL_HINT = (
+    "install TensorRT and cuda-python (pip install 'olvf[tensorrt]' on x86 with NVIDIA's index; "
+    "on Jetson TensorRT comes with JetPack), or use --backend onnxruntime"
+)
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What an engine must match: this machine's TensorRT and GPU."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+
+
+def rebuild_command(bundle: Path) -> str:
+    return f"olvf-infer --rebuild-engines --bundle {bundle}"
+
+
+def check_engine(spec: EngineSpec, here: DeviceFacts, bundle: Bundle) -> None:
+    """Refuse an engine built elsewhere or from another graph, naming what differs and the fix."""
+    source_hash = bundle.manifest.files.get(spec.source_graph)
+    if source_hash != spec.source_sha256:
+        raise BundleError(
+            f"engine {spec.file} is stale: it was built from another {spec.source_graph} than the bundle's; "
+            f"rebuild it with {rebuild_command(bundle.path)}"
+        )
+    differences = []
+    if spec.tensorrt_version != here.tensorrt_version:
+        differences.append(f"TensorRT {spec.tensorrt_version}, here {here.tensorrt_version}")
+    if spec.compute_capability != here.compute_capability or spec.gpu_name != here.gpu_name:
+        differences.append(
+            f"GPU {spec.gpu_name} (compute {spec.compute_capability}), "
+            f"here {here.gpu_name} (compute {here.compute_capability})"
+        )
+    if differences:
+        raise BundleError(
+            f"engine {spec.file} was built for {'; '.join(differences)}; engines do not move between "
+            f"TensorRT versions or GPUs: rebuild it here with {rebuild_command(bundle.path)}"
+        )
+
+
+def _import_tensorrt() -> tuple[Any, Any]:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendError(f"backend 'tensorrt' needs TensorRT: {INSTALL_HINT}") from None
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            raise BackendError(f"backend 'tensorrt' needs cuda-python: {INSTALL_HINT}") from None
+    return trt, cudart
+
+
+def _check(result: Any) -> Any:
+    """cuda-python returns (error, *values); turn an error into a one-line BackendError."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if int(error) != 0:
+        raise BackendError(f"CUDA call failed ({error}); check the GPU driver with nvidia-smi")
+    return values[0] if len(values) == 1 else values
+
+
+def device_facts(device: int = 0) -> DeviceFacts:
+    trt, cudart = _import_tensorrt()
+    props = _check(cudart.cudaGetDeviceProperties(device))
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return DeviceFacts(trt.__version__, name.strip("\x00").strip(), f"{props.major}.{props.minor}")
+
+
+@dataclass
+class _Buffer:
+    name: str
+    is_input: bool
+    dtype: np.dtype
+    host: np.ndarray
+    host_ptr: int
+    device: int
+
+
+class TensorRTRunner(Runner):
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, spec: EngineSpec, *, device: int = 0) -> None:
+        super().__init__()
+        self.bundle = bundle
+        self.spec = spec
+        self.device_index = device
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._buffers: dict[str, _Buffer] = {}
+        self._cudart: Any = None
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, *, device: int = 0) -> TensorRTRunner:
+        _import_tensorrt()  # "not installed" says more than "no engine" on a machine without TensorRT
+        engines = [e for e in bundle.manifest.engines if e.role == role]
+        if not engines:
+            raise BundleError(
+                f"bundle {bundle.path} has no TensorRT engine for the {role}; build one on this machine with "
+                f"olvf-export --engine --out {bundle.path}"
+            )
+        return cls(bundle, engines[0], device=device)
+
+    def load_impl(self) -> list[TensorSpec]:
+        trt, cudart = _import_tensorrt()
+        self._cudart = cudart
+        check_engine(self.spec, device_facts(self.device_index), self.bundle)
+        _check(cudart.cudaSetDevice(self.device_index))
+        logger = trt.Logger(trt.Logger.ERROR)
+        runtime = trt.Runtime(logger)
+        self._engine = runtime.deserialize_cuda_engine(Path(self.bundle.file(self.spec.file)).read_bytes())
+        if self._engine is None:
+            raise BundleError(
+                f"TensorRT could not load {self.spec.file}; rebuild it: {rebuild_command(self.bundle.path)}"
+            )
+        self._context = self._engine.create_execution_context()
+        self._stream = _check(cudart.cudaStreamCreate())
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        # The profile's largest shapes bound every call: size every buffer for them, once.
+        largest = {n: tuple(self._engine.get_tensor_profile_shape(n, 0)[2]) for n in inputs}
+        for name in inputs:
+            self._context.set_input_shape(name, largest[name])
+        specs = []
+        for name in names:
+            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+            shape = largest[name] if name in largest else tuple(self._context.get_tensor_shape(name))
+            if name in largest:
+                specs.append(TensorSpec(name, (None, *shape[1:]), dtype))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            host_ptr = _check(cudart.cudaMallocHost(nbytes))
+            raw = (ctypes.c_byte * nbytes).from_address(host_ptr)
+            host = np.frombuffer(raw, dtype=dtype)
+            device_ptr = _check(cudart.cudaMalloc(nbytes))
+            self._buffers[name] = _Buffer(name, name in largest, dtype, host, host_ptr, device_ptr)
+            self._context.set_tensor_address(name, device_ptr)
+        return specs
+
+    def run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cudart = self._cudart
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name, array in feeds.items():
+            buffer = self._buffers[name]
+            flat = buffer.host[: array.size]
+            flat[:] = array.ravel()
+            self._context.set_input_shape(name, array.shape)
+            _check(cudart.cudaMemcpyAsync(buffer.device, flat.ctypes.data, array.nbytes, h2d, self._stream))
+        if not self._context.execute_async_v3(self._stream):
+            raise BackendError(f"TensorRT failed to run {self.spec.file}")
+        shapes = {}
+        for buffer in self._buffers.values():
+            if buffer.is_input:
+                continue
+            shape = tuple(self._context.get_tensor_shape(buffer.name))
+            shapes[buffer.name] = shape
+            count = int(np.prod(shape))
+            view = buffer.host[:count]
+            _check(cudart.cudaMemcpyAsync(view.ctypes.data, buffer.device, view.nbytes, d2h, self._stream))
+        _check(cudart.cudaStreamSynchronize(self._stream))
+        # Copies: the pinned buffers are reused by the next call.
+        return {name: self._buffers[name].host[: int(np.prod(s))].reshape(s).copy() for name, s in shapes.items()}
+
+    def close_impl(self) -> None:
+        cudart = self._cudart
+        for buffer in self._buffers.values():
+            cudart.cudaFree(buffer.device)
+            cudart.cudaFreeHost(buffer.host_ptr)
+        self._buffers.clear()
+        if self._stream is not None:
+            cudart.cudaStreamDestroy(self._stream)
+        self._context = self._engine = self._stream = None
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.device_index}"
