@@ -46,9 +46,9 @@ def test_json_for_scripts(tiny_bundle: Path, capsys) -> None:
         (lambda b, t: ["--bundle", str(b), str(t / "nope.png")], 3, "nope.png: no such file"),
         (lambda b, t: ["--bundle", str(b), str(Path(__file__))], 3, "not an image"),
         (
-            lambda b, t: ["--bundle", str(b), "--backend", "tensorrt", str(crop_paths()[0])],
+            lambda b, t: ["--bundle", str(b), "--backend", "tensorrtt", str(crop_paths()[0])],
             7,
-            "unknown backend 'tensorrt'",
+            "unknown backend 'tensorrtt'",
         ),
     ],
     ids=["missing-bundle", "missing-image", "not-an-image", "unknown-backend"],
