@@ -1,0 +1,43 @@
+"""Dockerfile.jetson keeps the promises the README makes for the Jetson image (no Docker engine here to build it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DOCKERFILE = Path(__file__).parent.parent / "Dockerfile.jetson"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def test_base_is_a_pinned_jetpack_image() -> None:
+    args = {k: v for k, v in (i[1].split("=", 1) for i in _instructions() if i[0] == "ARG" and "=" in i[1])}
+    assert re.fullmatch(r"nvcr\.io/nvidia/l4t-jetpack:r3[6-9]\.\d+\.\d+", args["L4T_IMAGE"])
+    assert ("FROM", "${L4T_IMAGE}") in _instructions()
+
+
+def test_only_the_lean_runtime_is_installed() -> None:
+    installs = " ".join(arg for op, arg in _instructions() if op == "RUN" and "pip install" in arg)
+    assert installs, "the runtime must be installed"
+    for forbidden in ("torch", "ultralytics", "[export]", "tensorrt", "onnxruntime-gpu"):
+        assert forbidden not in installs, f"{forbidden} must not be pip-installed on Jetson"
+    assert "--system-site-packages" in DOCKERFILE.read_text(), "JetPack's TensorRT must stay visible"
+
+
+def test_runs_as_a_non_root_user_with_the_bundle_as_a_volume() -> None:
+    ops = _instructions()
+    users = [arg for op, arg in ops if op == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert any(op == "VOLUME" and "/bundle" in arg for op, arg in ops)
+    entry = next(arg for op, arg in ops if op == "ENTRYPOINT")
+    assert entry.startswith("[") and "olvf-infer" in entry and "/bundle" in entry, "exec form, bundle from the volume"
+
+
+def test_apt_lists_are_cleaned_and_no_cache_is_kept() -> None:
+    runs = [arg for op, arg in _instructions() if op == "RUN" and "apt-get install" in arg]
+    assert all("rm -rf /var/lib/apt/lists/*" in run and "--no-install-recommends" in run for run in runs)
+    assert "PIP_NO_CACHE_DIR=1" in DOCKERFILE.read_text()
