@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from types import TracebackType
 from typing import Any
 
@@ -98,6 +99,8 @@ class Runtime:
         self.precision = precision
         self.detector = detector
         self.detector_backend = detector_backend
+        #: milliseconds of each stage of the last call that ran it (read, detect, crops, ensemble, gradcam)
+        self.stage_ms: dict[str, float] = {}
         manifest = bundle.manifest
         self.preprocess = Preprocessor(manifest.preprocessing) if runner is not None else None
         self._max_batch = manifest.graph("ensemble", precision).max_batch if runner is not None else 0
@@ -130,17 +133,21 @@ class Runtime:
                 cam=empty_maps,
                 target=np.zeros(0, np.int64),
             )
+        started = perf_counter()
         outputs = _run_split(self.runner, batch, self._max_batch)
+        ran = perf_counter()
         probabilities = outputs[self.manifest.ensemble.probabilities_output]
         chosen = self._resolve_target(target, probabilities)
         size = (batch.shape[2], batch.shape[3])
         cams = {spec.name: grad_cam(outputs[spec.class_maps_output], chosen, size) for spec in self.manifest.models}
+        fused = fuse_maps(list(cams.values()))
+        self.stage_ms.update(ensemble=(ran - started) * 1e3, gradcam=(perf_counter() - ran) * 1e3)
         return Classification(
             classes=self.classes,
             probabilities=probabilities,
             model_probabilities={spec.name: outputs[spec.probabilities_output] for spec in self.manifest.models},
             cams=cams,
-            cam=fuse_maps(list(cams.values())),
+            cam=fused,
             target=chosen,
         )
 
@@ -160,15 +167,19 @@ class Runtime:
         if not images:
             return []
         size = self.manifest.detector.input_size  # type: ignore[union-attr]
+        started = perf_counter()
         boxed = [letterbox(_gray(image), size) for image in images]
         raw = _run_split(detector, np.stack([b[0] for b in boxed]), self._detector_max_batch)
         output = next(iter(raw.values()))
-        return [postprocess(output[i], boxed[i][1], self._detector_settings) for i in range(len(images))]
+        found = [postprocess(output[i], boxed[i][1], self._detector_settings) for i in range(len(images))]
+        self.stage_ms["detect"] = (perf_counter() - started) * 1e3
+        return found
 
     def analyse(self, images: Sequence[np.ndarray]) -> list[StudyAnalysis]:
         """Detect, crop and classify: every vertebra of every image in one ensemble batch."""
         self._require(self.runner, "classifiers", "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt")
         found = self.detect_batch(images)
+        started = perf_counter()
         crops = [
             crop
             for image, dets in zip(images, found)
@@ -176,6 +187,7 @@ class Runtime:
         ]
         assert self.preprocess is not None
         batch = self.preprocess(crops) if crops else np.zeros((0, *self.preprocess.input_shape), np.float32)
+        self.stage_ms["crops"] = (perf_counter() - started) * 1e3
         everything = self.classify(batch)
         studies, start = [], 0
         for dets in found:
@@ -190,7 +202,9 @@ class Runtime:
 
     def infer_many(self, paths: Sequence[str | Path]) -> list[StudyResult]:
         """Several radiographs: one detector batch and one ensemble batch for all of them."""
+        started = perf_counter()
         radiographs = [read_radiograph(path, self.manifest.display) for path in paths]
+        self.stage_ms["read"] = (perf_counter() - started) * 1e3
         # The detector and the crops work on the 0..255 scale the models were trained on.
         studies = self.analyse([r.pixels * np.float32(255.0) for r in radiographs])
         return [StudyResult(r.info, study.detections, study.classification) for r, study in zip(radiographs, studies)]

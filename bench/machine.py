@@ -1,0 +1,130 @@
+"""The facts a latency figure is meaningless without, and the machine's own ceiling."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def cpu_facts() -> dict[str, Any]:
+    model, flags = platform.processor() or "unknown", []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "f16c")
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return {
+        "model": model,
+        "flags": [f for f in wanted if f in flags],
+        "logical_cpus": os.cpu_count(),
+        "usable": usable,
+    }
+
+
+def gpu_facts() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in (
+        "olvf",
+        "numpy",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "opencv-python-headless",
+        "pydicom",
+        "torch",
+        "torchvision",
+        "ultralytics-opencv-headless",
+        "tensorrt",
+    ):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def ort_gemm_gflops(size: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
+    """FP32 matrix product through ONNX Runtime (MLAS): the ceiling the CPU graphs run against."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from olvf.runtime.runners.onnxruntime import default_threads
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((size, size), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "gemm.onnx"
+        onnx.save(model, str(path))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((size, size), dtype=np.float32)
+    session.run(None, {"x": x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {"x": x})
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times)) / 1e9
+
+
+def torch_bf16_gflops(size: int = 2048, repeats: int = 5) -> float | None:
+    """BF16 matrix product through torch, only where the CPU has native BF16 (AVX-512 BF16 or AMX)."""
+    if not {"avx512_bf16", "amx_bf16"} & set(cpu_facts()["flags"]):
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times)) / 1e9
