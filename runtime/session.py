@@ -124,6 +124,7 @@ class Runtime:
         names = self.manifest.model_names
         n_classes = len(self.classes)
         if len(batch) == 0:
+            self.stage_ms.update(ensemble=0.0, gradcam=0.0)
             empty_maps = np.zeros((0, *batch.shape[2:]), dtype=np.float32)
             return Classification(
                 classes=self.classes,

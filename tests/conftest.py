@@ -158,8 +158,8 @@ def cascade_bundle(tmp_path_factory, tiny_members, tiny_options) -> Path:
     in original pixels, i = 0..4, levels L1-L5 by order.
     """
     import numpy as np
-
     from detector_fixtures import legacy_yolov5_onnx
+
     from olvf.export.pipeline import DetectorSource, export_bundle
 
     folder = tmp_path_factory.mktemp("cascade")

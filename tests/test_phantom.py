@@ -299,7 +299,8 @@ def check_dicom(path: Path, p: Phantom, photometric: str) -> pydicom.Dataset:
     assert ds.PatientBirthDate == "" and ds.StudyDate == ""
     for uid in (ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID):
         assert uid.is_valid
-    centre = p.window_center if photometric == "MONOCHROME2" else MAX_VALUE - p.window_center
+    # MONOCHROME1 stores MAX - v; the linear window (PS3.3 C.11.2.1.2) then needs centre MAX + 1 - c.
+    centre = p.window_center if photometric == "MONOCHROME2" else MAX_VALUE + 1 - p.window_center
     assert float(ds.WindowCenter) == centre and float(ds.WindowWidth) == p.window_width
     stored = p.pixels if photometric == "MONOCHROME2" else MAX_VALUE - p.pixels.astype(np.uint16)
     assert ds.pixel_array.dtype == np.uint16 and np.array_equal(ds.pixel_array, stored)
@@ -432,3 +433,15 @@ def test_cli_as_a_process_reports_errors_without_traceback(tmp_path: Path) -> No
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 3 and "Traceback" not in run.stderr
     assert run.stderr.strip() == "olvf-phantom: error: --fracture 'L2:old': L2 is given twice"
+
+
+def test_monochrome1_reads_back_identical_to_monochrome2(tmp_path: Path) -> None:
+    """Through the runtime's reader, the inverted file shows exactly the same image."""
+    from olvf.runtime.radiograph import read_radiograph
+
+    p = phantom(0, {})
+    write_dicom(p, tmp_path / "m1.dcm", monochrome1=True)
+    write_dicom(p, tmp_path / "m2.dcm")
+    one, two = read_radiograph(tmp_path / "m1.dcm"), read_radiograph(tmp_path / "m2.dcm")
+    assert one.info.inverted and not two.info.inverted
+    np.testing.assert_allclose(one.pixels, two.pixels, atol=1e-6)

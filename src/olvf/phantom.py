@@ -1153,7 +1153,9 @@ def dicom_dataset(phantom: Phantom, *, monochrome1: bool = False) -> Any:
     ds.PixelIntensityRelationshipSign = 1 if monochrome1 else -1
     ds.PresentationLUTShape = "INVERSE" if monochrome1 else "IDENTITY"
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
-    center = MAX_VALUE - phantom.window_center if monochrome1 else phantom.window_center
+    # Stored values are inverted as MAX - v; the linear window of PS3.3 C.11.2.1.2 then needs
+    # centre MAX + 1 - c to show exactly the MONOCHROME2 image.
+    center = MAX_VALUE + 1 - phantom.window_center if monochrome1 else phantom.window_center
     ds.WindowCenter, ds.WindowWidth = str(center), str(phantom.window_width)
     ds.DetectorType = ""  # Type 2: there was no detector
     ds.AcquisitionContextSequence = []  # Type 2, required by the DX IOD

@@ -397,6 +397,8 @@ _TEXTS = {
     "html-error-page": "<!DOCTYPE html>\n<html><body>404 Not Found</body></html>\n",
     "json": '{"epoch": 3, "loss": 0.5}\n',
 }
+
+
 @pytest.mark.parametrize("trust_pickle", [False, True], ids=["untrusted", "trusted"])
 @pytest.mark.parametrize("text", _TEXTS.values(), ids=_TEXTS.keys())
 def test_text_file_is_refused(text, trust_pickle, tmp_path):

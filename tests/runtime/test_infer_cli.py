@@ -1,38 +1,409 @@
-"""olvf-infer and olvf-bench from the command line: results for people and scripts, one-line errors."""
+"""olvf-infer end to end: phantom radiographs through the cascade to report.json, overlay.png and heatmaps.
+
+The ``cascade_bundle`` detector always reports the same five boxes, so where
+every vertebra must be, on the report and on the overlay, is known in advance
+(computed here with the letterbox, independently of the CLI).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from olvf.bench.cli import main as bench_main
+from olvf.phantom import dicom_dataset, make_phantom, write_dicom
+from olvf.runtime import cli
+from olvf.runtime.batch import Progress, expand_inputs, study_names
 from olvf.runtime.cli import main as infer_main
+from olvf.runtime.detection import empty_detections, letterbox
+from olvf.runtime.overlay import CLASS_COLOURS, DEMO_BACKGROUND
+from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.report import REGIONS
 from tests_data import crop_paths
 
+SIZE = (1250, 1000)  # rows, columns: half the default phantom, for speed
+LEVELS = ["L1", "L2", "L3", "L4", "L5"]
+TINY_MODELS = {"tiny_resnet", "tiny_densenet", "tiny_resnext"}
+FILES = ("m2.dcm", "m1.dcm", "j2k.dcm", "film.png")
 
-def test_prints_a_table_and_flags_the_demo(tiny_bundle: Path, capsys) -> None:
-    assert infer_main(["--bundle", str(tiny_bundle), *map(str, crop_paths())]) == 0
-    out = capsys.readouterr().out
+
+def expected_boxes(rows: int, columns: int) -> np.ndarray:
+    """The constant detector's boxes (input 320: centres (160, 40 + 60 i), 32 x 30) in original pixels."""
+    _, fitted = letterbox(np.zeros((rows, columns), np.float32), (320, 320))
+    boxes = np.array([[144, 25 + 60 * i, 176, 55 + 60 * i] for i in range(5)], np.float32)
+    return fitted.to_original(boxes)
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = infer_main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory) -> Path:
+    """One phantom (L2 fresh) stored four ways: MONOCHROME2, MONOCHROME1, JPEG 2000, 8-bit PNG."""
+    folder = tmp_path_factory.mktemp("films")
+    phantom = make_phantom(3, {"L2": "fresh"}, SIZE)
+    write_dicom(phantom, folder / "m2.dcm")
+    # MONOCHROME1 with the exact inverse window: the DICOM window formula is off by half a value, so the
+    # centre that mirrors c is 4096 - c (olvf-phantom writes 4095 - c, 1/(width - 1) brighter after inversion).
+    inverse = dicom_dataset(phantom, monochrome1=True)
+    inverse.WindowCenter = str(4096 - phantom.window_center)
+    inverse.save_as(folder / "m1.dcm", enforce_file_format=True)
+    write_dicom(phantom, folder / "j2k.dcm", jpeg2000=True)
+    display = read_radiograph(folder / "m2.dcm").pixels
+    assert cv2.imwrite(str(folder / "film.png"), np.rint(display * 255).astype(np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def batch(cascade_bundle: Path, films: Path, tmp_path_factory) -> dict[str, Any]:
+    """All four films in one call with --json, as a script would run it."""
+    out = tmp_path_factory.mktemp("batch") / "results"
+    code, stdout, stderr = run_cli(
+        ["--bundle", str(cascade_bundle), "--out", str(out), "--json", *(str(films / f) for f in FILES)]
+    )
+    return {"code": code, "stdout": stdout, "stderr": stderr, "out": out}
+
+
+@pytest.fixture(scope="module")
+def reports(batch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {Path(r["input"]["path"]).name: r for r in json.loads(batch["stdout"])}
+
+
+# --- the report ---------------------------------------------------------------------
+
+
+def test_json_mode_prints_only_the_reports_and_writes_each_study(batch: dict[str, Any], reports) -> None:
+    assert batch["code"] == 0 and batch["stderr"] == ""
+    assert set(reports) == set(FILES)
+    for name, report in reports.items():
+        on_disk = json.loads((batch["out"] / Path(name).stem / "report.json").read_text())
+        assert on_disk == report
+
+
+def test_report_schema(batch: dict[str, Any], reports) -> None:
+    report = reports["m2.dcm"]
+    assert report["schema"] == "olvf-report/1" and report["warning"].startswith("DEMO")
+    assert report["mode"] == "cascade"
+    info = report["input"]
+    assert info["path"].endswith("m2.dcm") and info["sop_instance_uid"].startswith("1.2.")
+    assert info["size"] == [SIZE[1], SIZE[0]] and info["photometric_interpretation"] == "MONOCHROME2"
+    assert info["inverted"] is False and info["window"]["source"] == "Window Center/Width"
+    assert info["spacing_source"] == "PixelSpacing" and len(info["pixel_spacing_mm"]) == 2
+    text = json.dumps(report)
+    assert "PHANTOM^OLVF" not in text and "OLVF-PHANTOM" not in text  # the phantom's patient name and ID
+    assert set(report["bundle"]) == {"path", "manifest_sha256", "demo"} and report["bundle"]["demo"] is True
+    assert len(report["bundle"]["manifest_sha256"]) == 64
+    backend = report["backend"]
+    assert (backend["name"], backend["device"], backend["precision"]) == ("onnxruntime", "cpu", "fp32")
+    assert backend["detector"]["name"] == "onnxruntime"
+    assert report["detection"]["level_rule"].startswith("order: five bodies")
+    assert report["gradcam_regions"]["anterior_side"] == "left"
+    assert set(report["timings_ms"]) == {"read", "detect", "classify", "report", "total"}
+    parts = [report["timings_ms"][k] for k in ("read", "detect", "classify", "report")]
+    assert all(v >= 0 for v in parts) and report["timings_ms"]["total"] == pytest.approx(sum(parts), abs=0.05)
+    assert report["timings_shared_by"] == len(FILES)
+    assert report["overlay"]["image"] == "overlay.png" and report["overlay"]["scale"] == 1.0
+
+    vertebrae = report["vertebrae"]
+    assert [v["level"] for v in vertebrae] == LEVELS
+    np.testing.assert_allclose([v["box"] for v in vertebrae], expected_boxes(*SIZE), atol=0.06)
+    for v in vertebrae:
+        assert v["detector_score"] == pytest.approx(0.9)
+        probabilities = v["probabilities"]
+        assert list(probabilities) == ["normal", "old", "fresh"]
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert v["prediction"] == max(probabilities, key=probabilities.get)
+        assert set(v["models"]) == TINY_MODELS
+        assert all(sum(p.values()) == pytest.approx(1.0, abs=1e-5) for p in v["models"].values())
+        cam = v["gradcam"]
+        assert cam["image"] == f"{v['level']}_gradcam.png" and cam["target"] == v["prediction"]
+        assert list(cam["regions"]) == list(REGIONS)
+        assert all(0.0 <= f <= 1.0 for f in cam["regions"].values())
+        assert sum(cam["regions"].values()) == pytest.approx(1.0, abs=1e-3)
+        x1, y1, x2, y2 = cam["crop_region"]
+        bx1, by1, bx2, by2 = v["box"]
+        assert x1 <= bx1 < bx2 <= x2 and y1 <= by1 < by2 <= y2 and x2 - x1 == y2 - y1  # grown, squared
+        px, py = cam["peak"]
+        assert x1 <= px <= x2 and y1 <= py <= y2
+        assert (cam["peak_region"] == "outside_box") == (not (bx1 <= px < bx2 and by1 <= py < by2))
+    fresh = [v["probabilities"]["fresh"] for v in vertebrae]
+    top = LEVELS[int(np.argmax(fresh))]
+    assert report["max_fresh"] == {"level": top, "probability": max(fresh)}
+    assert report["mri_recommended"] == (max(fresh) >= report["operating_point"]["fresh"])
+    assert top in report["mri_reason"]
+
+
+def test_monochrome1_and_jpeg2000_give_the_same_answer_as_monochrome2(reports) -> None:
+    reference = reports["m2.dcm"]
+    assert reports["m1.dcm"]["input"]["inverted"] is True
+    assert reports["m1.dcm"]["input"]["photometric_interpretation"] == "MONOCHROME1"
+    assert "JPEG 2000" in reports["j2k.dcm"]["input"]["transfer_syntax"]
+    # The same display pixels each time (float rounding aside); left un-inverted, p moves by about 0.15.
+    for name in ("m1.dcm", "j2k.dcm"):
+        for got, want in zip(reports[name]["vertebrae"], reference["vertebrae"]):
+            assert got["box"] == want["box"]
+            for cls in ("normal", "old", "fresh"):
+                assert got["probabilities"][cls] == pytest.approx(want["probabilities"][cls], abs=2e-6), name
+
+
+def test_png_radiograph_goes_through_the_cascade(reports) -> None:
+    png, reference = reports["film.png"], reports["m2.dcm"]
+    assert png["input"]["kind"] == "png" and png["input"]["sop_instance_uid"] is None
+    assert [v["box"] for v in png["vertebrae"]] == [v["box"] for v in reference["vertebrae"]]
+    for got, want in zip(png["vertebrae"], reference["vertebrae"]):  # the PNG holds the same display, rounded to 8 bits
+        assert got["probabilities"]["fresh"] == pytest.approx(want["probabilities"]["fresh"], abs=0.01)
+
+
+def test_cli_agrees_with_the_python_api(cascade_bundle: Path, films: Path, reports) -> None:
+    import olvf
+
+    with olvf.load(cascade_bundle) as rt:
+        study = rt.infer(films / "m2.dcm")
+    got = np.array([list(v["probabilities"].values()) for v in reports["m2.dcm"]["vertebrae"]])
+    np.testing.assert_allclose(got, study.classification.probabilities, atol=1e-6)
+
+
+# --- the pictures -------------------------------------------------------------------
+
+
+def test_overlay_has_each_box_in_its_class_colour_heat_inside_and_the_demo_banner(batch, reports) -> None:
+    report = reports["m2.dcm"]
+    image = cv2.imread(str(batch["out"] / "m2" / "overlay.png"), cv2.IMREAD_COLOR)
+    top = report["overlay"]["offset"][1]
+    assert image.shape == (top + SIZE[0], SIZE[1], 3)  # 1250 rows fit: shown at scale 1
+    assert tuple(image[1, -2]) == DEMO_BACKGROUND
+    colour = (image.max(axis=2).astype(int) - image.min(axis=2)) > 0
+    boxes = expected_boxes(*SIZE)
+    for v, (x1, y1, x2, y2) in zip(report["vertebrae"], boxes):
+        want = CLASS_COLOURS[v["prediction"]]
+        y_mid, x_mid = int((y1 + y2) / 2) + top, int((x1 + x2) / 2)
+        for x, y in ((int(x1) - 2, y_mid), (int(np.ceil(x2)) + 1, y_mid), (x_mid, int(y1) - 2 + top)):
+            assert tuple(image[y, x]) == want, (v["level"], x, y)
+        assert colour[int(y1) + top + 4 : int(y2) + top - 4, int(x1) + 4 : int(x2) - 4].mean() > 0.5  # heat inside
+    # Between the boxes (where each crop's margin is, and its map too) the film stays gray.
+    for (_, _, _, above), (_, below, _, _) in zip(boxes[:-1], boxes[1:]):
+        assert not colour[int(above) + top + 8 : int(below) + top - 8].any()
+    assert not colour[top : int(boxes[0][1]) + top - 8].any()
+
+
+def test_one_heatmap_image_per_vertebra(batch, reports) -> None:
+    folder = batch["out"] / "m2"
+    names = {v["gradcam"]["image"] for v in reports["m2.dcm"]["vertebrae"]}
+    assert names == {f"{level}_gradcam.png" for level in LEVELS}
+    assert {p.name for p in folder.iterdir()} == names | {"report.json", "overlay.png"}
+    for name in names:
+        image = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape[1] > image.shape[0] >= 320
+
+
+# --- the human summary, outputs, errors -----------------------------------------------
+
+
+def test_summary_for_people(cascade_bundle: Path, films: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(tmp_path), str(films / "m2.dcm")])
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == "DEMO bundle: random weights, not for diagnosis"
+    assert f"m2.dcm  ->  {tmp_path / 'm2'}/overlay.png" in out
+    for level in LEVELS:
+        assert any(line.split()[:1] == [level] for line in lines), level
+    assert "MRI" in out and "operating point 0.50" in out
+    assert "backend onnxruntime on cpu (fp32)" in out and lines[-1] == "1 study: 1 ok, 0 failed"
+
+
+def test_existing_results_are_kept_without_force_and_replaced_with_it(cascade_bundle, films, tmp_path) -> None:
+    args = ["--bundle", str(cascade_bundle), "--out", str(tmp_path)]
+    assert run_cli([*args, str(films / "m2.dcm")])[0] == 0
+    (tmp_path / "m2" / "mine.txt").write_text("keep me")
+    code, out, err = run_cli([*args, str(films / "m2.dcm"), str(films / "m1.dcm")])
+    assert code == 8
+    assert len(err.splitlines()) == 1 and "m2.dcm" in err and "--force" in err and "Traceback" not in err
+    assert (tmp_path / "m2" / "mine.txt").exists() and (tmp_path / "m1" / "report.json").exists()
+    assert out.splitlines()[-1] == "2 studies: 1 ok, 1 failed"
+    assert run_cli([*args, "--force", str(films / "m2.dcm")])[0] == 0
+    assert not (tmp_path / "m2" / "mine.txt").exists() and (tmp_path / "m2" / "report.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def structured_report(path: Path) -> Path:
+    """A Basic Text SR: a valid DICOM file with no image in it."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "SR"
+    ds.PatientName = "Doe^Jane"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_bad_files_in_a_batch_get_one_line_each_and_do_not_stop_the_good_one(cascade_bundle, films, tmp_path) -> None:
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a radiograph\n")
+    bad = [
+        tmp_path / "empty.dcm",
+        tmp_path / "notes.txt",
+        structured_report(tmp_path / "sr.dcm"),
+        tmp_path / "gone.dcm",
+    ]
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(
+        ["--bundle", str(cascade_bundle), "--out", str(out_dir), str(bad[0]), str(films / "m2.dcm"), *map(str, bad[1:])]
+    )
+    assert code == 3
+    lines = err.splitlines()
+    assert len(lines) == 4 and "Traceback" not in err and "Doe" not in err
+    for path, line, fix in zip(
+        bad, lines, ("empty (0 bytes)", "neither DICOM nor", "no pixel data", "no such file; check the path")
+    ):
+        assert line.startswith("olvf-infer: error: ") and path.name in line and fix in line, line
+    assert out.splitlines()[-1] == "5 studies: 1 ok, 4 failed"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["m2"]
+
+
+def test_a_study_that_fails_in_the_batch_does_not_sink_the_others(cascade_bundle, films, tmp_path, monkeypatch):
+    real = cli.analyse_cascade
+
+    def refuse_the_png(rt, images):  # the PNG's pixels are 8-bit steps; the DICOM's are not
+        if any(np.allclose(image * 255, np.rint(image * 255), atol=1e-4) for image in images):
+            raise cli.InputError("synthetic failure of the PNG study")
+        return real(rt, images)
+
+    monkeypatch.setattr(cli, "analyse_cascade", refuse_the_png)
+    code, out, err = run_cli(
+        [
+            "--bundle",
+            str(cascade_bundle),
+            "--out",
+            str(tmp_path),
+            "--json",
+            str(films / "film.png"),
+            str(films / "m2.dcm"),
+        ]
+    )
+    assert code == 3 and "synthetic failure" in err and (tmp_path / "m2" / "report.json").exists()
+    (report,) = json.loads(out)  # stdout stays valid JSON, holding the reports that were written
+    assert report["input"]["path"].endswith("m2.dcm") and report["timings_shared_by"] == 1
+
+
+def test_a_film_without_vertebrae_is_a_valid_result_that_needs_a_reader(cascade_bundle, films, tmp_path, monkeypatch):
+    real = cli.analyse_cascade
+
+    def find_nothing(rt, images):
+        studies, detect_ms, classify_ms = real(rt, images)
+        empty = [cli.StudyAnalysis(empty_detections("order: 0 bodies found"), s.classification[0:0]) for s in studies]
+        return empty, detect_ms, classify_ms
+
+    monkeypatch.setattr(cli, "analyse_cascade", find_nothing)
+    code, out, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(tmp_path), str(films / "m2.dcm")])
+    assert code == 0 and err == "" and "no vertebral body found" in out and "needs a reader" in out
+    report = json.loads((tmp_path / "m2" / "report.json").read_text())
+    assert report["vertebrae"] == [] and report["mri_recommended"] is False and report["max_fresh"] is None
+    assert {p.name for p in (tmp_path / "m2").iterdir()} == {"report.json", "overlay.png"}
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+def test_folders_and_globs_expand_to_radiographs_only(films: Path, tmp_path: Path) -> None:
+    root = tmp_path / "pacs"
+    (root / "sub").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    (root / "results").mkdir()
+    shutil.copy(films / "m2.dcm", root / "a.DCM")
+    shutil.copy(films / "m2.dcm", root / "sub" / "1.2.840.5")  # PACS export: a UID, no extension
+    shutil.copy(films / "film.png", root / "sub" / "b.png")
+    shutil.copy(films / "m2.dcm", root / ".cache" / "c.dcm")
+    shutil.copy(films / "film.png", root / "results" / "overlay.png")
+    (root / "notes.txt").write_text("x")
+    (root / "DICOMDIR").write_bytes((films / "m2.dcm").read_bytes())
+    found = expand_inputs([str(root)], exclude=[root / "results"])
+    assert [p.relative_to(root).as_posix() for p in found] == ["a.DCM", "sub/1.2.840.5", "sub/b.png"]
+    globbed = expand_inputs([f"{root}/**/*.png", str(root / "a.DCM"), f"{root}/*.png"])
+    assert [p.relative_to(root).as_posix() for p in globbed if isinstance(p, Path)] == [
+        "results/overlay.png",
+        "sub/b.png",
+        "a.DCM",
+    ]
+    assert "no file matches this pattern" in str(globbed[-1])
+    (root / "empty").mkdir()
+    assert "holds no DICOM" in str(expand_inputs([str(root / "empty")])[0])
+    assert study_names(found) == ["a", "1.2.840.5", "b"]
+
+
+def test_study_folders_are_unique_per_input() -> None:
+    paths = [Path("x/scan.dcm"), Path("y/scan.dcm"), Path("z/SCAN.png"), Path("IM0001")]
+    assert study_names(paths) == ["scan", "scan-2", "SCAN-3", "IM0001"]
+
+
+def test_a_folder_argument_runs_every_radiograph_in_it(cascade_bundle, films, tmp_path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(films / "m2.dcm", folder / "one.dcm")
+    shutil.copy(films / "m2.dcm", folder / "two")
+    out_dir = folder / "olvf-out"  # inside the input folder: must not be read back on the second run
+    for force in ([], ["--force"]):
+        code, stdout, _ = run_cli(["--bundle", str(cascade_bundle), "--out", str(out_dir), *force, str(folder)])
+        assert code == 0 and stdout.splitlines()[-1] == "2 studies: 2 ok, 0 failed"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["one", "two"]
+
+
+def test_progress_goes_to_a_terminal_only(capsys) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = Progress(5, stream)
+    progress.advance()
+    progress.say("olvf-infer: error: x.dcm: broken")
+    progress.close()
+    assert "\rolvf-infer: 1/5 studies" in stream.getvalue() and "x.dcm: broken\n" in stream.getvalue()
+    quiet = io.StringIO()
+    Progress(5, quiet).advance()
+    assert quiet.getvalue() == ""
+
+
+# --- crop images with a classifier-only bundle ------------------------------------------
+
+
+def test_without_a_detector_each_image_is_one_crop(tiny_bundle: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(["--bundle", str(tiny_bundle), "--out", str(tmp_path), *map(str, crop_paths())])
+    assert code == 0 and err == ""
     assert out.startswith("DEMO bundle: random weights, not for diagnosis")
+    assert "each image was classified as one vertebral-body crop" in out
     for path in crop_paths():
         assert path.name in out
-    assert "backend onnxruntime on cpu (fp32)" in out
+        assert {p.name for p in (tmp_path / path.stem).iterdir()} == {"report.json", "overlay.png", "crop_gradcam.png"}
 
 
-def test_json_for_scripts(tiny_bundle: Path, capsys) -> None:
-    assert infer_main(["--bundle", str(tiny_bundle), "--json", "--precision", "fp16", str(crop_paths()[0])]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["demo"] is True and report["backend"]["precision"] == "fp16"
-    (row,) = report["crops"]
-    assert row["prediction"] in ("normal", "old", "fresh")
-    assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert set(row["models"]) == {"tiny_resnet", "tiny_densenet", "tiny_resnext"}
-    assert all(0 <= v < 64 for v in row["gradcam_peak_yx"])
+def test_crop_json_for_scripts(tiny_bundle: Path, tmp_path: Path) -> None:
+    args = ["--bundle", str(tiny_bundle), "--out", str(tmp_path), "--json", "--precision", "fp16"]
+    code, out, _ = run_cli([*args, str(crop_paths()[0])])
+    (report,) = json.loads(out)
+    assert code == 0 and report["mode"] == "crop" and report["backend"]["precision"] == "fp16"
+    assert report["backend"]["detector"] is None and report["timings_ms"]["detect"] is None
+    (v,) = report["vertebrae"]
+    assert v["level"] == "crop" and v["box"] == [0, 0, 256, 256] and v["detector_score"] is None
+    assert sum(v["probabilities"].values()) == pytest.approx(1.0, abs=1e-5) and set(v["models"]) == TINY_MODELS
+    assert sum(v["gradcam"]["regions"].values()) == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -44,43 +415,45 @@ def test_json_for_scripts(tiny_bundle: Path, capsys) -> None:
             "does not exist; create it with olvf-export",
         ),
         (lambda b, t: ["--bundle", str(b), str(t / "nope.png")], 3, "nope.png: no such file"),
-        (lambda b, t: ["--bundle", str(b), str(Path(__file__))], 3, "not an image"),
+        (lambda b, t: ["--bundle", str(b), str(Path(__file__))], 3, "neither DICOM nor a PNG"),
         (
-            lambda b, t: ["--bundle", str(b), "--backend", "tensorrtt", str(crop_paths()[0])],
+            lambda b, t: ["--bundle", str(b), "--backend", "tensorflow", str(crop_paths()[0])],
             7,
-            "unknown backend 'tensorrtt'",
+            "unknown backend 'tensorflow'",
         ),
     ],
     ids=["missing-bundle", "missing-image", "not-an-image", "unknown-backend"],
 )
-def test_errors_are_one_line_with_the_fix(tiny_bundle, tmp_path, capsys, make_args, code, message) -> None:
-    assert infer_main(make_args(tiny_bundle, tmp_path)) == code
-    err = capsys.readouterr().err.strip()
+def test_errors_are_one_line_with_the_fix(tiny_bundle, tmp_path, make_args, code, message) -> None:
+    got, _, err = run_cli([*make_args(tiny_bundle, tmp_path), "--out", str(tmp_path / "out")])
+    assert got == code
+    err = err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
 
 
-def test_tampered_bundle_exits_4(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+def test_tampered_bundle_exits_4(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
     with open(bundle / "ensemble_fp32.onnx", "ab") as handle:
         handle.write(b"\0")
-    assert infer_main(["--bundle", str(bundle), str(crop_paths()[0])]) == 4
-    assert "does not match the sha256" in capsys.readouterr().err
+    code, _, err = run_cli(["--bundle", str(bundle), "--out", str(tmp_path / "out"), str(crop_paths()[0])])
+    assert code == 4 and "does not match the sha256" in err
 
 
-def test_runtime_runs_without_torch(tiny_bundle: Path) -> None:
-    """The lean runtime must work where torch, torchvision and ultralytics cannot even be imported."""
+def test_runtime_runs_without_torch(cascade_bundle: Path, films: Path, tmp_path: Path) -> None:
+    """The lean runtime, from DICOM to overlay, where torch, torchvision and ultralytics cannot even be imported."""
     script = f"""
 import sys
 for name in ("torch", "torchvision", "ultralytics", "tensorrt"):
     sys.modules[name] = None  # any import of these now raises ImportError
 from olvf.runtime.cli import main
-code = main(["--bundle", {str(tiny_bundle)!r}, "--json", {str(crop_paths()[0])!r}])
+code = main(["--bundle", {str(cascade_bundle)!r}, "--out", {str(tmp_path)!r}, "--json", {str(films / "m2.dcm")!r}])
 assert code == 0, code
 assert not any(m.startswith("torch") for m in sys.modules if sys.modules[m] is not None)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["crops"][0]["prediction"] in ("normal", "old", "fresh")
+    assert [v["level"] for v in json.loads(done.stdout)[0]["vertebrae"]] == LEVELS
+    assert (tmp_path / "m2" / "overlay.png").exists()
 
 
 def test_bench_reports_latency(tiny_bundle: Path, capsys) -> None:
