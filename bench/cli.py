@@ -1,58 +1,49 @@
-"""``olvf-bench``: latency of the fused ensemble on a bundle (the full benchmark grows in its own issue)."""
+"""``olvf-bench``: latency benchmark reports, every variant side by side in one run."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from olvf.errors import OlvfError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="olvf-bench", description="Time the fused ensemble on random crops.")
-    parser.add_argument("--bundle", type=Path, default=Path("engines"))
-    parser.add_argument("--backend", default="onnxruntime")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default=None)
-    parser.add_argument("--crops", type=int, default=5, help="crops per call, as in one study (default 5)")
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser = argparse.ArgumentParser(
+        prog="olvf-bench",
+        description="Benchmark the cascade on a phantom study: naive research code, PyTorch batched and olvf "
+        "on every backend present, against the machine's own FLOP floor.",
+    )
+    parser.add_argument("--bundle", type=Path, default=Path("engines/demo"), help="bundle (default engines/demo)")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="report folder (default bench-out/)")
+    parser.add_argument("--quick", action="store_true", help="few runs: checks that it works, figures not stable")
+    parser.add_argument("--variant", action="append", default=[], help="only these variants (repeatable)")
+    parser.add_argument("--force", action="store_true", help="replace an existing report folder")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import olvf
+    from olvf.bench.report import markdown, plot
+    from olvf.bench.run import FULL, QUICK, run_benchmark
+    from olvf.runtime.atomic import check_replaceable, staged_directory
 
-    if args.runs < 1 or args.crops < 1:
-        raise OlvfError("--runs and --crops must be at least 1")
-    started = time.perf_counter()
-    with olvf.load(args.bundle, backend=args.backend, precision=args.precision) as rt:
-        shape = (args.crops, *rt.preprocess.input_shape)
-        batch = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-        rt.classify(batch)
-        cold_ms = (time.perf_counter() - started) * 1e3
-        for _ in range(args.warmup):
-            rt.classify(batch)
-        times = []
-        for _ in range(args.runs):
-            t0 = time.perf_counter()
-            rt.classify(batch)
-            times.append((time.perf_counter() - t0) * 1e3)
-        figures = {
-            "backend": rt.backend,
-            "precision": rt.precision,
-            "crops": args.crops,
-            "runs": args.runs,
-            "cold_start_ms": round(cold_ms, 1),
-            "p50_ms": round(float(np.percentile(times, 50)), 1),
-            "p95_ms": round(float(np.percentile(times, 95)), 1),
-        }
-    print(json.dumps(figures, indent=2))
+    check_replaceable(args.out, force=args.force)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = run_benchmark(
+        args.bundle, args.out, QUICK if args.quick else FULL, variants=tuple(args.variant), progress=progress
+    )
+    with staged_directory(args.out, force=args.force) as staging:
+        (staging / "bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (staging / "bench.md").write_text(markdown(report), encoding="utf-8")
+        plot(report, staging / "bench.png")
+    print(markdown(report))
+    print(f"written to {args.out}/bench.json, bench.md and bench.png")
     return 0
 
 
@@ -63,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OlvfError as exc:
         print(f"olvf-bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:
+        print(f"olvf-bench: error: {exc.name or exc} is not installed; pip install 'olvf[bench]'", file=sys.stderr)
+        return 7
 
 
 if __name__ == "__main__":

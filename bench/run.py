@@ -1,0 +1,245 @@
+"""One benchmark run: every variant on the same phantom study, in one process, against the machine's floor."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import numpy as np
+
+import olvf
+from olvf.bench import machine
+from olvf.bench.flops import graph_flops
+from olvf.bench.variants import STAGES, Variant, naive_variant, olvf_variant, torch_batched_variant
+
+
+@dataclass(frozen=True)
+class Plan:
+    runs: int
+    warmup: int
+    naive_runs: int
+    stream: int
+    batch_sizes: tuple[int, ...]
+
+
+FULL = Plan(runs=15, warmup=2, naive_runs=5, stream=50, batch_sizes=(1, 2, 4, 6, 8, 16))
+QUICK = Plan(runs=3, warmup=1, naive_runs=1, stream=4, batch_sizes=(1, 4))
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    data = np.asarray(values, dtype=np.float64)
+    return {f"p{q}_ms": round(float(np.percentile(data, q)), 2) for q in (50, 95, 99)}
+
+
+def measure(variant: Variant, study: Path, out: Path, runs: int, warmup: int) -> dict[str, Any]:
+    for _ in range(warmup):
+        variant.study(study, out / "warmup")
+    totals, stages = [], {s: [] for s in STAGES}
+    for _ in range(runs):
+        start = time.perf_counter()
+        times = variant.study(study, out / variant.name)
+        totals.append((time.perf_counter() - start) * 1e3)
+        for stage in STAGES:
+            stages[stage].append(times.get(stage, 0.0))
+    return {
+        **percentiles(totals),
+        "runs": runs,
+        "stages": {s: percentiles(v) for s, v in stages.items()},
+        "notes": variant.notes,
+    }
+
+
+def cold_start(bundle: Path, study: Path) -> dict[str, Any]:
+    """A fresh process: import, load the bundle (hashes checked), first study; its peak memory."""
+    script = (
+        "import json, resource, sys, time\n"
+        "start = time.perf_counter()\n"
+        "import olvf\n"
+        f"rt = olvf.load({str(bundle)!r})\n"
+        f"rt.infer({str(study)!r})\n"
+        "first = (time.perf_counter() - start) * 1e3\n"
+        "print(json.dumps({'cold_start_ms': round(first, 1),"
+        " 'peak_rss_mib': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),"
+        " 'torch_imported': 'torch' in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def throughput(bundle: Path, study: Path, out: Path, count: int) -> dict[str, Any]:
+    """A stream of studies, sequentially and with reading and writing overlapped with inference."""
+    variant = olvf_variant(bundle, "onnxruntime", None)
+    try:
+        start = time.perf_counter()
+        for i in range(count):
+            variant.study(study, out / f"seq-{i}")
+        sequential = count / (time.perf_counter() - start)
+    finally:
+        variant.close()
+
+    from olvf.runtime.cli import Job, Loaded, make_context, write_study
+    from olvf.runtime.radiograph import read_radiograph
+    from olvf.runtime.report import RegionGeometry
+    from olvf.runtime.session import StudyResult
+
+    rt = olvf.load(bundle)
+    context = make_context(rt, bundle, RegionGeometry())
+    read_q: Queue[Any] = Queue(maxsize=2)
+    write_q: Queue[Any] = Queue(maxsize=2)
+
+    def reader() -> None:
+        for i in range(count):
+            read_q.put((i, read_radiograph(study, rt.manifest.display)))
+        read_q.put(None)
+
+    def writer() -> None:
+        while (item := write_q.get()) is not None:
+            i, radiograph, analysis = item
+            loaded = Loaded(Job(i, study, study.stem), radiograph, 0.0)
+            result = StudyResult(radiograph.info, analysis.detections, analysis.classification)
+            write_study(loaded, result, context, rt, out / f"ovl-{i}", force=True, shared=(None, 0.0, 1))
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for thread in threads:
+        thread.start()
+    while (item := read_q.get()) is not None:
+        i, radiograph = item
+        (analysis,) = rt.analyse([radiograph.pixels * np.float32(255.0)])
+        write_q.put((i, radiograph, analysis))
+    write_q.put(None)
+    for thread in threads:
+        thread.join()
+    overlapped = count / (time.perf_counter() - start)
+    rt.close()
+    return {"studies": count, "sequential_per_s": round(sequential, 3), "overlapped_per_s": round(overlapped, 3)}
+
+
+def batch_latency(bundle: Path, sizes: tuple[int, ...], runs: int) -> dict[str, float]:
+    """The fused ensemble alone (ONNX Runtime CPU FP32) against the number of crops per call."""
+    with olvf.load(bundle) as rt:
+        assert rt.preprocess is not None
+        result = {}
+        for size in sizes:
+            batch = np.random.default_rng(size).standard_normal((size, *rt.preprocess.input_shape), dtype=np.float32)
+            rt.classify(batch)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                rt.classify(batch)
+                times.append((time.perf_counter() - start) * 1e3)
+            result[str(size)] = round(float(np.median(times)), 2)
+    return result
+
+
+def study_operations(bundle: Path, crops: int) -> dict[str, float]:
+    manifest = olvf.load(bundle, verify=False).manifest
+    ensemble = graph_flops(bundle / manifest.graph("ensemble", "fp32").file, 1)
+    detector = 0.0
+    if manifest.detector is not None:
+        detector = graph_flops(bundle / manifest.graph("detector").file, 1, manifest.detector.input_size)
+    return {
+        "detector_gflop": round(detector / 1e9, 3),
+        "classifiers_gflop_per_crop": round(ensemble / 1e9, 3),
+        "crops": crops,
+        "study_gflop": round((detector + crops * ensemble) / 1e9, 3),
+    }
+
+
+def make_study(folder: Path) -> tuple[Path, int]:
+    """The benchmark's study: a full-size 12-bit phantom with a fresh fracture; returns it and its vertebrae."""
+    from olvf.phantom import make_phantom, write_dicom
+
+    phantom = make_phantom(7, {"L2": "fresh"})
+    path = folder / "study.dcm"
+    write_dicom(phantom, path, force=True)
+    return path, len(phantom.levels)
+
+
+def run_benchmark(
+    bundle: Path, out: Path, plan: Plan, *, variants: tuple[str, ...], progress: Callable[[str], None]
+) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="olvf-bench-"))
+    study, _ = make_study(work)
+    manifest_hash = olvf.load(bundle, verify=True).bundle.manifest_sha256
+    facts = {
+        "cpu": machine.cpu_facts(),
+        "gpu": machine.gpu_facts(),
+        "versions": machine.versions(),
+        "bundle": {"path": str(bundle), "manifest_sha256": manifest_hash},
+    }
+    progress("measuring the machine's ceiling (FP32 GEMM through ONNX Runtime)")
+    ceiling = {"ort_fp32_gemm_gflops": round(machine.ort_gemm_gflops(), 1)}
+    bf16 = machine.torch_bf16_gflops()
+    if bf16 is not None:
+        ceiling["torch_bf16_gemm_gflops"] = round(bf16, 1)
+
+    builders: dict[str, Callable[[], Variant]] = {
+        "olvf-onnxruntime-fp32": lambda: olvf_variant(bundle, "onnxruntime", "fp32"),
+        "olvf-onnxruntime-fp16": lambda: olvf_variant(bundle, "onnxruntime", "fp16"),
+        "torch-batched": lambda: torch_batched_variant(bundle),
+        "naive": lambda: naive_variant(bundle),
+    }
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        builders["olvf-onnxruntime-gpu-fp16"] = lambda: olvf_variant(bundle, "onnxruntime", "fp16", device="cuda")
+    results: dict[str, Any] = {}
+    crops = 0
+    for name, build in builders.items():
+        if variants and name not in variants:
+            continue
+        progress(f"variant {name}")
+        try:
+            variant = build()
+        except olvf.OlvfError as exc:
+            results[name] = {"skipped": str(exc)}
+            continue
+        try:
+            runs = plan.naive_runs if name == "naive" else plan.runs
+            results[name] = measure(variant, study, work / "out", runs, plan.warmup if name != "naive" else 1)
+        finally:
+            variant.close()
+    with olvf.load(bundle) as rt:
+        crops = len(rt.infer(study).detections)
+    operations = study_operations(bundle, crops)
+    floor_ms = operations["study_gflop"] / ceiling["ort_fp32_gemm_gflops"] * 1e3
+    naive = results.get("naive", {}).get("p50_ms")
+    for figures in results.values():
+        if "p50_ms" in figures:
+            figures["ratio_to_floor"] = round(figures["p50_ms"] / floor_ms, 2)
+            figures["speedup_vs_naive"] = round(naive / figures["p50_ms"], 2) if naive else None
+            figures["gradcam_share"] = round(figures["stages"]["gradcam"]["p50_ms"] / figures["p50_ms"], 4)
+    progress("cold start and peak memory in a fresh process")
+    cold = cold_start(bundle, study)
+    progress(f"throughput over a stream of {plan.stream} studies")
+    stream = throughput(bundle, study, work / "stream", plan.stream)
+    progress("ensemble latency against batch size")
+    batches = batch_latency(bundle, plan.batch_sizes, max(3, plan.runs // 3))
+    report = {
+        "schema": "olvf-bench/1",
+        "quick": plan is QUICK,
+        "machine": facts,
+        "study": {"input": "phantom DX 2500x2000, 12 bits stored, seed 7, fresh L2", "vertebrae": crops},
+        "ceiling": ceiling,
+        "operations": operations,
+        "floor_ms": round(floor_ms, 1),
+        "variants": results,
+        "cold_start": cold,
+        "throughput": stream,
+        "ensemble_latency_ms_by_batch": batches,
+        "threads": machine.cpu_facts()["usable"],
+    }
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return report

@@ -1,0 +1,195 @@
+"""The ways of doing one study that the benchmark compares, each timed stage by stage.
+
+Every variant reads the same phantom DICOM with the same reader and writes the
+same report, overlay and heatmaps with the same writer, so the differences are
+in how the detector, the classifiers and Grad-CAM run:
+
+- ``naive``: what research code does: PyTorch eager, the detector on the
+  image, then each crop through each model one at a time, Grad-CAM by autograd
+  (a forward with gradients and a backward per crop and model, hooked at
+  ``layer4`` / DenseNet's post-ReLU features, as pytorch-grad-cam does);
+- ``torch-batched``: PyTorch eager, all crops in one batch, CAM from the
+  exposed features (olvf's reference backend);
+- ``olvf-<backend>-<precision>``: the lean runtime as ``olvf-infer`` runs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import olvf
+from olvf.runtime.cli import Job, Loaded, make_context, write_study
+from olvf.runtime.detection import Detections, letterbox, postprocess
+from olvf.runtime.gradcam import fuse_maps
+from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.report import RegionGeometry
+from olvf.runtime.session import Classification, Runtime, StudyResult
+
+STAGES = ("read", "detect", "crops", "ensemble", "gradcam", "write")
+
+
+@dataclass
+class Variant:
+    """A name and a function that runs one study into a folder and returns its stage times (ms)."""
+
+    name: str
+    study: Callable[[Path, Path], dict[str, float]]
+    close: Callable[[], None]
+    notes: str = ""
+
+
+def _write(
+    rt: Runtime, context: Any, path: Path, radiograph: Any, dets: Detections, cls: Classification, out: Path
+) -> float:
+    start = time.perf_counter()
+    loaded = Loaded(Job(0, path, path.stem), radiograph, 0.0)
+    write_study(loaded, StudyResult(radiograph.info, dets, cls), context, rt, out, force=True, shared=(None, 0.0, 1))
+    return (time.perf_counter() - start) * 1e3
+
+
+def olvf_variant(bundle: Path, backend: str, precision: str | None, **options: Any) -> Variant:
+    rt = olvf.load(bundle, backend=backend, precision=precision, **options)
+    context = make_context(rt, bundle, RegionGeometry())
+
+    def study(path: Path, out: Path) -> dict[str, float]:
+        start = time.perf_counter()
+        radiograph = read_radiograph(path, rt.manifest.display)
+        read = (time.perf_counter() - start) * 1e3
+        (analysis,) = rt.analyse([radiograph.pixels * np.float32(255.0)])
+        stages = {"read": read, **{k: rt.stage_ms[k] for k in ("detect", "crops", "ensemble", "gradcam")}}
+        stages["write"] = _write(rt, context, path, radiograph, analysis.detections, analysis.classification, out)
+        return stages
+
+    name = f"olvf-{backend}-{rt.precision}" + (f"-{options['device']}" if options.get("device") else "")
+    return Variant(name, study, rt.close)
+
+
+def torch_detector(bundle: Path) -> Callable[[np.ndarray, Runtime], Detections] | None:
+    """The demo detector in PyTorch eager (the bundle's ONNX otherwise has no PyTorch source here)."""
+    import torch
+
+    from olvf.export.demo import load_demo_detector
+
+    source = olvf.load(bundle, verify=False).manifest.detector
+    if source is None or "demo" not in source.source:
+        return None
+    network = load_demo_detector().model.eval()
+
+    def detect(image: np.ndarray, rt: Runtime) -> Detections:
+        spec = rt.manifest.detector
+        assert spec is not None
+        tensor, info = letterbox(image, spec.input_size)
+        with torch.no_grad():
+            raw = network(torch.from_numpy(tensor[None]))
+        raw = raw[0] if isinstance(raw, (tuple, list)) else raw
+        return postprocess(raw[0].numpy(), info, spec.settings)
+
+    return detect
+
+
+def _members(rt: Runtime) -> list[tuple[Any, Any]]:
+    from olvf.export import architectures
+    from olvf.export.demo import demo_model
+
+    members = []
+    for spec in rt.manifest.models:
+        if "demo_seed" not in spec.source:
+            raise olvf.BackendError("the torch variants need a demo bundle (its models are rebuilt from seeds)")
+        arch = architectures.get(spec.architecture)
+        members.append((arch, demo_model(arch, int(spec.source["demo_seed"]), spec.preprocessing.input_size)))
+    return members
+
+
+def naive_variant(bundle: Path) -> Variant:
+    """Research code: per crop, per model, autograd Grad-CAM; every step in PyTorch eager."""
+    import torch
+
+    from olvf.export.gradcam_reference import autograd_grad_cam
+    from olvf.runtime.crops import extract_crops
+
+    rt = olvf.load(bundle)  # the reader, crop rule, preprocessing and writer are shared; its runners are not used
+    context = make_context(rt, bundle, RegionGeometry())
+    members = _members(rt)
+    detect_torch = torch_detector(bundle)
+
+    def study(path: Path, out: Path) -> dict[str, float]:
+        t = [time.perf_counter()]
+        radiograph = read_radiograph(path, rt.manifest.display)
+        image = radiograph.pixels * np.float32(255.0)
+        t.append(time.perf_counter())
+        dets = detect_torch(image, rt) if detect_torch else rt.detect(image)
+        t.append(time.perf_counter())
+        crops = [rt.preprocess([c])[0] for c in extract_crops(image, dets.boxes, rt.manifest.crops)]
+        t.append(time.perf_counter())
+        per_model: dict[str, list[np.ndarray]] = {arch.name: [] for arch, _ in members}
+        cams: dict[str, list[np.ndarray]] = {arch.name: [] for arch, _ in members}
+        targets = []
+        for crop in crops:
+            x = torch.from_numpy(crop[None])
+            with torch.no_grad():
+                for arch, model in members:
+                    per_model[arch.name].append(torch.softmax(model(x), 1)[0].numpy())
+            targets.append(int(np.mean([p[-1] for p in per_model.values()], axis=0).argmax()))
+        t.append(time.perf_counter())
+        for crop, target in zip(crops, targets):
+            x = torch.from_numpy(crop[None])
+            for arch, model in members:
+                cams[arch.name].append(autograd_grad_cam(arch, model, x, torch.tensor([target]))[0].numpy())
+        t.append(time.perf_counter())
+        model_probs = {k: np.array(v, np.float32).reshape(-1, 3) for k, v in per_model.items()}
+        size = rt.preprocess.spec.input_size if rt.preprocess else (224, 224)
+        model_cams = {k: np.array(v, np.float32).reshape(-1, *size) for k, v in cams.items()}
+        probabilities = np.mean(list(model_probs.values()), axis=0).astype(np.float32)
+        cls = Classification(
+            classes=rt.classes,
+            probabilities=probabilities,
+            model_probabilities=model_probs,
+            cams=model_cams,
+            cam=fuse_maps(list(model_cams.values())),
+            target=probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, np.int64),
+        )
+        write = _write(rt, context, path, radiograph, dets, cls, out)
+        ms = [(b - a) * 1e3 for a, b in zip(t, t[1:])]
+        return {"read": ms[0], "detect": ms[1], "crops": ms[2], "ensemble": ms[3], "gradcam": ms[4], "write": write}
+
+    note = "detector in PyTorch eager" if detect_torch else "detector on ONNX Runtime (no PyTorch source)"
+    return Variant("naive", study, rt.close, notes=note)
+
+
+def torch_batched_variant(bundle: Path) -> Variant:
+    rt = olvf.load(bundle, backend="torch")
+    context = make_context(rt, bundle, RegionGeometry())
+    detect_torch = torch_detector(bundle)
+
+    def study(path: Path, out: Path) -> dict[str, float]:
+        start = time.perf_counter()
+        radiograph = read_radiograph(path, rt.manifest.display)
+        image = radiograph.pixels * np.float32(255.0)
+        read = (time.perf_counter() - start) * 1e3
+        if detect_torch is not None:
+            t0 = time.perf_counter()
+            dets = detect_torch(image, rt)
+            detect = (time.perf_counter() - t0) * 1e3
+            from olvf.runtime.crops import extract_crops
+
+            t0 = time.perf_counter()
+            batch = rt.preprocess(extract_crops(image, dets.boxes, rt.manifest.crops))
+            crops = (time.perf_counter() - t0) * 1e3
+            cls = rt.classify(batch)
+        else:
+            (analysis,) = rt.analyse([image])
+            dets, cls = analysis.detections, analysis.classification
+            detect, crops = rt.stage_ms["detect"], rt.stage_ms["crops"]
+        stages = {"read": read, "detect": detect, "crops": crops}
+        stages.update(ensemble=rt.stage_ms["ensemble"], gradcam=rt.stage_ms["gradcam"])
+        stages["write"] = _write(rt, context, path, radiograph, dets, cls, out)
+        return stages
+
+    note = "detector in PyTorch eager" if detect_torch else "detector on ONNX Runtime (no PyTorch source)"
+    return Variant("torch-batched", study, rt.close, notes=note)

@@ -1,0 +1,33 @@
+"""olvf-bench --quick runs every variant and writes a well-formed report (figures are not asserted: speed is the
+benchmark's business, not the test suite's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from olvf.bench.cli import main
+
+
+def test_quick_benchmark_writes_a_complete_report(cascade_bundle: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench"
+    assert main(["--bundle", str(cascade_bundle), "--out", str(out), "--quick"]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["quick"] is True
+    expected = {"naive", "torch-batched", "olvf-onnxruntime-fp32", "olvf-onnxruntime-fp16"}
+    assert expected <= set(report["variants"])
+    for name in expected:
+        figures = report["variants"][name]
+        assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
+        assert set(figures["stages"]) == {"read", "detect", "crops", "ensemble", "gradcam", "write"}
+        assert figures["ratio_to_floor"] > 0 and figures["speedup_vs_naive"] > 0
+    assert report["variants"]["naive"]["speedup_vs_naive"] == 1.0
+    assert report["operations"]["crops"] == 5 and report["operations"]["study_gflop"] > 0
+    assert report["ceiling"]["ort_fp32_gemm_gflops"] > 0 and report["floor_ms"] > 0
+    assert report["cold_start"]["cold_start_ms"] > 0 and report["cold_start"]["torch_imported"] is False
+    assert report["throughput"]["studies"] == 4
+    assert set(report["ensemble_latency_ms_by_batch"]) == {"1", "4"}
+    assert report["machine"]["bundle"]["manifest_sha256"]
+    assert "| olvf-onnxruntime-fp32 |" in (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--bundle", str(cascade_bundle), "--out", str(out), "--quick"]) == 8, "no silent overwrite"
