@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--densenet161", type=Path, metavar="D.pt")
     sources.add_argument("--resnext50", type=Path, metavar="X.pt", help="resnext50_32x4d")
     sources.add_argument(
-        "--demo", action="store_true", help="no checkpoints: seeded random weights, labelled DEMO everywhere"
+        "--demo",
+        action="store_true",
+        help="no input files: seeded random classifiers and a detector trained on phantoms (unless --detector), "
+        "labelled DEMO everywhere",
     )
     sources.add_argument("--seed", type=int, default=0, help="demo weights seed (default 0)")
     sources.add_argument(
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports only once arguments are known to be sane.
     from olvf.export import architectures
     from olvf.export.checkpoints import load_classifier
-    from olvf.export.demo import demo_members
+    from olvf.export.demo import demo_detector_source, demo_members, require_ultralytics
     from olvf.export.pipeline import DetectorSource, ExportOptions, Member, export_bundle
 
     def progress(line: str) -> None:
@@ -115,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     if args.demo:
         if any(given.values()):
             raise OlvfError("--demo builds its own weights; drop it, or drop the checkpoint flags")
+        if args.detector is None:
+            require_ultralytics()  # before minutes of work, not after
         progress(f"building demo classifiers (seed {args.seed}; random weights, not for diagnosis)")
         members = [
             Member(arch, model, {"demo_seed": seed, "note": "seeded random weights, BatchNorm calibrated"})
@@ -147,7 +154,14 @@ def run(args: argparse.Namespace) -> int:
             iou=args.iou,
             trust_pickle=args.trust_pickle,
         )
-    export_bundle(args.out, members, options, detector=detector, demo=args.demo, force=args.force, progress=progress)
+    with contextlib.ExitStack() as cleanup:
+        if args.demo and detector is None:
+            progress("building the demo detector (YOLOv5u-nano trained on phantoms: export/demo_detector.md)")
+            scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="olvf-demo-detector-")))
+            detector = demo_detector_source(scratch, conf=args.conf, iou=args.iou)
+        export_bundle(
+            args.out, members, options, detector=detector, demo=args.demo, force=args.force, progress=progress
+        )
     return 0
 
 

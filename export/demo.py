@@ -14,15 +14,35 @@ full gain is chaotic: it amplifies FP16 rounding until class maps differ by
 about 20 % between FP16 and FP32, which trained networks do not do. At gain
 0.2 the demo is as well-conditioned as a trained network and can pass the
 same FP16 parity gate.
+
+The demo *detector*, by contrast, is trained and does find the phantoms'
+vertebrae and name their levels: a YOLOv5u-nano made from phantoms by
+``olvf.export.train_demo_detector``, committed as ``demo_detector.pt`` (a
+plain FP16 ``state_dict``, no pickled code) with ``demo_detector.md``
+recording how. It goes through the same ultralytics export and parity gate
+as a user's checkpoint.
 """
 
 from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from olvf.errors import BackendError, CheckpointError
 from olvf.export.architectures import STUDY_ENSEMBLE, Architecture
+from olvf.runtime.bundle import sha256_file
+
+if TYPE_CHECKING:
+    from olvf.export.pipeline import DetectorSource  # pipeline imports this module (through parity)
 
 RESIDUAL_GAIN = 0.2
 
@@ -72,3 +92,86 @@ def demo_members(
 ) -> list[tuple[Architecture, nn.Module, int]]:
     """The study's three architectures with demo weights, each with the seed that made it."""
     return [(arch, demo_model(arch, seed + i, input_size), seed + i) for i, arch in enumerate(architectures)]
+
+
+# --------------------------------------------------------------------------- the demo detector
+
+DEMO_DETECTOR = Path(__file__).with_name("demo_detector.pt")
+DEMO_DETECTOR_NAME = "export/demo_detector.pt"  # as the manifest and the record name it
+PARITY_PHANTOM_SEED = 0
+
+
+@dataclass(frozen=True)
+class DemoDetector:
+    """The committed demo detector, rebuilt: an ultralytics ``DetectionModel`` (float32, eval) and its facts."""
+
+    model: nn.Module
+    names: tuple[str, ...]
+    imgsz: int
+    sha256: str
+
+
+def require_ultralytics() -> None:
+    """Fail early, with the fix, where the demo detector cannot be built."""
+    if importlib.util.find_spec("ultralytics") is None:
+        raise BackendError(
+            "--demo builds its vertebra detector with ultralytics, which is not installed: "
+            "pip install 'olvf[export]' (or give a detector ONNX file with --detector)"
+        )
+
+
+def load_demo_detector(path: Path = DEMO_DETECTOR) -> DemoDetector:
+    """Rebuild the demo detector from its yaml and the committed FP16 ``state_dict`` (read with weights_only)."""
+    from olvf.export.detector import _offline_ultralytics
+
+    if not path.is_file():
+        raise CheckpointError(
+            f"the demo detector weights {path} are missing from this installation; reinstall olvf, or remake "
+            "them with: python -m olvf.export.train_demo_detector --out export/demo_detector.pt"
+        )
+    require_ultralytics()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    names = tuple(saved["names"])
+    with _offline_ultralytics(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ultralytics' own deprecations while building the model
+        from ultralytics.nn.tasks import DetectionModel
+
+        model = DetectionModel(saved["yaml"], nc=len(names), verbose=False)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["state_dict"].items()})
+    model.names = dict(enumerate(names))
+    return DemoDetector(model.float().eval(), names, int(saved["imgsz"]), sha256_file(path))
+
+
+def demo_detector_source(
+    folder: Path, *, conf: float = 0.25, iou: float = 0.45, weights: Path = DEMO_DETECTOR
+) -> DetectorSource:
+    """The demo detector as an export source: an ultralytics checkpoint written into ``folder``.
+
+    The exporter takes ultralytics checkpoints, which are pickled models; this
+    one is pickled here, from the model just rebuilt from plain tensors, so
+    trusting it trusts nothing outside olvf. Its parity image is a phantom
+    radiograph, converted as the runtime converts the DICOM.
+    """
+    from olvf.export.pipeline import DetectorSource
+    from olvf.export.train_demo_detector import phantom_display
+    from olvf.phantom import make_phantom
+
+    detector = load_demo_detector(weights)
+    checkpoint = folder / "demo_detector_ultralytics.pt"
+    torch.save({"model": detector.model.half(), "train_args": {"imgsz": detector.imgsz}}, checkpoint)
+    detector.model.float()
+    return DetectorSource(
+        path=checkpoint,
+        imgsz=detector.imgsz,
+        conf=conf,
+        iou=iou,
+        trust_pickle=True,
+        radiograph=phantom_display(make_phantom(PARITY_PHANTOM_SEED)),
+        origin={
+            "demo": DEMO_DETECTOR_NAME,
+            "sha256": detector.sha256,
+            "format": "state_dict (FP16, weights_only) rebuilt on ultralytics' yolov5nu.yaml",
+            "record": "export/demo_detector.md",
+            "note": "trained on phantom radiographs only, not for diagnosis",
+        },
+    )

@@ -103,6 +103,7 @@ class DetectorSource:
     iou: float = 0.45
     trust_pickle: bool = False
     radiograph: Any = None  # a gray image for the parity check, values 0..255
+    origin: dict[str, Any] | None = None  # the manifest's record of the source; default: the file's name and hash
 
 
 @dataclass
@@ -236,7 +237,7 @@ def _export_detector(
         for i in range(len(batch)):
             det.run_graph(staging / name, batch[i : i + 1])
         figures: dict[str, Any] = {"source": "ONNX given by the user, copied unchanged; it ran on ONNX Runtime"}
-        origin = {"file": path.name, "sha256": sha256_file(path), "format": "onnx"}
+        origin = dict(source.origin or {"file": path.name, "sha256": sha256_file(path), "format": "onnx"})
     else:
         progress(f"exporting detector {path.name} with ultralytics (offline)")
         result = det.export_ultralytics(
@@ -251,7 +252,7 @@ def _export_detector(
         )
         graph, figures = result.graph, result.figures
         det.check_detector_parity(figures, "fp32", name)
-        origin = {"file": path.name, "sha256": sha256_file(path), "format": "ultralytics"}
+        origin = dict(source.origin or {"file": path.name, "sha256": sha256_file(path), "format": "ultralytics"})
         progress(
             f"      {name}: raw output max |diff| {figures['raw_max_abs_diff']:.1e}, boxes per image "
             f"{figures['boxes_per_image']}, min matched IoU {figures['min_matched_iou']:.3f}: pass"

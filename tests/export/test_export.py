@@ -130,7 +130,7 @@ def test_demo_export_is_labelled_and_reproducible(tmp_path, capsys) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["demo"] is True
     assert [m["source"]["demo_seed"] for m in manifest["models"]] == [5, 6, 7]
-    assert [g["precision"] for g in manifest["graphs"]] == ["fp32"]
+    assert [(g["role"], g["precision"]) for g in manifest["graphs"]] == [("detector", "fp32"), ("ensemble", "fp32")]
     err = capsys.readouterr().err
     assert "not for diagnosis" in err and "pass" in err and f"bundle written to {out}" in err
     with olvf.load(out, backend="torch") as reference, olvf.load(out) as rt:
