@@ -9,6 +9,7 @@ Importing olvf never imports torch, TensorRT or ultralytics.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from olvf.errors import (
@@ -22,6 +23,11 @@ from olvf.errors import (
 )
 
 __version__ = "0.1.0"
+
+# The one side effect of importing olvf, and on purpose: ONNX Runtime (1.2x and later) writes a
+# telemetry device id under ~/.cache/Microsoft unless this is set before it is first imported, and
+# olvf writes nothing outside the paths its user gives. setdefault leaves a user's own choice alone.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
     from olvf.runtime.session import Runtime

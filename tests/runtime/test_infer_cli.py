@@ -461,3 +461,21 @@ def test_bench_reports_latency(tiny_bundle: Path, capsys) -> None:
     figures = json.loads(capsys.readouterr().out)
     assert figures["crops"] == 5 and figures["runs"] == 3
     assert 0 < figures["p50_ms"] <= figures["p95_ms"]
+
+
+def test_nothing_is_written_outside_the_output_folder(cascade_bundle: Path, tmp_path: Path) -> None:
+    """No telemetry ids, caches or settings in the home folder: only --out receives files."""
+    import os
+
+    from olvf.phantom import make_phantom, write_dicom
+
+    home, out = tmp_path / "home", tmp_path / "out"
+    home.mkdir()
+    write_dicom(make_phantom(1, size=(1250, 1000)), tmp_path / "study.dcm")
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+    script = f"from olvf.runtime.cli import main; raise SystemExit(main(['--bundle', {str(cascade_bundle)!r}, '--out', {str(out)!r}, {str(tmp_path / 'study.dcm')!r}]))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert list(home.rglob("*")) == [], "files appeared in the home folder"
+    assert (out / "study" / "report.json").is_file()
