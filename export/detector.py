@@ -174,6 +174,7 @@ def _trained_imgsz(model: Any) -> int | None:
 class UltralyticsExport:
     graph: DetectorGraph
     figures: dict[str, Any]
+    fp16_figures: dict[str, Any] | None = None
 
 
 def export_ultralytics(
@@ -186,8 +187,15 @@ def export_ultralytics(
     radiograph: np.ndarray | None,
     conf: float,
     iou: float,
+    fp16_out: Path | None = None,
+    fp16_conf: float = 0.25,
+    max_batch: int = 32,
 ) -> UltralyticsExport:
-    """Export ``pt_path`` to ``out`` (ONNX, dynamic batch) and compare it with the PyTorch model."""
+    """Export ``pt_path`` to ``out`` (ONNX, dynamic batch) and compare it with the PyTorch model.
+
+    With ``fp16_out`` an FP16 graph is written there too and compared at the
+    operating threshold ``fp16_conf``.
+    """
     if not trust_pickle:
         raise CheckpointError(
             f"{pt_path} is an ultralytics checkpoint, which is a pickled model: loading it runs code from the file. "
@@ -217,10 +225,19 @@ def export_ultralytics(
         with torch.no_grad():
             expected = network(torch.from_numpy(batch))
         expected = (expected[0] if isinstance(expected, (tuple, list)) else expected).numpy()
+        if fp16_out is not None:
+            from olvf.export.detector_fp16 import export_fp16_detector
+
+            export_fp16_detector(network, fp16_out, imgsz=size, opset=opset, max_batch=max_batch)
     got = run_graph(out, batch)
     figures = compare_detections(expected, got, graph.layout, len(graph.names), conf=conf, iou=iou)
     figures["raw_max_abs_diff"] = float(np.abs(expected - got).max())
-    return UltralyticsExport(graph, figures)
+    fp16_figures = None
+    if fp16_out is not None:
+        half = run_graph(fp16_out, batch)
+        fp16_figures = compare_detections(expected, half, graph.layout, len(graph.names), conf=fp16_conf, iou=iou)
+        fp16_figures["raw_max_abs_diff"] = float(np.abs(expected - half).max())
+    return UltralyticsExport(graph, figures, fp16_figures)
 
 
 def sample_inputs(imgsz: int, radiograph: np.ndarray | None, seed: int = 0) -> tuple[np.ndarray, list[Letterbox]]:

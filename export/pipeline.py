@@ -225,7 +225,9 @@ def _export_detector(
     from olvf.export import detector as det
 
     name = "detector_fp32.onnx"
+    half_name = "detector_fp16.onnx"
     path = Path(source.path)
+    half_figures = None
     if path.suffix.lower() == ".onnx":
         progress(f"checking detector {path.name} (ONNX, copied as it is)")
         if not path.is_file():
@@ -238,6 +240,8 @@ def _export_detector(
             det.run_graph(staging / name, batch[i : i + 1])
         figures: dict[str, Any] = {"source": "ONNX given by the user, copied unchanged; it ran on ONNX Runtime"}
         origin = dict(source.origin or {"file": path.name, "sha256": sha256_file(path), "format": "onnx"})
+        if options.precision == "fp16":
+            progress("      the detector stays FP32: from an ONNX file there is no PyTorch model to export in FP16")
     else:
         progress(f"exporting detector {path.name} with ultralytics (offline)")
         result = det.export_ultralytics(
@@ -249,28 +253,42 @@ def _export_detector(
             radiograph=source.radiograph,
             conf=min(source.conf, 0.001),
             iou=source.iou,
+            fp16_out=staging / half_name if options.precision == "fp16" else None,
+            fp16_conf=source.conf,
+            max_batch=options.max_batch,
         )
-        graph, figures = result.graph, result.figures
+        graph, figures, half_figures = result.graph, result.figures, result.fp16_figures
         det.check_detector_parity(figures, "fp32", name)
+        if half_figures is not None:
+            det.check_detector_parity(half_figures, "fp16", half_name)
         origin = dict(source.origin or {"file": path.name, "sha256": sha256_file(path), "format": "ultralytics"})
         progress(
             f"      {name}: raw output max |diff| {figures['raw_max_abs_diff']:.1e}, boxes per image "
             f"{figures['boxes_per_image']}, min matched IoU {figures['min_matched_iou']:.3f}: pass"
         )
     staged.parity[name] = figures
-    staged.graphs.append(
-        GraphSpec(
-            role="detector",
-            file=name,
-            precision="fp32",
-            opset=_opset(staging / name),
-            input_name=graph.input_name,
-            input_shape=("N" if graph.dynamic_batch else 1, 3, *graph.input_size),
-            output_names=_output_names(staging / name),
-            max_batch=options.max_batch if graph.dynamic_batch else 1,
+    written = [(name, "fp32")]
+    if half_figures is not None:
+        staged.parity[half_name] = half_figures
+        written.append((half_name, "fp16"))
+        progress(
+            f"      {half_name}: boxes per image {half_figures['boxes_per_image']}, min matched IoU "
+            f"{half_figures['min_matched_iou']:.3f}, scores within {half_figures['max_score_diff']:.1e}: pass"
         )
-    )
-    staged.files[name] = sha256_file(staging / name)
+    for file, precision in written:
+        staged.graphs.append(
+            GraphSpec(
+                role="detector",
+                file=file,
+                precision=precision,
+                opset=_opset(staging / file),
+                input_name=graph.input_name,
+                input_shape=("N" if graph.dynamic_batch else 1, 3, *graph.input_size),
+                output_names=_output_names(staging / file),
+                max_batch=options.max_batch if graph.dynamic_batch else 1,
+            )
+        )
+        staged.files[file] = sha256_file(staging / file)
     return DetectorSpec(
         input_size=graph.input_size,
         stride=graph.stride,

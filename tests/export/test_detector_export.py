@@ -197,3 +197,32 @@ def test_infer_reads_a_radiograph_file_and_runs_the_cascade(tmp_path, tiny_membe
     assert study.radiograph.kind == "png" and study.detections.levels == ("L1", "L2", "L3", "L4", "L5")
     np.testing.assert_allclose(study.detections.boxes, direct.detections.boxes, atol=1e-3)
     np.testing.assert_allclose(study.classification.probabilities, direct.classification.probabilities, atol=1e-5)
+
+
+def test_fp16_detector_graph_from_the_trained_demo_detector(tmp_path) -> None:
+    """FP16 with its precision in the graph (what TensorRT 11 needs), gated against PyTorch FP32."""
+    import onnx
+
+    from olvf.export.demo import demo_detector_source
+    from olvf.export.pipeline import ExportOptions
+    from olvf.phantom import make_phantom
+
+    source = demo_detector_source(tmp_path)
+    out = tmp_path / "bundle"
+    export_bundle(out, (), ExportOptions(precision="fp16"), detector=source, demo=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(g["role"], g["precision"]) for g in manifest["graphs"]] == [("detector", "fp32"), ("detector", "fp16")]
+    half = manifest["parity"]["detector_fp16.onnx"]
+    assert half["min_matched_iou"] > 0.9 and sum(e for e, _ in half["boxes_per_image"]) >= 6
+    graph = onnx.load(str(out / "detector_fp16.onnx"))
+    weights = [i for i in graph.graph.initializer if len(i.dims) == 4]
+    assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+    phantom = make_phantom(4, size=(1250, 1000))
+    low = phantom.window_center - phantom.window_width / 2
+    image = np.clip((phantom.pixels - low) / phantom.window_width, 0, 1).astype(np.float32) * 255
+    with olvf.load(out, precision="fp16") as rt16, olvf.load(out) as rt32:
+        half_dets, full_dets = rt16.detect(image), rt32.detect(image)
+    assert half_dets.levels == full_dets.levels == ("T12", "L1", "L2", "L3", "L4", "L5")
+    assert (box_iou(half_dets.boxes, full_dets.boxes).diagonal() > 0.95).all()
