@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from olvf.errors import OlvfError
+from olvf.cli_main import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,15 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except OlvfError as exc:
-        print(f"olvf-bench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ImportError as exc:
-        print(f"olvf-bench: error: {exc.name or exc} is not installed; pip install 'olvf[bench]'", file=sys.stderr)
-        return 7
+    return run_main("olvf-bench", build_parser(), run, argv, install_hint="pip install 'olvf[bench]'")
 
 
 if __name__ == "__main__":

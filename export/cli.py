@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from olvf.cli_main import run_main
 from olvf.errors import OlvfError
 from olvf.runtime.atomic import check_replaceable
 from olvf.runtime.manifest import INTERPOLATIONS, Preprocessing
@@ -166,21 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except OlvfError as exc:
-        print(f"olvf-export: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("olvf-export: interrupted; no bundle was written", file=sys.stderr)
-        return 130
-    except ImportError as exc:
-        print(
-            f"olvf-export: error: {exc.name or exc} is not installed; exporting needs pip install 'olvf[export]'",
-            file=sys.stderr,
-        )
-        return 7
+    return run_main("olvf-export", build_parser(), run, argv, install_hint="exporting needs pip install 'olvf[export]'")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from olvf.cli_main import run_main
 from olvf.errors import BundleError, InputError, OlvfError, OutputExistsError
 from olvf.runtime.atomic import check_replaceable, staged_directory
 from olvf.runtime.batch import Progress, chunks, expand_inputs, study_names
@@ -399,15 +400,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except OlvfError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

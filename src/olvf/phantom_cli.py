@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from olvf.errors import InputError, OlvfError, OutputExistsError
+from olvf.cli_main import run_main
+from olvf.errors import InputError, OutputExistsError
 from olvf.phantom import DEFORMITIES, FRACTURE_CLASSES, LEVELS, Phantom, make_phantom, write_dicom, write_truth
 
 PROG = "olvf-phantom"
@@ -129,15 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except OlvfError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

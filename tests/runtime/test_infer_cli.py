@@ -474,7 +474,8 @@ def test_nothing_is_written_outside_the_output_folder(cascade_bundle: Path, tmp_
     write_dicom(make_phantom(1, size=(1250, 1000)), tmp_path / "study.dcm")
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
     env["HOME"] = str(home)
-    script = f"from olvf.runtime.cli import main; raise SystemExit(main(['--bundle', {str(cascade_bundle)!r}, '--out', {str(out)!r}, {str(tmp_path / 'study.dcm')!r}]))"
+    argv = ["--bundle", str(cascade_bundle), "--out", str(out), str(tmp_path / "study.dcm")]
+    script = f"from olvf.runtime.cli import main; raise SystemExit(main({argv!r}))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert list(home.rglob("*")) == [], "files appeared in the home folder"
