@@ -59,16 +59,21 @@ def measure(variant: Variant, study: Path, out: Path, runs: int, warmup: int) ->
 
 
 def cold_start(bundle: Path, study: Path) -> dict[str, Any]:
-    """A fresh process: import, load the bundle (hashes checked), first study; its peak memory."""
+    """A fresh process: import, load the bundle (hashes checked), first study; its peak memory.
+
+    Peak memory is VmHWM, which starts afresh at exec; getrusage's ru_maxrss
+    would carry over the forking benchmark process's own (torch-laden) size.
+    """
     script = (
-        "import json, resource, sys, time\n"
+        "import json, re, sys, time\n"
         "start = time.perf_counter()\n"
         "import olvf\n"
         f"rt = olvf.load({str(bundle)!r})\n"
         f"rt.infer({str(study)!r})\n"
         "first = (time.perf_counter() - start) * 1e3\n"
+        "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
         "print(json.dumps({'cold_start_ms': round(first, 1),"
-        " 'peak_rss_mib': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),"
+        " 'peak_rss_mib': round(hwm / 1024, 1),"
         " 'torch_imported': 'torch' in sys.modules}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)

@@ -5,9 +5,10 @@ same report, overlay and heatmaps with the same writer, so the differences are
 in how the detector, the classifiers and Grad-CAM run:
 
 - ``naive``: what research code does: PyTorch eager, the detector on the
-  image, then each crop through each model one at a time, Grad-CAM by autograd
-  (a forward with gradients and a backward per crop and model, hooked at
-  ``layer4`` / DenseNet's post-ReLU features, as pytorch-grad-cam does);
+  image, then each crop through each model one at a time for the prediction,
+  then pytorch-grad-cam's Grad-CAM per crop and model (a forward with
+  gradients and a full backward, hooked at ``layer4[-1]`` and DenseNet's
+  ``features[-1]``, the layers its users pass);
 - ``torch-batched``: PyTorch eager, all crops in one batch, CAM from the
   exposed features (olvf's reference backend);
 - ``olvf-<backend>-<precision>``: the lean runtime as ``olvf-infer`` runs it.
@@ -106,11 +107,42 @@ def _members(rt: Runtime) -> list[tuple[Any, Any]]:
     return members
 
 
+def pytorch_grad_cam(model: Any, layer: Any, x: Any, target: int) -> np.ndarray:
+    """Grad-CAM as pytorch-grad-cam 1.5 computes it (its wheel needs the GUI opencv-python, so it is
+    re-implemented here step for step): hooks on the target layer, a forward with gradients on, a full
+    ``backward`` from the target logit (parameters' gradients included, ``retain_graph=True``), channel
+    weights = mean gradient, ReLU of the weighted sum, min-max normalised, resized with cv2 bilinear."""
+    import cv2
+
+    saved: dict[str, Any] = {}
+
+    def forward_hook(_module: Any, _inputs: Any, output: Any) -> None:
+        saved["activation"] = output.detach()
+        output.register_hook(lambda grad: saved.__setitem__("gradient", grad.detach()))
+
+    handle = layer.register_forward_hook(forward_hook)
+    try:
+        output = model(x)
+        model.zero_grad()
+        output[0, target].backward(retain_graph=True)
+    finally:
+        handle.remove()
+    weights = saved["gradient"].mean(dim=(2, 3), keepdim=True)
+    cam = np.maximum((weights * saved["activation"]).sum(dim=1)[0].numpy(), 0)
+    cam = cam - cam.min()
+    cam = cam / (1e-7 + cam.max())
+    return cv2.resize(cam, (x.shape[3], x.shape[2]))
+
+
+def _cam_layer(model: Any, arch: Any) -> Any:
+    """The layer research code hooks: ``layer4[-1]``, and DenseNet's last features (``norm5``)."""
+    return model.layer4[-1] if hasattr(model, "layer4") else model.features[-1]
+
+
 def naive_variant(bundle: Path) -> Variant:
     """Research code: per crop, per model, autograd Grad-CAM; every step in PyTorch eager."""
     import torch
 
-    from olvf.export.gradcam_reference import autograd_grad_cam
     from olvf.runtime.crops import extract_crops
 
     rt = olvf.load(bundle)  # the reader, crop rule, preprocessing and writer are shared; its runners are not used
@@ -140,7 +172,7 @@ def naive_variant(bundle: Path) -> Variant:
         for crop, target in zip(crops, targets):
             x = torch.from_numpy(crop[None])
             for arch, model in members:
-                cams[arch.name].append(autograd_grad_cam(arch, model, x, torch.tensor([target]))[0].numpy())
+                cams[arch.name].append(pytorch_grad_cam(model, _cam_layer(model, arch), x, target))
         t.append(time.perf_counter())
         model_probs = {k: np.array(v, np.float32).reshape(-1, 3) for k, v in per_model.items()}
         size = rt.preprocess.spec.input_size if rt.preprocess else (224, 224)
