@@ -22,7 +22,6 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from olvf.bench.cli import main as bench_main
 from olvf.phantom import dicom_dataset, make_phantom, write_dicom
 from olvf.runtime import cli
 from olvf.runtime.batch import Progress, expand_inputs, study_names
@@ -454,13 +453,6 @@ assert not any(m.startswith("torch") for m in sys.modules if sys.modules[m] is n
     assert done.returncode == 0, done.stderr
     assert [v["level"] for v in json.loads(done.stdout)[0]["vertebrae"]] == LEVELS
     assert (tmp_path / "m2" / "overlay.png").exists()
-
-
-def test_bench_reports_latency(tiny_bundle: Path, capsys) -> None:
-    assert bench_main(["--bundle", str(tiny_bundle), "--runs", "3", "--warmup", "1"]) == 0
-    figures = json.loads(capsys.readouterr().out)
-    assert figures["crops"] == 5 and figures["runs"] == 3
-    assert 0 < figures["p50_ms"] <= figures["p95_ms"]
 
 
 def test_nothing_is_written_outside_the_output_folder(cascade_bundle: Path, tmp_path: Path) -> None:
