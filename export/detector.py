@@ -121,21 +121,36 @@ def inspect_detector(
 
 
 @contextlib.contextmanager
-def _offline_ultralytics() -> Iterator[Path]:
-    """A scratch folder and an environment in which ultralytics neither downloads, installs nor writes home."""
-    scratch = Path(tempfile.mkdtemp(prefix="olvf-ultralytics-"))
-    saved = {k: os.environ.get(k) for k in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "YOLO_VERBOSE")}
-    os.environ.update(
-        YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_CONFIG_DIR=str(scratch / "config"), YOLO_VERBOSE="False"
-    )
+def temporary_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore exactly what was there (set or unset)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
-        yield scratch
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _offline_ultralytics() -> Iterator[Path]:
+    """A scratch folder and an environment in which ultralytics neither downloads, installs nor writes home."""
+    scratch = Path(tempfile.mkdtemp(prefix="olvf-ultralytics-"))
+    offline = {
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "False",
+        "YOLO_CONFIG_DIR": str(scratch / "config"),
+        "YOLO_VERBOSE": "False",
+        # matplotlib, which ultralytics imports, would otherwise put its cache in the home folder.
+        "MPLCONFIGDIR": str(scratch / "matplotlib"),
+    }
+    try:
+        with temporary_environ(offline):
+            yield scratch
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 

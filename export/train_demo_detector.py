@@ -65,6 +65,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from olvf.export.detector import temporary_environ
 from olvf.phantom import FRACTURE_CLASSES, LEVELS, Phantom, make_phantom
 
 ARCHITECTURE = "yolov5nu.yaml"
@@ -262,26 +263,23 @@ def offline_ultralytics(scratch: Path) -> Iterator[None]:
     config = scratch / "ultralytics-config"
     fonts = config / "Ultralytics"  # ultralytics' USER_CONFIG_DIR under YOLO_CONFIG_DIR
     fonts.mkdir(parents=True, exist_ok=True)
-    keys = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "YOLO_VERBOSE", "MPLCONFIGDIR")
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
+    # ultralytics checks for Arial.ttf when it reads a dataset and downloads it when missing; matplotlib
+    # ships DejaVu Sans, which serves as well (no plots are drawn anyway).
+    environment = {
         # matplotlib (imported by ultralytics) would otherwise write its font cache into the home folder.
-        os.environ["MPLCONFIGDIR"] = str(scratch / "matplotlib")
-        # ultralytics checks for Arial.ttf when it reads a dataset and downloads it when missing; matplotlib
-        # ships DejaVu Sans, which serves as well (no plots are drawn anyway).
+        "MPLCONFIGDIR": str(scratch / "matplotlib"),
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "False",
+        "YOLO_CONFIG_DIR": str(config),
+        "YOLO_VERBOSE": "True",
+    }
+    with temporary_environ(environment):
         import matplotlib
 
         font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
         for name in ("Arial.ttf", "Arial.Unicode.ttf"):
             shutil.copyfile(font, fonts / name)
-        os.environ.update(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_CONFIG_DIR=str(config), YOLO_VERBOSE="True")
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # --------------------------------------------------------------------------- training
