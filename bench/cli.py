@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    report = run_benchmark(
-        args.bundle, args.out, QUICK if args.quick else FULL, variants=tuple(args.variant), progress=progress
-    )
+    report = run_benchmark(args.bundle, QUICK if args.quick else FULL, variants=tuple(args.variant), progress=progress)
     with staged_directory(args.out, force=args.force) as staging:
         (staging / "bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (staging / "bench.md").write_text(markdown(report), encoding="utf-8")

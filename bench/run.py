@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import olvf
 from olvf.bench import machine
 from olvf.bench.flops import graph_flops
 from olvf.bench.variants import STAGES, Variant, naive_variant, olvf_variant, torch_batched_variant
+from olvf.runtime.bundle import open_bundle
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def batch_latency(bundle: Path, sizes: tuple[int, ...], runs: int) -> dict[str, 
 
 
 def study_operations(bundle: Path, crops: int) -> dict[str, float]:
-    manifest = olvf.load(bundle, verify=False).manifest
+    manifest = open_bundle(bundle, verify=False).manifest
     ensemble = graph_flops(bundle / manifest.graph("ensemble", "fp32").file, 1)
     detector = 0.0
     if manifest.detector is not None:
@@ -171,11 +173,20 @@ def make_study(folder: Path) -> tuple[Path, int]:
 
 
 def run_benchmark(
-    bundle: Path, out: Path, plan: Plan, *, variants: tuple[str, ...], progress: Callable[[str], None]
+    bundle: Path, plan: Plan, *, variants: tuple[str, ...], progress: Callable[[str], None]
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="olvf-bench-"))
+    try:
+        return _run(bundle, plan, variants, progress, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # phantoms and outputs of every run, also after a failure
+
+
+def _run(
+    bundle: Path, plan: Plan, variants: tuple[str, ...], progress: Callable[[str], None], work: Path
+) -> dict[str, Any]:
     study, _ = make_study(work)
-    manifest_hash = olvf.load(bundle, verify=True).bundle.manifest_sha256
+    manifest_hash = open_bundle(bundle).manifest_sha256  # checks every hash once, starts no session
     facts = {
         "cpu": machine.cpu_facts(),
         "gpu": machine.gpu_facts(),
@@ -199,7 +210,6 @@ def run_benchmark(
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         builders["olvf-onnxruntime-gpu-fp16"] = lambda: olvf_variant(bundle, "onnxruntime", "fp16", device="cuda")
     results: dict[str, Any] = {}
-    crops = 0
     for name, build in builders.items():
         if variants and name not in variants:
             continue
@@ -244,7 +254,4 @@ def run_benchmark(
         "ensemble_latency_ms_by_batch": batches,
         "threads": machine.cpu_facts()["usable"],
     }
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
     return report

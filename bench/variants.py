@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import olvf
+from olvf.runtime.bundle import open_bundle
 from olvf.runtime.cli import Job, Loaded, make_context, write_study
 from olvf.runtime.detection import Detections, letterbox, postprocess
 from olvf.runtime.gradcam import fuse_maps
@@ -77,7 +78,7 @@ def torch_detector(bundle: Path) -> Callable[[np.ndarray, Runtime], Detections] 
 
     from olvf.export.demo import load_demo_detector
 
-    source = olvf.load(bundle, verify=False).manifest.detector
+    source = open_bundle(bundle, verify=False).manifest.detector
     if source is None or "demo" not in source.source:
         return None
     network = load_demo_detector().model.eval()
@@ -134,7 +135,7 @@ def pytorch_grad_cam(model: Any, layer: Any, x: Any, target: int) -> np.ndarray:
     return cv2.resize(cam, (x.shape[3], x.shape[2]))
 
 
-def _cam_layer(model: Any, arch: Any) -> Any:
+def _cam_layer(model: Any) -> Any:
     """The layer research code hooks: ``layer4[-1]``, and DenseNet's last features (``norm5``)."""
     return model.layer4[-1] if hasattr(model, "layer4") else model.features[-1]
 
@@ -172,7 +173,7 @@ def naive_variant(bundle: Path) -> Variant:
         for crop, target in zip(crops, targets):
             x = torch.from_numpy(crop[None])
             for arch, model in members:
-                cams[arch.name].append(pytorch_grad_cam(model, _cam_layer(model, arch), x, target))
+                cams[arch.name].append(pytorch_grad_cam(model, _cam_layer(model), x, target))
         t.append(time.perf_counter())
         model_probs = {k: np.array(v, np.float32).reshape(-1, 3) for k, v in per_model.items()}
         size = rt.preprocess.spec.input_size if rt.preprocess else (224, 224)
