@@ -32,8 +32,9 @@ import onnx
 
 from olvf.errors import CheckpointError, ParityError
 from olvf.runtime.bundle import sha256_file
-from olvf.runtime.detection import Letterbox, box_iou, candidates, letterbox, nms
+from olvf.runtime.detection import Letterbox, letterbox
 from olvf.runtime.runners.onnxruntime import OnnxRuntimeRunner
+from olvf.runtime.verify import compare_detections
 
 
 @dataclass(frozen=True)
@@ -263,27 +264,6 @@ def sample_inputs(imgsz: int, radiograph: np.ndarray | None, seed: int = 0) -> t
         images.insert(0, radiograph.astype(np.float32))
     boxed = [letterbox(image, (imgsz, imgsz)) for image in images]
     return np.stack([b[0] for b in boxed]), [b[1] for b in boxed]
-
-
-def compare_detections(
-    expected: np.ndarray, got: np.ndarray, layout: str, nc: int, *, conf: float, iou: float
-) -> dict[str, Any]:
-    """Boxes after NMS from two raw outputs of the same batch: counts, matched IoU, score difference."""
-    worst_iou, worst_score, counts = 1.0, 0.0, []
-    for e_raw, g_raw in zip(expected, got):
-        e = candidates(e_raw, layout, nc, conf)
-        g = candidates(g_raw, layout, nc, conf)
-        e_keep, g_keep = nms(e[0], e[1], iou, e[2]), nms(g[0], g[1], iou, g[2])
-        e_boxes, g_boxes = e[0][e_keep], g[0][g_keep]
-        counts.append((len(e_boxes), len(g_boxes)))
-        if len(e_boxes) and len(g_boxes):
-            overlap = box_iou(e_boxes, g_boxes)
-            worst_iou = min(worst_iou, float(overlap.max(axis=1).min()))
-            match = overlap.argmax(axis=1)
-            worst_score = max(worst_score, float(np.abs(e[1][e_keep] - g[1][g_keep][match]).max()))
-        elif len(e_boxes) != len(g_boxes):
-            worst_iou = 0.0
-    return {"boxes_per_image": counts, "min_matched_iou": worst_iou, "max_score_diff": worst_score}
 
 
 def check_detector_parity(figures: dict[str, Any], precision: str, graph: str) -> None:

@@ -8,7 +8,6 @@ autograd on the PyTorch model for the same target class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,7 @@ from olvf.export.fused import ENSEMBLE_OUTPUT, FusedEnsemble, class_maps_output,
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.runtime.gradcam import grad_cam
 from olvf.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Largest differences an export may show against PyTorch FP32."""
-
-    probabilities: float
-    # Max abs difference of [0, 1]-normalised Grad-CAM maps. FP32 graphs agree
-    # with autograd to about 1e-6; FP16 backbones shift maps by a few 1e-3,
-    # more where two regions are nearly tied for the peak.
-    cam: float
-
-
-TOLERANCES = {"fp32": Tolerances(probabilities=1e-4, cam=1e-3), "fp16": Tolerances(probabilities=1e-2, cam=0.1)}
+from olvf.runtime.verify import Tolerances
 
 
 def parity_crops(input_size: tuple[int, int], count: int = 6, seed: int = 1234) -> np.ndarray:

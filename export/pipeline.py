@@ -27,7 +27,7 @@ from olvf.export.fused import (
     probabilities_output,
 )
 from olvf.export.onnx_graph import export_onnx
-from olvf.export.parity import TOLERANCES, Tolerances, check_parity, measure_parity, parity_crops
+from olvf.export.parity import check_parity, measure_parity, parity_crops
 from olvf.runtime.atomic import staged_directory
 from olvf.runtime.bundle import sha256_file
 from olvf.runtime.crops import CropSettings
@@ -42,6 +42,7 @@ from olvf.runtime.manifest import (
     ModelSpec,
     Preprocessing,
 )
+from olvf.runtime.verify import TOLERANCES, Tolerances
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -161,6 +161,13 @@ class EngineSpec:
     gpu_name: str
     compute_capability: str
     profile: dict[str, list[int]] = field(default_factory=dict)
+    layers: int = 0
+    half_layers: int = 0  # layers with an FP16 output, from the engine inspector
+    built: str = ""  # UTC time of the build
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.profile["max"][0]) if self.profile.get("max") else 1
 
 
 @dataclass(frozen=True)
@@ -329,7 +336,12 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
         if "crops" in data:
             data["crops"] = _build(CropSettings, data["crops"], "crops")
         data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data["graphs"]))
-        data["engines"] = tuple(_build(EngineSpec, e, f"engines[{i}]") for i, e in enumerate(data.get("engines", [])))
+        engines = []
+        for i, e in enumerate(data.get("engines", [])):
+            e = dict(e)
+            e["profile"] = {k: list(v) for k, v in dict(e.get("profile", {})).items()}
+            engines.append(_build(EngineSpec, e, f"engines[{i}]"))
+        data["engines"] = tuple(engines)
     except (KeyError, TypeError) as exc:
         raise BundleError(f"{source} is incomplete (missing {exc}); re-export the bundle") from None
     manifest = _build(Manifest, data, "manifest")

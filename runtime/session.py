@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from olvf.errors import BundleError, InputError
+from olvf.errors import BundleError, InputError, OlvfError
 from olvf.runtime.bundle import Bundle, open_bundle
 from olvf.runtime.crops import extract_crops
 from olvf.runtime.detection import Detections, letterbox, postprocess
 from olvf.runtime.gradcam import fuse_maps, grad_cam
-from olvf.runtime.manifest import Manifest
+from olvf.runtime.manifest import GraphSpec, Manifest
 from olvf.runtime.preprocess import Preprocessor
 from olvf.runtime.radiograph import RadiographInfo, read_radiograph
 from olvf.runtime.runners import Runner, runner_class
@@ -81,6 +81,21 @@ class StudyResult:
     classification: Classification
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which backend was asked for, which runs, and why the ones before it did not."""
+
+    requested: str
+    chosen: str
+    passed_over: tuple[str, ...] = ()
+
+    @property
+    def why(self) -> str:
+        if not self.passed_over:
+            return f"--backend {self.requested}" if self.requested != "auto" else "--backend auto: first choice"
+        return f"--backend auto: {'; '.join(self.passed_over)}"
+
+
 class Runtime:
     """A loaded bundle. Use as a context manager, or call :meth:`close`."""
 
@@ -103,11 +118,13 @@ class Runtime:
         self.stage_ms: dict[str, float] = {}
         manifest = bundle.manifest
         self.preprocess = Preprocessor(manifest.preprocessing) if runner is not None else None
-        self._max_batch = manifest.graph("ensemble", precision).max_batch if runner is not None else 0
+        #: how the backend was chosen, for reports (see :class:`Selection`)
+        self.selection = Selection(requested=backend, chosen=backend)
+        self._max_batch = _max_batch(runner, manifest.graph_for("ensemble", precision)) if runner is not None else 0
         if detector is not None:
             assert manifest.detector is not None  # validated with the manifest
             self._detector_settings = manifest.detector.settings
-            self._detector_max_batch = manifest.graph_for("detector", precision).max_batch
+            self._detector_max_batch = _max_batch(detector, manifest.graph_for("detector", precision))
 
     @property
     def manifest(self) -> Manifest:
@@ -290,6 +307,10 @@ def _run_split(runner: Runner, batch: np.ndarray, max_batch: int) -> dict[str, n
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def _max_batch(runner: Runner, graph: GraphSpec) -> int:
+    return min(graph.max_batch, runner.max_batch or graph.max_batch)
+
+
 def load(
     bundle_dir: str | Path,
     backend: str = "onnxruntime",
@@ -298,13 +319,40 @@ def load(
     verify: bool = True,
     **options: Any,
 ) -> Runtime:
-    """Open ``bundle_dir`` (hashes checked) and start ``backend`` on its ensemble graph.
+    """Open ``bundle_dir`` (hashes checked) and start ``backend`` on its graphs.
 
-    ``precision`` picks the FP32 or FP16 graph (default: FP32 where present);
+    ``backend="auto"`` tries TensorRT engines built on this machine, then ONNX
+    Runtime on the GPU, then ONNX Runtime on CPU; ``Runtime.selection`` says
+    which runs and why the others did not. ``precision`` picks the FP32 or
+    FP16 graph (default: FP32 on CPU, FP16 on a GPU where the bundle has it);
     other keyword options go to the backend (``device=``, ``threads=`` for
-    onnxruntime; ``checkpoints=`` for torch).
+    onnxruntime; ``device=`` GPU index for tensorrt; ``checkpoints=`` for torch).
     """
     bundle = open_bundle(bundle_dir, verify=verify)
+    if backend != "auto":
+        return open_runtime(bundle, backend, precision=precision, **options)
+    from olvf.runtime.selection import auto_candidates
+
+    passed_over: list[str] = []
+    candidates = auto_candidates(bundle.manifest, precision, **options)
+    for candidate in candidates:
+        if candidate.skip is not None:
+            passed_over.append(f"{candidate.label}: {candidate.skip}")
+            continue
+        try:
+            rt = open_runtime(bundle, candidate.backend, precision=candidate.precision, **candidate.options)
+        except OlvfError as exc:
+            if candidate is candidates[-1]:
+                raise
+            passed_over.append(f"{candidate.label}: {exc}")
+            continue
+        rt.selection = Selection(requested="auto", chosen=candidate.label, passed_over=tuple(passed_over))
+        return rt
+    raise AssertionError("the last auto candidate (ONNX Runtime on CPU) is never skipped")
+
+
+def open_runtime(bundle: Bundle, backend: str, *, precision: str | None = None, **options: Any) -> Runtime:
+    """Start ``backend`` on an opened bundle's ensemble and detector."""
     manifest = bundle.manifest
     chosen = manifest.graph("ensemble" if manifest.has("ensemble") else "detector", precision).precision
     started: list[Runner] = []
@@ -329,4 +377,6 @@ def load(
         for runner in started:
             runner.close()
         raise
-    return Runtime(bundle, ensemble, backend, chosen, detector, detector_backend)
+    # A TensorRT engine's precision is its own, not that of the graph it was built from.
+    first = ensemble if ensemble is not None else detector
+    return Runtime(bundle, ensemble, backend, (first and first.precision) or chosen, detector, detector_backend)

@@ -31,6 +31,10 @@ class Runner(ABC):
 
     #: registry name, e.g. "onnxruntime"
     name: str = ""
+    #: largest batch one call may carry (a TensorRT profile's maximum); None: the graph's own limit
+    max_batch: int | None = None
+    #: precision the graph runs in when the backend decides it (TensorRT engines); None: the graph's
+    precision: str | None = None
 
     def __init__(self) -> None:
         self._active = False

@@ -46,6 +46,14 @@ class DeviceFacts:
     compute_capability: str
 
 
+def same_machine(spec: EngineSpec, here: DeviceFacts) -> bool:
+    return (spec.tensorrt_version, spec.gpu_name, spec.compute_capability) == (
+        here.tensorrt_version,
+        here.gpu_name,
+        here.compute_capability,
+    )
+
+
 def rebuild_command(bundle: Path) -> str:
     return f"olvf-infer --rebuild-engines --bundle {bundle}"
 
@@ -73,7 +81,7 @@ def check_engine(spec: EngineSpec, here: DeviceFacts, bundle: Bundle) -> None:
         )
 
 
-def _import_tensorrt() -> tuple[Any, Any]:
+def import_tensorrt() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except ImportError:
@@ -97,7 +105,14 @@ def _check(result: Any) -> Any:
 
 
 def device_facts(device: int = 0) -> DeviceFacts:
-    trt, cudart = _import_tensorrt()
+    """This machine's TensorRT version and GPU ``device``; one line when there is no usable GPU."""
+    trt, cudart = import_tensorrt()
+    count = cudart.cudaGetDeviceCount()
+    if int(count[0]) != 0 or count[1] <= device:
+        raise BackendError(
+            f"no CUDA GPU {device} here (TensorRT is installed, but the driver reports "
+            f"{0 if int(count[0]) else count[1]} GPUs); check nvidia-smi, or in Docker run with --runtime nvidia"
+        )
     props = _check(cudart.cudaGetDeviceProperties(device))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return DeviceFacts(trt.__version__, name.strip("\x00").strip(), f"{props.major}.{props.minor}")
@@ -116,11 +131,14 @@ class _Buffer:
 class TensorRTRunner(Runner):
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, spec: EngineSpec, *, device: int = 0) -> None:
+    def __init__(self, bundle: Bundle, spec: EngineSpec, *, device: int = 0, here: DeviceFacts | None = None) -> None:
         super().__init__()
         self.bundle = bundle
         self.spec = spec
         self.device_index = device
+        self.here = here
+        self.max_batch = spec.max_batch
+        self.precision = spec.precision
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
@@ -129,19 +147,24 @@ class TensorRTRunner(Runner):
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, *, device: int = 0) -> TensorRTRunner:
-        _import_tensorrt()  # "not installed" says more than "no engine" on a machine without TensorRT
+        """This machine's engine for ``role``; engines decide their precision, ``precision`` is not used."""
+        import_tensorrt()  # "not installed" says more than "no engine" on a machine without TensorRT
+        here = device_facts(device)
         engines = [e for e in bundle.manifest.engines if e.role == role]
         if not engines:
             raise BundleError(
-                f"bundle {bundle.path} has no TensorRT engine for the {role}; build one on this machine with "
-                f"olvf-export --engine --out {bundle.path}"
+                f"bundle {bundle.path} has no TensorRT engine for the {role}; build them on this machine with "
+                f"{rebuild_command(bundle.path)}"
             )
-        return cls(bundle, engines[0], device=device)
+        ours = [e for e in engines if same_machine(e, here)]
+        spec = ours[-1] if ours else engines[0]
+        check_engine(spec, here, bundle)  # names what differs for an engine from elsewhere
+        return cls(bundle, spec, device=device, here=here)
 
     def load_impl(self) -> list[TensorSpec]:
-        trt, cudart = _import_tensorrt()
+        trt, cudart = import_tensorrt()
         self._cudart = cudart
-        check_engine(self.spec, device_facts(self.device_index), self.bundle)
+        check_engine(self.spec, self.here or device_facts(self.device_index), self.bundle)
         _check(cudart.cudaSetDevice(self.device_index))
         logger = trt.Logger(trt.Logger.ERROR)
         runtime = trt.Runtime(logger)

@@ -18,9 +18,9 @@ from olvf.export.checkpoints import load_classifier
 from olvf.export.cli import main
 from olvf.export.demo import demo_model, synthetic_crops
 from olvf.export.gradcam_reference import autograd_grad_cam
-from olvf.export.parity import Tolerances
 from olvf.export.pipeline import export_bundle
 from olvf.runtime.bundle import sha256_file
+from olvf.runtime.verify import Tolerances
 from tests_data import crop_images
 
 TOLERANCE = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 0.1)}

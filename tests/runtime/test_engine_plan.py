@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from olvf.errors import BackendError
-from olvf.export.engine import build_plan, count_half_in_engine_information, profile_shapes
+from olvf.runtime.engines import build_plan, count_half_in_engine_information, profile_shapes
 from olvf.runtime.manifest import GraphSpec
 
 

@@ -1,0 +1,132 @@
+"""Does a backend give the bundle's answers? Checked on the machine that will run it.
+
+The candidate (a TensorRT engine, ONNX Runtime on a GPU, an FP16 graph) runs
+the same inputs as the reference, ONNX Runtime on CPU with the FP32 graphs:
+the ensemble on crops cut from a phantom radiograph and on random crops, the
+detector on the phantom and on noise. Probabilities, Grad-CAM maps and boxes
+must agree within the FP16 tolerances of the export gate.
+
+Lives in the runtime (no torch) because it runs where engines are built: on
+the ER workstation or the Jetson, which have no exporter installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from olvf.errors import ParityError
+from olvf.runtime.crops import extract_crops
+from olvf.runtime.detection import box_iou, candidates, letterbox, nms
+from olvf.runtime.session import Runtime
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Largest differences a graph or backend may show against its FP32 reference."""
+
+    probabilities: float
+    # Max abs difference of [0, 1]-normalised Grad-CAM maps. FP32 graphs agree
+    # with autograd to about 1e-6; FP16 backbones shift maps by a few 1e-3,
+    # more where two regions are nearly tied for the peak.
+    cam: float
+
+
+TOLERANCES = {"fp32": Tolerances(probabilities=1e-4, cam=1e-3), "fp16": Tolerances(probabilities=1e-2, cam=0.1)}
+# Detector boxes after NMS: matched IoU at least this, at most this many boxes more or fewer per image
+# (a score at the confidence threshold may round either way in FP16).
+DETECTOR_MIN_IOU = 0.9
+DETECTOR_COUNT_SLACK = 1
+
+
+def compare_detections(
+    expected: np.ndarray, got: np.ndarray, layout: str, nc: int, *, conf: float, iou: float
+) -> dict[str, Any]:
+    """Boxes after NMS from two raw outputs of the same batch: counts, matched IoU, score difference."""
+    worst_iou, worst_score, counts = 1.0, 0.0, []
+    for e_raw, g_raw in zip(expected, got):
+        e = candidates(e_raw, layout, nc, conf)
+        g = candidates(g_raw, layout, nc, conf)
+        e_keep, g_keep = nms(e[0], e[1], iou, e[2]), nms(g[0], g[1], iou, g[2])
+        e_boxes, g_boxes = e[0][e_keep], g[0][g_keep]
+        counts.append((len(e_boxes), len(g_boxes)))
+        if len(e_boxes) and len(g_boxes):
+            overlap = box_iou(e_boxes, g_boxes)
+            worst_iou = min(worst_iou, float(overlap.max(axis=1).min()))
+            match = overlap.argmax(axis=1)
+            worst_score = max(worst_score, float(np.abs(e[1][e_keep] - g[1][g_keep][match]).max()))
+        elif len(e_boxes) != len(g_boxes):
+            worst_iou = 0.0
+    return {"boxes_per_image": counts, "min_matched_iou": worst_iou, "max_score_diff": worst_score}
+
+
+def phantom_image(seed: int = 0) -> tuple[np.ndarray, Any]:
+    """A phantom radiograph as the runtime sees it (gray values 0..255), and its truth."""
+    from olvf.phantom import make_phantom
+
+    phantom = make_phantom(seed, size=(1250, 1000))
+    low = phantom.window_center - phantom.window_width / 2
+    return np.clip((phantom.pixels - low) / phantom.window_width, 0, 1).astype(np.float32) * 255, phantom
+
+
+def compare_runtimes(
+    candidate: Runtime, reference: Runtime, tolerances: Tolerances = TOLERANCES["fp16"]
+) -> dict[str, Any]:
+    """Figures of candidate against reference; raises ParityError over tolerance."""
+    image, phantom = phantom_image()
+    figures: dict[str, Any] = {}
+    problems: list[str] = []
+    if reference.runner is not None:
+        assert reference.preprocess is not None
+        boxes = np.array([level.box for level in phantom.levels], np.float32)
+        crops = reference.preprocess(extract_crops(image, boxes, reference.manifest.crops))
+        noise = np.random.default_rng(0).standard_normal((3, *crops.shape[1:])).astype(np.float32)
+        batch = np.concatenate([crops, noise])
+        want = reference.classify(batch)
+        got = candidate.classify(batch, target=want.target)  # the same class's Grad-CAM on both sides
+        prob = float(np.abs(want.probabilities - got.probabilities).max())
+        models = max(
+            float(np.abs(want.model_probabilities[m] - got.model_probabilities[m]).max())
+            for m in want.model_probabilities
+        )
+        cam = max(float(np.abs(want.cams[m] - got.cams[m]).max()) for m in want.cams)
+        figures["ensemble"] = {
+            "crops": len(batch),
+            "probabilities_max_abs_diff": prob,
+            "model_probabilities_max_abs_diff": models,
+            "gradcam_max_abs_diff": cam,
+            "top1_agreement": float((want.predictions == got.predictions).mean()),
+        }
+        if not max(prob, models) <= tolerances.probabilities:
+            problems.append(f"probabilities differ by {max(prob, models):.2e} (> {tolerances.probabilities:.0e})")
+        if not cam <= tolerances.cam:
+            problems.append(f"Grad-CAM differs by {cam:.2e} (> {tolerances.cam:.0e})")
+    if reference.detector is not None and reference.manifest.detector is not None:
+        spec = reference.manifest.detector
+        noise = np.random.default_rng(1).integers(0, 256, image.shape).astype(np.float32)
+        batch = np.stack([letterbox(i, spec.input_size)[0] for i in (image, noise)])
+        detector = compare_detections(
+            _raw(reference, batch), _raw(candidate, batch), spec.layout, len(spec.names), conf=spec.conf, iou=spec.iou
+        )
+        figures["detector"] = detector
+        counts_differ = any(abs(e - g) > DETECTOR_COUNT_SLACK for e, g in detector["boxes_per_image"])
+        if counts_differ or detector["min_matched_iou"] < DETECTOR_MIN_IOU:
+            problems.append(
+                f"detector boxes differ (boxes per image {detector['boxes_per_image']}, "
+                f"smallest matched IoU {detector['min_matched_iou']:.3f})"
+            )
+    if problems:
+        raise ParityError(f"{candidate.backend} does not reproduce the bundle: {'; '.join(problems)}")
+    return figures
+
+
+def _raw(rt: Runtime, batch: np.ndarray) -> np.ndarray:
+    assert rt.detector is not None
+    spec = rt.detector.inputs[0]
+    outputs = [
+        next(iter(rt.detector.run({spec.name: batch[i : i + 1].astype(spec.dtype)}).values()))
+        for i in range(len(batch))
+    ]
+    return np.concatenate(outputs).astype(np.float32)
