@@ -8,9 +8,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from olvf.cli_main import run_main
-from olvf.errors import OlvfError
+from olvf.errors import BackendError, OlvfError, ParityError
 from olvf.runtime.atomic import check_replaceable
 from olvf.runtime.manifest import INTERPOLATIONS, Preprocessing
 
@@ -67,11 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-margin", type=float, default=0.1, help="crop margin around each box, as a fraction (default 0.1)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT}/)")
+    target = parser.add_argument_group("TensorRT (on the machine that will run the bundle)")
+    target.add_argument(
+        "--engine",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="build TensorRT FP16 engines for this machine's GPU into the bundle and verify them against "
+        "ONNX Runtime on CPU before it is written (default: when TensorRT and a GPU are present); implies "
+        "--precision fp16",
+    )
+    target.add_argument(
+        "--verify",
+        type=Path,
+        metavar="DIR",
+        help="no export: check bundle DIR's hashes and every backend this machine has (FP16 graphs, ONNX Runtime "
+        "CUDA, TensorRT engines) against ONNX Runtime on CPU",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument(
         "--precision",
         choices=("fp32", "fp16"),
-        default="fp32",
+        default=None,
         help="fp16 adds an FP16 graph (for GPUs and TensorRT) beside the FP32 one (default fp32)",
     )
     parser.add_argument("--max-batch", type=int, default=32, help="largest crop batch per call (default 32)")
@@ -90,7 +107,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def verify(bundle_dir: Path) -> int:
+    """``--verify DIR``: runs without torch, on the target."""
+    from olvf.runtime.bundle import open_bundle
+    from olvf.runtime.verify import verify_bundle
+
+    bundle = open_bundle(bundle_dir)
+    print(f"bundle {bundle_dir}: sha256 of {len(bundle.manifest.files)} files verified")
+    print("reference: ONNX Runtime on CPU with the FP32 graphs (phantom crops, noise crops, detector boxes)")
+    checks = verify_bundle(bundle, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    for check in checks:
+        print(f"  {check.line()}")
+    failed = [c.label for c in checks if c.status == "fail"]
+    if failed:
+        raise ParityError(f"{', '.join(failed)} did not reproduce the bundle within the FP16 tolerances")
+    ran = sum(c.status == "pass" for c in checks)
+    print(f"{ran} backend(s) checked, all within tolerance" if ran else "no backend here besides the reference")
+    return 0
+
+
+def engine_wanted(flag: bool | None) -> bool:
+    """--engine: yes; --no-engine: no; neither: when TensorRT and a GPU are here."""
+    from olvf.runtime.runners.tensorrt import tensorrt_unavailable
+
+    if flag is False:
+        return False
+    reason = tensorrt_unavailable()
+    if flag and reason:
+        raise BackendError(f"--engine: {reason}")
+    return reason is None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        return verify(args.verify)
     # Heavy imports only once arguments are known to be sane.
     from olvf.export import architectures
     from olvf.export.checkpoints import load_classifier
@@ -109,9 +159,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.crop_margin <= 1.0:
         raise OlvfError("--crop-margin must lie between 0 and 1")
     check_replaceable(args.out, force=args.force)
+    engines = engine_wanted(args.engine)
+    precision = args.precision or ("fp16" if engines else "fp32")
+    if engines and precision == "fp32":
+        raise OlvfError("--engine builds FP16 engines, which need the FP16 graphs: drop --precision fp32")
     size = (args.input_size, args.input_size)
     options = ExportOptions(
-        precision=args.precision,
+        precision=precision,
         max_batch=args.max_batch,
         opset=args.opset,
         preprocessing=Preprocessing(input_size=size, mean=args.mean, std=args.std, interpolation=args.interpolation),
@@ -160,8 +214,22 @@ def run(args: argparse.Namespace) -> int:
             progress("building the demo detector (YOLOv5u-nano trained on phantoms: export/demo_detector.md)")
             scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="olvf-demo-detector-")))
             detector = demo_detector_source(scratch, conf=args.conf, iou=args.iou)
+        finish = None
+        if engines:
+            from olvf.runtime.engines import build_bundle_engines
+
+            def finish(staging: Path) -> Any:
+                return build_bundle_engines(staging, progress=progress, max_batch=args.max_batch)
+
         export_bundle(
-            args.out, members, options, detector=detector, demo=args.demo, force=args.force, progress=progress
+            args.out,
+            members,
+            options,
+            detector=detector,
+            demo=args.demo,
+            force=args.force,
+            progress=progress,
+            finish=finish,
         )
     return 0
 

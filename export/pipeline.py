@@ -125,11 +125,14 @@ def export_bundle(
     demo: bool = False,
     force: bool = False,
     progress: Progress = lambda _line: None,
+    finish: Callable[[Path], Manifest] | None = None,
 ) -> Manifest:
     """Export the classifiers (one fused graph per precision) and/or the detector into the bundle ``out``.
 
     Every graph passes the ONNX checker and its parity gate before the bundle
     is published; on any failure nothing is written and ``out`` is untouched.
+    ``finish`` runs on the complete staged bundle before it is published (the
+    TensorRT engines are built and verified there) and returns its manifest.
     """
     if not members and detector is None:
         raise OlvfError("nothing to export: give the three classifier checkpoints, a detector, or both")
@@ -160,6 +163,8 @@ def export_bundle(
         )
         manifest.validate()
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        if finish is not None:
+            manifest = finish(staging)
     progress(f"bundle written to {out} in {time.monotonic() - started:.0f} s")
     return manifest
 

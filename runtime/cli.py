@@ -1,6 +1,7 @@
 """``olvf-infer``: radiographs in, a report a clinician can read out.
 
     olvf-infer [--bundle engines] [--out olvf-out] [--json] [--force] INPUT...
+    olvf-infer --rebuild-engines [--bundle engines] [INPUT...]
 
 INPUT: files, folders or globs (:mod:`olvf.runtime.batch`). Every input is
 read first (a bad file costs only itself), then the readable ones go through
@@ -9,6 +10,13 @@ per chunk. Each study gets a folder under ``--out`` holding ``report.json``,
 ``overlay.png`` and one ``<level>_gradcam.png`` per vertebra, built in a
 staging folder and renamed into place, so no half-written study remains. An
 existing study folder is replaced only with ``--force``.
+
+``--backend auto`` (the default) runs TensorRT engines built on this
+machine, else ONNX Runtime on the GPU, else on CPU; the summary and each
+report say which ran and why. ``--rebuild-engines`` (always) and
+``--build-engines-if-needed`` (when this machine has no current engines, as
+the Jetson container does on its first start) build and verify TensorRT
+engines into the bundle before any input is read.
 
 A bundle without a detector keeps the earlier behaviour: each image is one
 vertebral-body crop, classified whole; the report and summary say so.
@@ -104,14 +112,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "inputs",
-        nargs="+",
+        nargs="*",
         metavar="INPUT",
         help="radiograph files (DICOM, PNG, JPEG, TIFF), folders (searched recursively) or globs",
     )
     parser.add_argument("--bundle", type=Path, default=Path("engines"), help="bundle folder (default engines/)")
-    parser.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(backend_names())}")
-    parser.add_argument("--device", default=None, help="onnxruntime: cpu (default), cuda or tensorrt")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default=None, help="graph to run (default fp32)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default: TensorRT, else ONNX Runtime on the GPU, else on CPU) or one of "
+        + ", ".join(backend_names()),
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="onnxruntime: cpu, cuda or tensorrt (its TensorRT provider); tensorrt and auto: GPU index; auto: cpu",
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "fp16"), default=None, help="graph to run (default fp32 on CPU, fp16 on GPU)"
+    )
+    engines = parser.add_argument_group("TensorRT engines (built on this machine, kept in the bundle)")
+    engines.add_argument(
+        "--rebuild-engines", action="store_true", help="build and verify this machine's engines now, then run"
+    )
+    engines.add_argument(
+        "--build-engines-if-needed",
+        action="store_true",
+        help="build them only when this machine has no current engines (the Jetson container's first start)",
+    )
+    engines.add_argument(
+        "--engine-max-batch", type=int, default=None, help="largest crop batch of the engines (default the bundle's)"
+    )
     parser.add_argument("--out", type=Path, default=Path("olvf-out"), help="output folder (default olvf-out/)")
     parser.add_argument("--force", action="store_true", help="replace existing study folders under --out")
     parser.add_argument("--json", action="store_true", help="print the reports as a JSON list on stdout, nothing else")
@@ -158,7 +189,15 @@ def make_context(rt: Runtime, bundle_arg: Path, geometry: RegionGeometry) -> Rep
         }
     return ReportContext(
         bundle={"path": str(bundle_arg), "manifest_sha256": rt.bundle.manifest_sha256, "demo": manifest.demo},
-        backend={"name": rt.backend, "device": rt.runner.device, "precision": rt.precision, "detector": detector},
+        backend={
+            "name": rt.backend,
+            "device": rt.runner.device,
+            "precision": rt.precision,
+            "detector": detector,
+            "requested": rt.selection.requested,
+            "why": rt.selection.why,
+            "brief": rt.selection.brief,
+        },
         classes=rt.classes,
         operating_point=operating_point(manifest),
         geometry=geometry,
@@ -361,12 +400,50 @@ def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None) ->
             print("\n".join(summary_lines(outcome.report, outcome.label, str(outcome.folder))))
     if context is not None:
         backend = context.backend
-        print(f"backend {backend['name']} on {backend['device']} ({backend['precision']})")
+        print(f"backend {backend['name']} on {backend['device']} ({backend['precision']}; {backend['brief']})")
     ok = sum(o.report is not None for o in outcomes)
     print(f"{len(outcomes)} {'study' if len(outcomes) == 1 else 'studies'}: {ok} ok, {len(outcomes) - ok} failed")
 
 
+def prepare_engines(args: argparse.Namespace) -> None:
+    """Build this machine's TensorRT engines into the bundle when asked (and, if-needed, when missing)."""
+    from olvf.runtime.bundle import open_bundle
+    from olvf.runtime.engines import build_bundle_engines, engines_needed
+    from olvf.runtime.runners.tensorrt import device_facts
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    device = int(args.device) if args.device is not None and args.device.isdigit() else 0
+    here = device_facts(device)
+    if args.build_engines_if_needed and not args.rebuild_engines:
+        needed = engines_needed(open_bundle(args.bundle), here)
+        if not needed:
+            return
+        print(
+            f"{PROG}: no current TensorRT engines for this machine ({', '.join(needed)}); building them",
+            file=sys.stderr,
+        )
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    manifest = build_bundle_engines(args.bundle, progress=progress, max_batch=args.engine_max_batch, device=device)
+    print(
+        f"{PROG}: {len(manifest.engines)} TensorRT engine(s) in {args.bundle}, verified against ONNX Runtime",
+        file=sys.stderr,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    if not args.inputs and not (args.rebuild_engines or args.build_engines_if_needed):
+        raise InputError("no INPUT given: name radiograph files, folders or globs (see olvf-infer --help)")
+    if args.engine_max_batch is not None and args.engine_max_batch < 1:
+        raise OlvfError("--engine-max-batch must be at least 1")
+    if args.rebuild_engines or args.build_engines_if_needed:
+        prepare_engines(args)
+        if not args.inputs:
+            return 0
     geometry = _geometry(args.anterior)
     items = expand_inputs(args.inputs, exclude=[args.out])
     progress = Progress(len(items))

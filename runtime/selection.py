@@ -30,12 +30,12 @@ def _has_graph(manifest: Manifest, precision: str) -> bool:
     return any(g.role == role and g.precision == precision for g in manifest.graphs)
 
 
-def _ort_gpu_missing() -> str | None:
+def ort_gpu_missing() -> str | None:
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         return None
-    return "this onnxruntime has no CUDA provider (onnxruntime-gpu: pip install 'olvf[gpu]')"
+    return "no CUDA provider in this onnxruntime (for onnxruntime-gpu: pip install 'olvf[gpu]')"
 
 
 def auto_candidates(
@@ -60,7 +60,7 @@ def auto_candidates(
             "onnxruntime",
             gpu_precision,
             {"device": "cuda", "device_id": gpu},
-            skip=not_on_cpu or _ort_gpu_missing(),
+            skip=not_on_cpu or ort_gpu_missing(),
         ),
         Candidate("ONNX Runtime on CPU", "onnxruntime", precision, cpu_options),
     ]

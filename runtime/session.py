@@ -83,17 +83,29 @@ class StudyResult:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which backend was asked for, which runs, and why the ones before it did not."""
+    """Which backend was asked for, which runs, and why the ones before it did not (label, reason)."""
 
     requested: str
     chosen: str
-    passed_over: tuple[str, ...] = ()
+    passed_over: tuple[tuple[str, str], ...] = ()
 
     @property
     def why(self) -> str:
         if not self.passed_over:
             return f"--backend {self.requested}" if self.requested != "auto" else "--backend auto: first choice"
-        return f"--backend auto: {'; '.join(self.passed_over)}"
+        return "--backend auto: " + "; ".join(f"{label}: {reason}" for label, reason in self.passed_over)
+
+    @property
+    def brief(self) -> str:
+        """``why`` with each reason cut to its first clause, for a summary line (reports keep it whole)."""
+        if not self.passed_over:
+            return self.why
+        return "auto: " + ", ".join(f"{label}: {_first_clause(reason)}" for label, reason in self.passed_over)
+
+
+def _first_clause(text: str) -> str:
+    cuts = [i for i in (text.find(": "), text.find("; "), text.find(" (")) if i > 0]
+    return text[: min(cuts)] if cuts else text
 
 
 class Runtime:
@@ -333,18 +345,18 @@ def load(
         return open_runtime(bundle, backend, precision=precision, **options)
     from olvf.runtime.selection import auto_candidates
 
-    passed_over: list[str] = []
+    passed_over: list[tuple[str, str]] = []
     candidates = auto_candidates(bundle.manifest, precision, **options)
     for candidate in candidates:
         if candidate.skip is not None:
-            passed_over.append(f"{candidate.label}: {candidate.skip}")
+            passed_over.append((candidate.label, candidate.skip))
             continue
         try:
             rt = open_runtime(bundle, candidate.backend, precision=candidate.precision, **candidate.options)
         except OlvfError as exc:
             if candidate is candidates[-1]:
                 raise
-            passed_over.append(f"{candidate.label}: {exc}")
+            passed_over.append((candidate.label, str(exc)))
             continue
         rt.selection = Selection(requested="auto", chosen=candidate.label, passed_over=tuple(passed_over))
         return rt

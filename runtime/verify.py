@@ -20,6 +20,7 @@ import numpy as np
 from olvf.errors import ParityError
 from olvf.runtime.crops import extract_crops
 from olvf.runtime.detection import box_iou, candidates, letterbox, nms
+from olvf.runtime.selection import Candidate
 from olvf.runtime.session import Runtime
 
 
@@ -118,7 +119,9 @@ def compare_runtimes(
                 f"smallest matched IoU {detector['min_matched_iou']:.3f})"
             )
     if problems:
-        raise ParityError(f"{candidate.backend} does not reproduce the bundle: {'; '.join(problems)}")
+        error = ParityError(f"{candidate.backend} does not reproduce the bundle: {'; '.join(problems)}")
+        error.figures = figures  # type: ignore[attr-defined]
+        raise error
     return figures
 
 
@@ -130,3 +133,73 @@ def _raw(rt: Runtime, batch: np.ndarray) -> np.ndarray:
         for i in range(len(batch))
     ]
     return np.concatenate(outputs).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One backend of this machine against the CPU FP32 reference."""
+
+    label: str
+    status: str  # "pass", "fail" or "skipped"
+    figures: dict[str, Any]
+    reason: str = ""
+
+    def line(self) -> str:
+        if self.status == "skipped":
+            return f"{self.label}: skipped: {self.reason}"
+        return f"{self.label}: {self.status}  {summarise(self.figures)}" + (f"  ({self.reason})" if self.reason else "")
+
+
+def summarise(figures: dict[str, Any]) -> str:
+    parts = []
+    if "ensemble" in figures:
+        e = figures["ensemble"]
+        parts.append(
+            f"probabilities {max(e['probabilities_max_abs_diff'], e['model_probabilities_max_abs_diff']):.1e}, "
+            f"Grad-CAM {e['gradcam_max_abs_diff']:.1e}, top-1 {e['top1_agreement']:.0%}"
+        )
+    if "detector" in figures:
+        d = figures["detector"]
+        counts = ", ".join(f"{g}/{e}" for e, g in d["boxes_per_image"])
+        parts.append(f"boxes {counts}, IoU >= {d['min_matched_iou']:.3f}")
+    return "; ".join(parts)
+
+
+def backend_candidates(manifest: Any) -> list[Candidate]:
+    """Every route besides the reference that this machine might run, with a reason where it cannot."""
+    from olvf.runtime.selection import ort_gpu_missing
+
+    no_cuda = ort_gpu_missing()
+    precisions = [p for p in ("fp32", "fp16") if any(g.precision == p for g in manifest.graphs)]
+    found = []
+    if "fp16" in precisions:
+        found.append(Candidate("ONNX Runtime CPU, FP16 graphs", "onnxruntime", "fp16", {"device": "cpu"}))
+    for precision in precisions:
+        label = f"ONNX Runtime CUDA, {precision.upper()} graphs"
+        found.append(Candidate(label, "onnxruntime", precision, {"device": "cuda"}, skip=no_cuda))
+    no_engines = None if manifest.engines else "the bundle has no engines (olvf-infer --rebuild-engines builds them)"
+    found.append(Candidate("TensorRT engines", "tensorrt", None, {}, skip=no_engines))
+    return found
+
+
+def verify_bundle(bundle: Any, progress: Any = lambda _line: None) -> list[Check]:
+    """Every backend this machine has, against ONNX Runtime on CPU with the FP32 graphs."""
+    from olvf.errors import BackendError, BundleError
+    from olvf.runtime.session import open_runtime
+
+    checks = []
+    with open_runtime(bundle, "onnxruntime", precision="fp32", device="cpu") as reference:
+        for route in backend_candidates(bundle.manifest):
+            if route.skip is not None:
+                checks.append(Check(route.label, "skipped", {}, route.skip))
+                continue
+            progress(f"checking {route.label} against ONNX Runtime on CPU (FP32)")
+            try:
+                with open_runtime(bundle, route.backend, precision=route.precision, **route.options) as candidate:
+                    checks.append(Check(route.label, "pass", compare_runtimes(candidate, reference)))
+            except ParityError as exc:
+                checks.append(Check(route.label, "fail", getattr(exc, "figures", {}), str(exc)))
+            except (BackendError, BundleError) as exc:
+                # TensorRT missing, an engine of another machine: not a disagreement, but said.
+                checks.append(Check(route.label, "skipped", {}, str(exc)))
+    return checks

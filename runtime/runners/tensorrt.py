@@ -85,14 +85,14 @@ def import_tensorrt() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except ImportError:
-        raise BackendError(f"backend 'tensorrt' needs TensorRT: {INSTALL_HINT}") from None
+        raise BackendError(f"TensorRT is not installed: {INSTALL_HINT}") from None
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
         try:
             from cuda import cudart  # older cuda-python
         except ImportError:
-            raise BackendError(f"backend 'tensorrt' needs cuda-python: {INSTALL_HINT}") from None
+            raise BackendError(f"cuda-python is not installed: {INSTALL_HINT}") from None
     return trt, cudart
 
 
@@ -116,6 +116,15 @@ def device_facts(device: int = 0) -> DeviceFacts:
     props = _check(cudart.cudaGetDeviceProperties(device))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return DeviceFacts(trt.__version__, name.strip("\x00").strip(), f"{props.major}.{props.minor}")
+
+
+def tensorrt_unavailable(device: int = 0) -> str | None:
+    """Why TensorRT engines cannot be built or run here, or None when they can."""
+    try:
+        device_facts(device)
+    except BackendError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -223,7 +224,10 @@ def test_summary_for_people(cascade_bundle: Path, films: Path, tmp_path: Path) -
     for level in LEVELS:
         assert any(line.split()[:1] == [level] for line in lines), level
     assert "MRI" in out and "operating point 0.50" in out
-    assert "backend onnxruntime on cpu (fp32)" in out and lines[-1] == "1 study: 1 ok, 0 failed"
+    # --backend auto (the default) says what ran and, briefly, why nothing faster did.
+    backend = next(line for line in lines if line.startswith("backend "))
+    assert re.fullmatch(r"backend \w+ on [\w:]+ \(fp(32|16); (auto: TensorRT: .+|--backend auto: first choice)\)", backend)
+    assert lines[-1] == "1 study: 1 ok, 0 failed"
 
 
 def test_existing_results_are_kept_without_force_and_replaced_with_it(cascade_bundle, films, tmp_path) -> None:
