@@ -226,7 +226,8 @@ def test_summary_for_people(cascade_bundle: Path, films: Path, tmp_path: Path) -
     assert "MRI" in out and "operating point 0.50" in out
     # --backend auto (the default) says what ran and, briefly, why nothing faster did.
     backend = next(line for line in lines if line.startswith("backend "))
-    assert re.fullmatch(r"backend \w+ on [\w:]+ \(fp(32|16); (auto: TensorRT: .+|--backend auto: first choice)\)", backend)
+    why = r"(auto: TensorRT: .+|--backend auto: first choice)"
+    assert re.fullmatch(rf"backend \w+ on [\w:]+ \(fp(32|16); {why}\)", backend)
     assert lines[-1] == "1 study: 1 ok, 0 failed"
 
 
