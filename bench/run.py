@@ -209,6 +209,9 @@ def _run(
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         builders["olvf-onnxruntime-gpu-fp16"] = lambda: olvf_variant(bundle, "onnxruntime", "fp16", device="cuda")
+    if open_bundle(bundle, verify=False).manifest.engines:
+        # Skipped with the runner's one-line reason when the engines are not this machine's.
+        builders["olvf-tensorrt-fp16"] = lambda: olvf_variant(bundle, "tensorrt", None)
     results: dict[str, Any] = {}
     for name, build in builders.items():
         if variants and name not in variants:

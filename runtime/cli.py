@@ -408,8 +408,8 @@ def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None) ->
 def prepare_engines(args: argparse.Namespace) -> None:
     """Build this machine's TensorRT engines into the bundle when asked (and, if-needed, when missing)."""
     from olvf.runtime.bundle import open_bundle
-    from olvf.runtime.engines import build_bundle_engines, engines_needed
-    from olvf.runtime.runners.tensorrt import device_facts
+    from olvf.runtime.engines import build_bundle_engines, describe, engines_needed
+    from olvf.runtime.runners.tensorrt import device_facts, same_machine
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -420,19 +420,13 @@ def prepare_engines(args: argparse.Namespace) -> None:
         needed = engines_needed(open_bundle(args.bundle), here)
         if not needed:
             return
-        print(
-            f"{PROG}: no current TensorRT engines for this machine ({', '.join(needed)}); building them",
-            file=sys.stderr,
-        )
+        say(f"{PROG}: no current TensorRT engines for this machine ({', '.join(needed)}); building them")
 
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    manifest = build_bundle_engines(args.bundle, progress=progress, max_batch=args.engine_max_batch, device=device)
-    print(
-        f"{PROG}: {len(manifest.engines)} TensorRT engine(s) in {args.bundle}, verified against ONNX Runtime",
-        file=sys.stderr,
-    )
+    manifest = build_bundle_engines(args.bundle, progress=say, max_batch=args.engine_max_batch, device=device)
+    say(f"{PROG}: engines verified against ONNX Runtime on CPU and added to {args.bundle}:")
+    for spec in manifest.engines:
+        if same_machine(spec, here):
+            say(f"   {describe(spec)}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -143,7 +143,10 @@ def build_engine(
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets us check the layers' precision
     config.progress_monitor = _progress_monitor(trt, progress)
     cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        # A cache from another device or TensorRT build: start a fresh one rather than fail the build.
+        progress("      the timing cache does not fit this GPU or TensorRT; starting a new one")
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     optimisation = builder.create_optimization_profile()
     optimisation.set_shape(graph.input_name, profile["min"], profile["opt"], profile["max"])
     config.add_optimization_profile(optimisation)
@@ -194,9 +197,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
 
 
+def machine_tag(here: Any) -> str:
+    """``orin-sm87``: the GPU part of engine and timing-cache file names."""
+    return f"{_slug(here.gpu_name)}-sm{here.compute_capability.replace('.', '')}"
+
+
 def timing_cache_name(here: Any) -> str:
     """One timing cache per TensorRT version and GPU: caches do not move between them either."""
-    return f"tensorrt-{here.tensorrt_version}-sm{here.compute_capability.replace('.', '')}.timing-cache"
+    return f"tensorrt-{here.tensorrt_version}-{machine_tag(here)}.timing-cache"
 
 
 def engines_needed(bundle: Bundle, here: Any) -> list[str]:
@@ -277,7 +285,7 @@ def build_bundle_engines(
                 progress=progress,
             )
             timing_cache = built.timing_cache
-            name = f"{role}.{_slug(here.gpu_name)}-sm{here.compute_capability.replace('.', '')}.{token}{ENGINE_SUFFIX}"
+            name = f"{role}.{machine_tag(here)}.{token}{ENGINE_SUFFIX}"
             path = bundle.file(name)
             written.append(path)
             write_bytes_atomic(path, built.data)

@@ -52,7 +52,7 @@ def compare_detections(
         g = candidates(g_raw, layout, nc, conf)
         e_keep, g_keep = nms(e[0], e[1], iou, e[2]), nms(g[0], g[1], iou, g[2])
         e_boxes, g_boxes = e[0][e_keep], g[0][g_keep]
-        counts.append((len(e_boxes), len(g_boxes)))
+        counts.append([len(e_boxes), len(g_boxes)])  # lists: the figures round-trip through JSON
         if len(e_boxes) and len(g_boxes):
             overlap = box_iou(e_boxes, g_boxes)
             worst_iou = min(worst_iou, float(overlap.max(axis=1).min()))

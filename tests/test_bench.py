@@ -4,6 +4,7 @@ benchmark's business, not the test suite's)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from olvf.bench.cli import main
@@ -31,3 +32,26 @@ def test_quick_benchmark_writes_a_complete_report(cascade_bundle: Path, tmp_path
     assert "| olvf-onnxruntime-fp32 |" in (out / "bench.md").read_text()
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["--bundle", str(cascade_bundle), "--out", str(out), "--quick"]) == 8, "no silent overwrite"
+
+
+def test_engines_of_this_machine_join_the_benchmark(cascade_bundle: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Wiring only, on the fake TensorRT (tests/fake_gpu): its timings mean nothing."""
+    from fake_gpu_fixture import use_fake_gpu
+
+    from olvf.runtime.engines import build_bundle_engines
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(cascade_bundle, bundle)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    out = tmp_path / "bench"
+    assert main(["--bundle", str(bundle), "--out", str(out), "--quick", "--variant", "olvf-tensorrt-fp16"]) == 0
+    figures = json.loads((out / "bench.json").read_text())["variants"]["olvf-tensorrt-fp16"]
+    assert 0 < figures["p50_ms"] and set(figures["stages"]) == {
+        "read",
+        "detect",
+        "crops",
+        "ensemble",
+        "gradcam",
+        "write",
+    }

@@ -7,11 +7,13 @@ refuse malformed ones.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_gpu_fixture import real_tensorrt_missing, use_fake_gpu
 
 import olvf
 from olvf.errors import BackendError, InputError
@@ -19,6 +21,7 @@ from olvf.export.architectures import get as get_architecture
 from olvf.export.demo import demo_model
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.runtime import runners
+from olvf.runtime.engines import build_bundle_engines
 
 
 def _ort_has(provider: str) -> bool:
@@ -27,6 +30,7 @@ def _ort_has(provider: str) -> bool:
     return provider in onnxruntime.get_available_providers()
 
 
+TENSORRT_MISSING = real_tensorrt_missing()
 BACKENDS = [
     pytest.param(("onnxruntime", "fp32", {}), id="onnxruntime-cpu-fp32"),
     pytest.param(("onnxruntime", "fp16", {}), id="onnxruntime-cpu-fp16"),
@@ -36,15 +40,34 @@ BACKENDS = [
         id="onnxruntime-cuda-fp16",
         marks=pytest.mark.skipif(not _ort_has("CUDAExecutionProvider"), reason="needs onnxruntime-gpu and a GPU"),
     ),
+    pytest.param(
+        ("tensorrt", "fp16", {}),
+        id="tensorrt",
+        marks=pytest.mark.skipif(TENSORRT_MISSING is not None, reason=f"needs TensorRT: {TENSORRT_MISSING}"),
+    ),
+    # olvf's engine building and TensorRT runner against the fake TensorRT / cuda-python (tests/fake_gpu):
+    # proves olvf's buffers, shapes and splitting, not TensorRT.
+    pytest.param(("tensorrt", "fp16", {"fake": True}), id="tensorrt-fake"),
 ]
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def rt(request, tiny_bundle: Path):
+def rt(request, tiny_bundle: Path, tmp_path_factory):
     backend, precision, options = request.param
-    with olvf.load(tiny_bundle, backend=backend, precision=precision, **options) as runtime:
-        yield runtime
+    if backend != "tensorrt":
+        with olvf.load(tiny_bundle, backend=backend, precision=precision, **options) as runtime:
+            yield runtime
+        return
+    # Engines are built on the machine that runs them: into a copy of the tiny bundle.
+    bundle = tmp_path_factory.mktemp("tensorrt") / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    with pytest.MonkeyPatch.context() as patch:
+        if options.get("fake"):
+            use_fake_gpu(patch)
+        build_bundle_engines(bundle)
+        with olvf.load(bundle, backend="tensorrt") as runtime:
+            yield runtime
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +86,16 @@ def batch(tiny_bundle: Path) -> np.ndarray:
 def test_outputs_are_well_formed(rt, batch: np.ndarray) -> None:
     result = rt.classify(batch)
     n = len(batch)
+    # TensorRT 10's FP16 flag may run the softmax itself in FP16: its sums are held to FP16 rounding.
+    exact = 1e-5 if rt.backend != "tensorrt" else 1e-3
     assert result.probabilities.shape == (n, 3) and result.probabilities.dtype == np.float32
-    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=exact)
     assert set(result.model_probabilities) == set(rt.manifest.model_names)
     for probs in result.model_probabilities.values():
         assert probs.shape == (n, 3)
-        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=exact)
     ensemble = np.mean(list(result.model_probabilities.values()), axis=0)
-    np.testing.assert_allclose(result.probabilities, ensemble, atol=1e-5)
+    np.testing.assert_allclose(result.probabilities, ensemble, atol=exact)
     for cams in [*result.cams.values(), result.cam]:
         assert cams.shape == (n, 64, 64) and cams.dtype == np.float32
         assert cams.min() >= 0.0 and cams.max() <= 1.0

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from fake_gpu_fixture import real_tensorrt_missing
 
 import olvf
 from olvf.errors import BackendError, BundleError
@@ -70,3 +73,26 @@ def test_stale_engine_from_an_older_graph_is_refused(tiny_bundle: Path) -> None:
 def test_tensorrt_backend_without_tensorrt_says_what_to_install(tiny_bundle: Path) -> None:
     with pytest.raises(BackendError, match="TensorRT is not installed.*olvf\\[tensorrt\\].*JetPack"):
         olvf.load(tiny_bundle, backend="tensorrt")
+
+
+REAL_TENSORRT_MISSING = real_tensorrt_missing()
+
+
+@pytest.mark.skipif(REAL_TENSORRT_MISSING is not None, reason=f"needs TensorRT and a GPU: {REAL_TENSORRT_MISSING}")
+def test_real_tensorrt_builds_verified_fp16_engines_and_runs_the_cascade(cascade_bundle: Path, tmp_path: Path) -> None:
+    """On real hardware: the whole path, FP16 for real (inspector), verified, then one phantom study."""
+    from olvf.phantom import make_phantom
+    from olvf.runtime.engines import build_bundle_engines
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(cascade_bundle, bundle)
+    manifest = build_bundle_engines(bundle)
+    ensemble = next(e for e in manifest.engines if e.role == "ensemble")
+    assert ensemble.precision == "fp16" and ensemble.half_layers > 0
+    phantom = make_phantom(2, {"L3": "fresh"}, (1250, 1000))
+    image = phantom.pixels.astype(np.float32) / phantom.pixels.max() * 255
+    with olvf.load(bundle, backend="tensorrt") as rt, olvf.load(bundle) as reference:
+        (got,) = rt.analyse([image])
+        (want,) = reference.analyse([image])
+    assert len(got.detections) == len(want.detections) == 5
+    np.testing.assert_allclose(got.classification.probabilities, want.classification.probabilities, atol=1e-2)

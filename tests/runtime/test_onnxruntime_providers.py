@@ -1,0 +1,73 @@
+"""ONNX Runtime's GPU routes as far as they can be checked without a GPU: options, caches, no silent CPU fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime
+import pytest
+
+import olvf
+from olvf.errors import BackendError
+from olvf.runtime.bundle import open_bundle
+from olvf.runtime.runners.onnxruntime import ORT_TRT_CACHE, OnnxRuntimeRunner, provider_list
+
+
+def test_tensorrt_provider_gets_fp16_caches_in_the_bundle_and_an_explicit_profile(tiny_bundle: Path) -> None:
+    runner = OnnxRuntimeRunner.from_bundle(open_bundle(tiny_bundle), "ensemble", device="tensorrt", device_id=1)
+    providers = provider_list(runner.requested_device, runner.device_id, runner.tensorrt)
+    assert [name for name, _ in providers] == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    trt = providers[0][1]
+    cache = str(tiny_bundle / ORT_TRT_CACHE)
+    assert trt["device_id"] == 1 and trt["trt_fp16_enable"] is True
+    assert trt["trt_engine_cache_enable"] and trt["trt_engine_cache_path"] == cache
+    assert trt["trt_timing_cache_enable"] and trt["trt_timing_cache_path"] == cache
+    assert trt["trt_engine_cache_prefix"] == "ensemble_fp32"
+    # Without these the provider rebuilds its engine whenever a batch size leaves the range it has seen.
+    assert trt["trt_profile_min_shapes"] == "crops:1x3x64x64"
+    assert trt["trt_profile_opt_shapes"] == "crops:4x3x64x64"
+    assert trt["trt_profile_max_shapes"] == "crops:4x3x64x64"
+    assert providers[1][1] == {"device_id": 1, "arena_extend_strategy": "kSameAsRequested"}
+
+
+def test_cpu_asks_for_nothing_else() -> None:
+    assert provider_list("cpu") == [("CPUExecutionProvider", {})]
+
+
+def test_a_gpu_provider_that_cannot_start_is_an_error_not_a_silent_cpu_run(tiny_bundle: Path, monkeypatch) -> None:
+    """onnxruntime-gpu without its CUDA libraries only warns and runs on CPU: olvf refuses that."""
+    real_session = onnxruntime.InferenceSession
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(
+        onnxruntime,
+        "InferenceSession",
+        lambda path, sess_options=None, providers=None: real_session(
+            path, sess_options=sess_options, providers=["CPUExecutionProvider"]
+        ),
+    )
+    with pytest.raises(BackendError, match="has CUDAExecutionProvider but it could not start here.*CUDA and cuDNN"):
+        olvf.load(tiny_bundle, device="cuda")
+    # auto passes it over with that reason and runs on CPU.
+    with olvf.load(tiny_bundle, backend="auto") as rt:
+        assert rt.runner.device == "cpu" and rt.precision == "fp32"
+        reasons = dict(rt.selection.passed_over)
+    assert "could not start here" in reasons["ONNX Runtime on the GPU"]
+    assert rt.selection.chosen == "ONNX Runtime on CPU"
+
+
+def test_auto_on_cpu_only_when_asked(tiny_bundle: Path) -> None:
+    with olvf.load(tiny_bundle, backend="auto", device="cpu") as rt:
+        assert rt.selection.passed_over == (
+            ("TensorRT", "--device cpu was asked"),
+            ("ONNX Runtime on the GPU", "--device cpu was asked"),
+        )
+        assert (
+            rt.selection.brief
+            == "auto: TensorRT: --device cpu was asked, ONNX Runtime on the GPU: --device cpu was asked"
+        )
