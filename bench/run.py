@@ -45,7 +45,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def measure(variant: Variant, study: Path, out: Path, runs: int, warmup: int) -> dict[str, Any]:
     for _ in range(warmup):
         variant.study(study, out / "warmup")
-    totals, stages = [], {s: [] for s in STAGES}
+    totals: list[float] = []
+    stages: dict[str, list[float]] = {s: [] for s in STAGES}
     for _ in range(runs):
         start = time.perf_counter()
         times = variant.study(study, out / variant.name)

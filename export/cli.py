@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         raise OlvfError("--crop-margin must lie between 0 and 1")
     check_replaceable(args.out, force=args.force)
     engines = engine_wanted(args.engine)
+    if engines and args.engine is None:
+        progress("TensorRT and a GPU are here: TensorRT engines will be built and verified too (--no-engine skips)")
     precision = args.precision or ("fp16" if engines else "fp32")
     if engines and precision == "fp32":
         raise OlvfError("--engine builds FP16 engines, which need the FP16 graphs: drop --precision fp32")

@@ -247,6 +247,7 @@ class Runtime:
     # -- helpers ---------------------------------------------------------
     def _check_batch(self, batch: Any) -> np.ndarray:
         batch = np.asarray(batch)
+        assert self.preprocess is not None  # only called once the classifiers are known to be there
         expected = self.preprocess.input_shape
         if batch.ndim != 4 or batch.shape[1:] != expected:
             raise InputError(

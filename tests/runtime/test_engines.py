@@ -350,6 +350,7 @@ def test_olvf_export_engine_builds_before_publishing(tmp_path: Path, monkeypatch
     assert code == 0 and read_manifest(out).engines == ()
     code, _, err = _run(export_main, [*args, "--force"])
     assert code == 0 and len(read_manifest(out).engines) == 1
+    assert "TensorRT and a GPU are here: TensorRT engines will be built and verified too (--no-engine skips)" in err
 
     # A refused engine means no bundle: the one already there stays.
     before = _listing(out)
