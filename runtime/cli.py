@@ -406,23 +406,24 @@ def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None) ->
 
 
 def prepare_engines(args: argparse.Namespace) -> None:
-    """Build this machine's TensorRT engines into the bundle when asked (and, if-needed, when missing)."""
-    from olvf.runtime.bundle import open_bundle
-    from olvf.runtime.engines import build_bundle_engines, describe, engines_needed
+    """Build this machine's TensorRT engines into the bundle: always, or (if-needed) when it has none current."""
+    from olvf.runtime.engines import build_bundle_engines, describe
     from olvf.runtime.runners.tensorrt import device_facts, same_machine
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     device = int(args.device) if args.device is not None and args.device.isdigit() else 0
+    manifest = build_bundle_engines(
+        args.bundle,
+        progress=say,
+        max_batch=args.engine_max_batch,
+        device=device,
+        only_missing=not args.rebuild_engines,
+    )
+    if manifest is None:
+        return  # this machine's engines are there and current
     here = device_facts(device)
-    if args.build_engines_if_needed and not args.rebuild_engines:
-        needed = engines_needed(open_bundle(args.bundle), here)
-        if not needed:
-            return
-        say(f"{PROG}: no current TensorRT engines for this machine ({', '.join(needed)}); building them")
-
-    manifest = build_bundle_engines(args.bundle, progress=say, max_batch=args.engine_max_batch, device=device)
     say(f"{PROG}: engines verified against ONNX Runtime on CPU and added to {args.bundle}:")
     for spec in manifest.engines:
         if same_machine(spec, here):

@@ -19,13 +19,14 @@ container's first start, as well as by ``olvf-export --engine``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -233,31 +234,79 @@ def _check_writable(path: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path, progress: Progress) -> Iterator[None]:
+    """One build per bundle at a time: two containers starting together must not both rebuild.
+
+    The lock is on the bundle folder itself, so no lock file is left in it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, builds stay atomic on their own
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("another olvf is building engines into this bundle; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def build_bundle_engines(
     bundle_dir: str | Path,
     *,
     progress: Progress = lambda _line: None,
     max_batch: int | None = None,
     device: int = 0,
-    roles: Sequence[str] | None = None,
+    only_missing: bool = False,
     verify: Callable[[Bundle], dict[str, Any]] | None = None,
-) -> Manifest:
+) -> Manifest | None:
     """Build, check and add this machine's engines to a bundle; return the new manifest.
 
-    ``verify`` runs on a bundle that already lists the new engines (in memory)
-    and raises if they do not reproduce ONNX Runtime; default:
-    :func:`verify_engines`. Nothing in the bundle changes unless every engine
-    was built, is FP16 where asked and passed.
+    ``only_missing``: build only when this machine has no current engine for
+    some role (else return None without building). ``verify`` runs on a
+    bundle that already lists the new engines (in memory) and raises if they
+    do not reproduce ONNX Runtime; default: :func:`verify_engines`. Nothing in
+    the bundle changes unless every engine was built, is FP16 where asked and
+    passed.
     """
-    from olvf.runtime.runners.tensorrt import device_facts, import_tensorrt, same_machine
+    from olvf.runtime.runners.tensorrt import device_facts, import_tensorrt
 
-    bundle = open_bundle(bundle_dir)
-    manifest = bundle.manifest
+    folder = Path(bundle_dir)
+    open_bundle(folder, verify=False)  # a clear message for a folder that is no bundle, before the lock file
     trt, _ = import_tensorrt()
     here = device_facts(device)
     plan = build_plan(here.tensorrt_version)
-    _check_writable(bundle.path)
-    wanted = [r for r in (roles or ROLES) if manifest.has(r)]
+    _check_writable(folder)
+    with _build_lock(folder, progress):
+        bundle = open_bundle(folder)  # read under the lock: another build may just have finished
+        if only_missing:
+            needed = engines_needed(bundle, here)
+            if not needed:
+                return None
+            progress(f"no current TensorRT engines for this machine ({', '.join(needed)}); building them")
+        return _build(trt, bundle, here, plan, progress=progress, max_batch=max_batch, verify=verify)
+
+
+def _build(
+    trt: Any,
+    bundle: Bundle,
+    here: Any,
+    plan: BuildPlan,
+    *,
+    progress: Progress,
+    max_batch: int | None,
+    verify: Callable[[Bundle], dict[str, Any]] | None,
+) -> Manifest:
+    from olvf.runtime.runners.tensorrt import same_machine
+
+    manifest = bundle.manifest
+    wanted = [r for r in ROLES if manifest.has(r)]
     if not wanted:
         raise BundleError(f"bundle {bundle.path} has no graphs to build engines from")
 

@@ -383,3 +383,38 @@ def test_olvf_export_verify_reports_every_backend(cascade_bundle: Path, tmp_path
     code, out, err = _run(export_main, ["--verify", str(bundle)])
     assert code == ParityError.exit_code and "TensorRT engines: fail" in out
     assert "TensorRT engines did not reproduce the bundle" in err
+
+
+def test_two_starts_at_once_build_once(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """Two containers sharing a bundle on their first start: the second waits, then finds the engines current."""
+    import fcntl
+    import threading
+
+    from olvf.runtime import engines
+
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    lines: list[str] = []
+    results: list[object] = []
+    held = os.open(bundle, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the first start, mid-build
+        second = threading.Thread(
+            target=lambda: results.append(build_bundle_engines(bundle, only_missing=True, progress=lines.append))
+        )
+        second.start()
+        second.join(timeout=2)
+        assert second.is_alive() and lines == ["another olvf is building engines into this bundle; waiting for it"]
+        # The first start finishes its build while holding the lock.
+        import tensorrt
+
+        from olvf.runtime.runners.tensorrt import device_facts
+
+        here = device_facts()
+        plan = engines.build_plan(here.tensorrt_version)
+        engines._build(tensorrt, open_bundle(bundle), here, plan, progress=print, max_batch=None, verify=None)
+    finally:
+        os.close(held)
+    second.join(timeout=120)
+    assert results == [None]  # nothing built twice
+    assert len(read_manifest(bundle).engines) == 2
