@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -144,7 +145,7 @@ def build_engine(
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets us check the layers' precision
     config.progress_monitor = _progress_monitor(trt, progress)
     cache = config.create_timing_cache(timing_cache)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         # A cache from another device or TensorRT build: start a fresh one rather than fail the build.
         progress("      the timing cache does not fit this GPU or TensorRT; starting a new one")
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
@@ -275,7 +276,7 @@ def build_bundle_engines(
     the bundle changes unless every engine was built, is FP16 where asked and
     passed.
     """
-    from olvf.runtime.runners.tensorrt import device_facts, import_tensorrt
+    from olvf.runtime.runners.tensorrt import device_facts, import_tensorrt, select_device
 
     folder = Path(bundle_dir)
     open_bundle(folder, verify=False)  # a clear message for a folder that is no bundle, before the lock file
@@ -283,6 +284,7 @@ def build_bundle_engines(
     here = device_facts(device)
     plan = build_plan(here.tensorrt_version)
     _check_writable(folder)
+    select_device(device)  # the builder builds for the current GPU
     with _build_lock(folder, progress):
         bundle = open_bundle(folder)  # read under the lock: another build may just have finished
         if only_missing:
@@ -290,7 +292,8 @@ def build_bundle_engines(
             if not needed:
                 return None
             progress(f"no current TensorRT engines for this machine ({', '.join(needed)}); building them")
-        return _build(trt, bundle, here, plan, progress=progress, max_batch=max_batch, verify=verify)
+        check = verify or functools.partial(verify_engines, device=device)
+        return _build(trt, bundle, here, plan, progress=progress, max_batch=max_batch, verify=check)
 
 
 def _build(
@@ -304,6 +307,8 @@ def _build(
     verify: Callable[[Bundle], dict[str, Any]] | None,
 ) -> Manifest:
     from olvf.runtime.runners.tensorrt import same_machine
+
+    verify = verify or verify_engines
 
     manifest = bundle.manifest
     wanted = [r for r in ROLES if manifest.has(r)]
@@ -371,7 +376,7 @@ def _build(
         candidate.validate()
         trial = Bundle(bundle.path, candidate, manifest_sha256="")
         progress("checking the engines against ONNX Runtime on CPU (phantom crops, noise, detector boxes)")
-        figures = (verify or verify_engines)(trial)
+        figures = verify(trial)
         parity = {**manifest.parity, **{f"tensorrt:{spec.file}": figures for spec in specs}}
         new = dataclasses.replace(candidate, parity=parity)
         new.validate()

@@ -159,7 +159,12 @@ class OnnxRuntimeRunner(Runner):
             self._session = ort.InferenceSession(
                 str(self.model_path), sess_options=options, providers=[p for p in providers if p[0] in available]
             )
-        except Exception as exc:  # ORT raises its own untyped errors for bad files
+        except Exception as exc:  # ORT raises its own untyped errors for bad files and failing providers
+            if self.requested_device != "cpu":
+                raise BackendError(
+                    f"onnxruntime could not start {wanted[0]} for {self.model_path.name} "
+                    f"({str(exc).splitlines()[0]}); check nvidia-smi and the CUDA libraries onnxruntime-gpu needs"
+                ) from None
             raise BundleError(
                 f"{self.model_path} could not be loaded by ONNX Runtime ({str(exc).splitlines()[0]}); "
                 "re-export the bundle"

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from olvf.errors import BackendError, BundleError
+from olvf.errors import BackendError, BundleError, InputError
 from olvf.runtime.bundle import Bundle
 from olvf.runtime.manifest import EngineSpec
 from olvf.runtime.runners.base import Runner, TensorSpec
@@ -96,26 +96,60 @@ def import_tensorrt() -> tuple[Any, Any]:
     return trt, cudart
 
 
-def _check(result: Any) -> Any:
+def _error_name(cudart: Any, error: Any) -> str:
+    try:
+        name = cudart.cudaGetErrorName(error)[1]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # naming the error must not hide it
+        return str(error)
+
+
+def _check(result: Any, cudart: Any = None) -> Any:
     """cuda-python returns (error, *values); turn an error into a one-line BackendError."""
     error, *values = result if isinstance(result, tuple) else (result,)
     if int(error) != 0:
-        raise BackendError(f"CUDA call failed ({error}); check the GPU driver with nvidia-smi")
+        name = _error_name(cudart, error) if cudart is not None else str(error)
+        raise BackendError(f"CUDA call failed ({name}); check the GPU driver with nvidia-smi")
     return values[0] if len(values) == 1 else values
 
 
 def device_facts(device: int = 0) -> DeviceFacts:
     """This machine's TensorRT version and GPU ``device``; one line when there is no usable GPU."""
     trt, cudart = import_tensorrt()
-    count = cudart.cudaGetDeviceCount()
-    if int(count[0]) != 0 or count[1] <= device:
+    try:
+        error, count = cudart.cudaGetDeviceCount()
+        if int(error) != 0 or count <= device:
+            found = f"CUDA says {_error_name(cudart, error)}" if int(error) else f"the driver reports {count} GPUs"
+            raise BackendError(
+                f"no CUDA GPU {device} here (TensorRT is installed, but {found}); check nvidia-smi, "
+                "or in Docker run with --runtime nvidia"
+            )
+        props = _check(cudart.cudaGetDeviceProperties(device), cudart)
+    except BackendError:
+        raise
+    except Exception as exc:  # cuda-python raises, not returns, when libcuda itself cannot be loaded
         raise BackendError(
-            f"no CUDA GPU {device} here (TensorRT is installed, but the driver reports "
-            f"{0 if int(count[0]) else count[1]} GPUs); check nvidia-smi, or in Docker run with --runtime nvidia"
-        )
-    props = _check(cudart.cudaGetDeviceProperties(device))
+            f"no usable CUDA driver here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "check nvidia-smi, or in Docker run with --runtime nvidia"
+        ) from None
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return DeviceFacts(trt.__version__, name.strip("\x00").strip(), f"{props.major}.{props.minor}")
+
+
+def select_device(device: int) -> None:
+    """Make ``device`` current for this thread: TensorRT builds and runs on the current device."""
+    _, cudart = import_tensorrt()
+    _check(cudart.cudaSetDevice(device), cudart)
+
+
+def _stream_handle(stream: Any) -> int:
+    """The raw handle execute_async_v3 takes (int(cuda_object) is deprecated in cuda-bindings 13)."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+
+        return int(get_cuda_native_handle(stream))
+    except (ImportError, TypeError):
+        return int(stream)
 
 
 def tensorrt_unavailable(device: int = 0) -> str | None:
@@ -153,6 +187,7 @@ class TensorRTRunner(Runner):
         self._stream: Any = None
         self._buffers: dict[str, _Buffer] = {}
         self._cudart: Any = None
+        self._stream_handle = 0
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, *, device: int = 0) -> TensorRTRunner:
@@ -174,7 +209,14 @@ class TensorRTRunner(Runner):
         trt, cudart = import_tensorrt()
         self._cudart = cudart
         check_engine(self.spec, self.here or device_facts(self.device_index), self.bundle)
-        _check(cudart.cudaSetDevice(self.device_index))
+        try:
+            return self._allocate(trt, cudart)
+        except BaseException:
+            self.close_impl()  # a half-loaded engine must not keep GPU memory that the fallback backend needs
+            raise
+
+    def _allocate(self, trt: Any, cudart: Any) -> list[TensorSpec]:
+        _check(cudart.cudaSetDevice(self.device_index), cudart)
         logger = trt.Logger(trt.Logger.ERROR)
         runtime = trt.Runtime(logger)
         self._engine = runtime.deserialize_cuda_engine(Path(self.bundle.file(self.spec.file)).read_bytes())
@@ -183,7 +225,13 @@ class TensorRTRunner(Runner):
                 f"TensorRT could not load {self.spec.file}; rebuild it: {rebuild_command(self.bundle.path)}"
             )
         self._context = self._engine.create_execution_context()
-        self._stream = _check(cudart.cudaStreamCreate())
+        if self._context is None:
+            raise BackendError(
+                f"TensorRT has not enough GPU memory to run {self.spec.file}; close other GPU programs or rebuild "
+                f"with a smaller batch: olvf-infer --rebuild-engines --engine-max-batch 8 --bundle {self.bundle.path}"
+            )
+        self._stream = _check(cudart.cudaStreamCreate(), cudart)
+        self._stream_handle = _stream_handle(self._stream)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         # The profile's largest shapes bound every call: size every buffer for them, once.
@@ -197,24 +245,35 @@ class TensorRTRunner(Runner):
             if name in largest:
                 specs.append(TensorSpec(name, (None, *shape[1:]), dtype))
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            host_ptr = _check(cudart.cudaMallocHost(nbytes))
+            host_ptr = _check(cudart.cudaMallocHost(nbytes), cudart)
             raw = (ctypes.c_byte * nbytes).from_address(host_ptr)
             host = np.frombuffer(raw, dtype=dtype)
-            device_ptr = _check(cudart.cudaMalloc(nbytes))
+            try:
+                device_ptr = _check(cudart.cudaMalloc(nbytes), cudart)
+            except BackendError:
+                cudart.cudaFreeHost(host_ptr)
+                raise
             self._buffers[name] = _Buffer(name, name in largest, dtype, host, host_ptr, device_ptr)
             self._context.set_tensor_address(name, device_ptr)
         return specs
 
     def run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart = self._cudart
+        # Another library on this thread (ONNX Runtime's CUDA provider) may have made another GPU current.
+        _check(cudart.cudaSetDevice(self.device_index), cudart)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name, array in feeds.items():
             buffer = self._buffers[name]
+            if not self._context.set_input_shape(name, array.shape):
+                low, _, high = self._engine.get_tensor_profile_shape(name, 0)
+                raise InputError(
+                    f"{self.spec.file}: input {name} of shape {array.shape} is outside the engine's profile "
+                    f"{tuple(low)}..{tuple(high)}"
+                )
             flat = buffer.host[: array.size]
             flat[:] = array.ravel()
-            self._context.set_input_shape(name, array.shape)
-            _check(cudart.cudaMemcpyAsync(buffer.device, flat.ctypes.data, array.nbytes, h2d, self._stream))
-        if not self._context.execute_async_v3(self._stream):
+            _check(cudart.cudaMemcpyAsync(buffer.device, flat.ctypes.data, array.nbytes, h2d, self._stream), cudart)
+        if not self._context.execute_async_v3(self._stream_handle):
             raise BackendError(f"TensorRT failed to run {self.spec.file}")
         shapes = {}
         for buffer in self._buffers.values():
@@ -224,13 +283,16 @@ class TensorRTRunner(Runner):
             shapes[buffer.name] = shape
             count = int(np.prod(shape))
             view = buffer.host[:count]
-            _check(cudart.cudaMemcpyAsync(view.ctypes.data, buffer.device, view.nbytes, d2h, self._stream))
-        _check(cudart.cudaStreamSynchronize(self._stream))
+            _check(cudart.cudaMemcpyAsync(view.ctypes.data, buffer.device, view.nbytes, d2h, self._stream), cudart)
+        _check(cudart.cudaStreamSynchronize(self._stream), cudart)
         # Copies: the pinned buffers are reused by the next call.
         return {name: self._buffers[name].host[: int(np.prod(s))].reshape(s).copy() for name, s in shapes.items()}
 
     def close_impl(self) -> None:
         cudart = self._cudart
+        if cudart is None:
+            return
+        cudart.cudaSetDevice(self.device_index)
         for buffer in self._buffers.values():
             cudart.cudaFree(buffer.device)
             cudart.cudaFreeHost(buffer.host_ptr)

@@ -418,3 +418,49 @@ def test_two_starts_at_once_build_once(cascade_bundle: Path, tmp_path: Path, mon
     second.join(timeout=120)
     assert results == [None]  # nothing built twice
     assert len(read_manifest(bundle).engines) == 2
+
+
+# --- failures on the device -----------------------------------------------------------
+
+
+def test_a_missing_cuda_driver_is_a_reason_not_a_crash(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """cuda-python raises (not returns) when libcuda cannot be loaded, e.g. Docker without --runtime nvidia."""
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    from cuda.bindings import runtime as cudart
+
+    def no_driver():
+        raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+    monkeypatch.setattr(cudart, "cudaGetDeviceCount", no_driver)
+    with olvf.load(bundle, backend="auto") as rt:
+        assert rt.backend == "onnxruntime"
+        assert dict(rt.selection.passed_over)["TensorRT"].startswith(
+            "no usable CUDA driver here (Failed to dlopen libcuda.so.1); check nvidia-smi"
+        )
+
+
+def test_an_engine_that_cannot_get_memory_frees_what_it_took(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    import tensorrt
+    from cuda.bindings import runtime as cudart
+
+    monkeypatch.setattr(tensorrt.ICudaEngine, "create_execution_context", lambda self: None)
+    with pytest.raises(BackendError, match="not enough GPU memory.*--engine-max-batch 8"):
+        olvf.load(bundle, backend="tensorrt")
+    assert cudart._live_allocations() == 0
+
+
+def test_a_batch_outside_the_profile_is_named(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    from olvf.errors import InputError
+
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle, max_batch=2)
+    with olvf.load(bundle, backend="tensorrt") as rt:
+        too_many = np.zeros((3, 3, 64, 64), np.float32)
+        with pytest.raises(InputError, match=r"outside the engine's profile \(1, 3, 64, 64\)..\(2, 3, 64, 64\)"):
+            rt.runner.run({"crops": too_many})  # the Runtime splits; a direct caller is told
