@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device",
         default=None,
-        help="onnxruntime: cpu, cuda or tensorrt (its TensorRT provider); tensorrt and auto: GPU index; auto: cpu",
+        help="cpu, cuda or tensorrt: ONNX Runtime with that provider (cpu under auto: CPU only); "
+        "N: the GPU index for TensorRT and auto",
     )
     parser.add_argument(
         "--precision", choices=("fp32", "fp16"), default=None, help="graph to run (default fp32 on CPU, fp16 on GPU)"
@@ -165,9 +166,12 @@ def _load(args: argparse.Namespace) -> Runtime:
     import olvf
 
     options: dict[str, Any] = {}
+    backend = args.backend
     if args.device is not None:
         options["device"] = int(args.device) if args.device.isdigit() else args.device
-    rt = olvf.load(args.bundle, backend=args.backend, precision=args.precision, **options)
+        if backend == "auto" and args.device in ("cuda", "tensorrt"):
+            backend = "onnxruntime"  # naming an ONNX Runtime provider is choosing ONNX Runtime
+    rt = olvf.load(args.bundle, backend=backend, precision=args.precision, **options)
     if rt.runner is None:
         rt.close()
         raise BundleError(

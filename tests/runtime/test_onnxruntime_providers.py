@@ -71,3 +71,15 @@ def test_auto_on_cpu_only_when_asked(tiny_bundle: Path) -> None:
             rt.selection.brief
             == "auto: TensorRT: --device cpu was asked, ONNX Runtime on the GPU: --device cpu was asked"
         )
+
+
+def test_naming_a_provider_under_auto_chooses_onnxruntime(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    from olvf.runtime.cli import main
+
+    # No CUDA provider here: asking for it by name fails in one line instead of quietly falling back.
+    crop = Path(__file__).parents[1] / "data" / "crop_normal.png"
+    code = main(["--bundle", str(tiny_bundle), "--device", "cuda", "--out", str(tmp_path), str(crop)])
+    assert code == BackendError.exit_code and capsys.readouterr().err.startswith(
+        "olvf-infer: error: onnxruntime has no CUDAExecutionProvider here"
+    )
+    assert main(["--bundle", str(tiny_bundle), "--device", "cpu", "--out", str(tmp_path), str(crop)]) == 0
