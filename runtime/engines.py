@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from olvf.errors import BackendError, BundleError, OlvfError, ParityError
+from olvf.errors import BackendError, BundleError, ParityError
 from olvf.runtime.atomic import write_bytes_atomic, write_text_atomic
 from olvf.runtime.bundle import Bundle, open_bundle, sha256_file
 from olvf.runtime.manifest import MANIFEST_NAME, EngineSpec, GraphSpec, Manifest
@@ -279,7 +279,7 @@ def build_bundle_engines(
     from olvf.runtime.runners.tensorrt import device_facts, import_tensorrt, select_device
 
     folder = Path(bundle_dir)
-    open_bundle(folder, verify=False)  # a clear message for a folder that is no bundle, before the lock file
+    open_bundle(folder, verify=False)  # a folder that is no bundle gets its own message first
     trt, _ = import_tensorrt()
     here = device_facts(device)
     plan = build_plan(here.tensorrt_version)
@@ -420,7 +420,6 @@ def describe(spec: EngineSpec) -> str:
 
 __all__ = [
     "BuildPlan",
-    "OlvfError",
     "build_bundle_engines",
     "build_plan",
     "engines_needed",
