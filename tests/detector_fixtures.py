@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import types
@@ -23,7 +25,10 @@ def ultralytics_checkpoint(path: Path, imgsz: int = 320, seed: int = 0) -> Path:
     raised class bias, so that it reports confident, distinct boxes: parity is
     then checked on many boxes, not on none or on a sea of ties.
     """
-    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="olvf-test-yolo-"))
+    if "YOLO_CONFIG_DIR" not in os.environ:
+        settings = tempfile.mkdtemp(prefix="olvf-test-yolo-")
+        atexit.register(shutil.rmtree, settings, ignore_errors=True)  # leave no folders in /tmp behind
+        os.environ["YOLO_CONFIG_DIR"] = settings
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import torch
     from ultralytics.nn.tasks import DetectionModel
