@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "fp16"),
         default=None,
-        help="fp16 adds an FP16 graph (for GPUs and TensorRT) beside the FP32 one (default fp32)",
+        help="fp16 adds an FP16 graph (for GPUs and TensorRT) beside the FP32 one (default fp32, or fp16 when "
+        "engines are built)",
     )
     parser.add_argument("--max-batch", type=int, default=32, help="largest crop batch per call (default 32)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
@@ -159,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.crop_margin <= 1.0:
         raise OlvfError("--crop-margin must lie between 0 and 1")
     check_replaceable(args.out, force=args.force)
-    engines = engine_wanted(args.engine)
+    # Unasked, engines follow the hardware, but never against an explicit --precision fp32.
+    engines = engine_wanted(args.engine if args.engine is not None or args.precision != "fp32" else False)
     if engines and args.engine is None:
         progress("TensorRT and a GPU are here: TensorRT engines will be built and verified too (--no-engine skips)")
     precision = args.precision or ("fp16" if engines else "fp32")

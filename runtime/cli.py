@@ -24,7 +24,9 @@ vertebral-body crop, classified whole; the report and summary say so.
 Exit code: 0 when every input gave a report; otherwise the code of the first
 failed input in argument order (3 an input cannot be used, 8 its output
 exists), after the others were still analysed. A bundle or backend problem
-stops everything (4, 7).
+stops everything (4, 7), as does a refused engine build (6) unless it was
+``--build-engines-if-needed`` with inputs under ``--backend auto``, which then
+runs on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from olvf.cli_main import run_main
-from olvf.errors import BundleError, InputError, OlvfError, OutputExistsError
+from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError
 from olvf.runtime.atomic import check_replaceable, staged_directory
 from olvf.runtime.batch import Progress, chunks, expand_inputs, study_names
 from olvf.runtime.detection import Detections
@@ -104,6 +106,12 @@ class Analysed:
     failures: dict[int, OlvfError] = field(default_factory=dict)  # index in the chunk -> error
 
 
+def _device(text: str) -> str:
+    if text.isdigit() or text in ("cpu", "cuda", "tensorrt"):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda, tensorrt or a GPU index (0, 1, ...)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -125,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--device",
+        type=_device,
         default=None,
         help="cpu, cuda or tensorrt: ONNX Runtime with that provider (cpu under auto: CPU only); "
         "N: the GPU index for TensorRT and auto",
@@ -189,7 +198,8 @@ def make_context(rt: Runtime, bundle_arg: Path, geometry: RegionGeometry) -> Rep
         detector = {
             "name": rt.detector_backend,
             "device": rt.detector.device,
-            "precision": manifest.graph_for("detector", rt.precision).precision,
+            # A TensorRT engine's own precision (a TensorRT 10 engine is FP16 built from the FP32 graph).
+            "precision": rt.detector.precision or manifest.graph_for("detector", rt.precision).precision,
         }
     return ReportContext(
         bundle={"path": str(bundle_arg), "manifest_sha256": rt.bundle.manifest_sha256, "demo": manifest.demo},
@@ -410,7 +420,11 @@ def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None) ->
 
 
 def prepare_engines(args: argparse.Namespace) -> None:
-    """Build this machine's TensorRT engines into the bundle: always, or (if-needed) when it has none current."""
+    """Build this machine's TensorRT engines into the bundle: always, or (if-needed) when it has none current.
+
+    If-needed (the container's every start) is best effort when there is work to do and ``--backend
+    auto`` may choose: a build that cannot run or is refused is one line, and ONNX Runtime runs instead.
+    """
     from olvf.runtime.engines import build_bundle_engines, describe
     from olvf.runtime.runners.tensorrt import device_facts, same_machine
 
@@ -418,13 +432,20 @@ def prepare_engines(args: argparse.Namespace) -> None:
         print(line, file=sys.stderr, flush=True)
 
     device = int(args.device) if args.device is not None and args.device.isdigit() else 0
-    manifest = build_bundle_engines(
-        args.bundle,
-        progress=say,
-        max_batch=args.engine_max_batch,
-        device=device,
-        only_missing=not args.rebuild_engines,
-    )
+    try:
+        manifest = build_bundle_engines(
+            args.bundle,
+            progress=say,
+            max_batch=args.engine_max_batch,
+            device=device,
+            only_missing=not args.rebuild_engines,
+        )
+    except (BackendError, ParityError, BundleError) as exc:
+        best_effort = not args.rebuild_engines and args.inputs and args.backend == "auto"
+        if not best_effort:
+            raise
+        say(f"{PROG}: no TensorRT engines ({exc}); continuing with --backend auto")
+        return
     if manifest is None:
         return  # this machine's engines are there and current
     here = device_facts(device)
@@ -439,6 +460,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no INPUT given: name radiograph files, folders or globs (see olvf-infer --help)")
     if args.engine_max_batch is not None and args.engine_max_batch < 1:
         raise OlvfError("--engine-max-batch must be at least 1")
+    if args.engine_max_batch is not None and not (args.rebuild_engines or args.build_engines_if_needed):
+        raise OlvfError("--engine-max-batch applies to engine builds: add --rebuild-engines")
     if args.rebuild_engines or args.build_engines_if_needed:
         prepare_engines(args)
         if not args.inputs:

@@ -283,17 +283,23 @@ def build_bundle_engines(
     trt, _ = import_tensorrt()
     here = device_facts(device)
     plan = build_plan(here.tensorrt_version)
-    _check_writable(folder)
     select_device(device)  # the builder builds for the current GPU
     with _build_lock(folder, progress):
         bundle = open_bundle(folder)  # read under the lock: another build may just have finished
         if only_missing:
             needed = engines_needed(bundle, here)
             if not needed:
-                return None
+                return None  # a read-only bundle with current engines is fine
             progress(f"no current TensorRT engines for this machine ({', '.join(needed)}); building them")
+        _check_writable(folder)
         check = verify or functools.partial(verify_engines, device=device)
-        return _build(trt, bundle, here, plan, progress=progress, max_batch=max_batch, verify=check)
+        try:
+            return _build(trt, bundle, here, plan, progress=progress, max_batch=max_batch, verify=check)
+        except OSError as exc:  # a full disk on a Jetson, an unreadable timing cache
+            raise BundleError(
+                f"cannot write or read engine files in {folder} ({exc.strerror or exc}); "
+                "free disk space or fix the folder's permissions, then run olvf-infer --rebuild-engines"
+            ) from None
 
 
 def _build(
@@ -366,18 +372,17 @@ def _build(
         # The timing cache only speeds up later builds: kept even if verification refuses the engines.
         write_bytes_atomic(cache_path, timing_cache, force=True)
         kept = [e for e in manifest.engines if not (e.role in wanted and same_machine(e, here))]
-        files = {
-            k: v
-            for k, v in manifest.files.items()
-            if k not in {e.file for e in manifest.engines} - {e.file for e in kept}
-        }
+        replaced = {e.file for e in manifest.engines} - {e.file for e in kept}
+        files = {k: v for k, v in manifest.files.items() if k not in replaced}
         files.update({spec.file: sha256_file(bundle.file(spec.file)) for spec in specs})
         candidate = dataclasses.replace(manifest, engines=(*kept, *specs), files=files)
         candidate.validate()
         trial = Bundle(bundle.path, candidate, manifest_sha256="")
         progress("checking the engines against ONNX Runtime on CPU (phantom crops, noise, detector boxes)")
         figures = verify(trial)
-        parity = {**manifest.parity, **{f"tensorrt:{spec.file}": figures for spec in specs}}
+        replaced_keys = {f"tensorrt:{name}" for name in replaced}
+        parity = {k: v for k, v in manifest.parity.items() if k not in replaced_keys}
+        parity.update({f"tensorrt:{spec.file}": figures for spec in specs})
         new = dataclasses.replace(candidate, parity=parity)
         new.validate()
         write_text_atomic(bundle.path / MANIFEST_NAME, new.to_json(), force=True)

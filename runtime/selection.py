@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from olvf.errors import BackendError
 from olvf.runtime.manifest import Manifest
 
 
@@ -25,9 +26,15 @@ class Candidate:
     skip: str | None = None  # why it is not even tried
 
 
-def _has_graph(manifest: Manifest, precision: str) -> bool:
+GPU_DEVICES = ("cuda", "tensorrt")
+
+
+def gpu_precision(manifest: Manifest, precision: str | None) -> str | None:
+    """On a GPU, the FP16 graph unless another was asked for (FP32 where the bundle has no FP16)."""
+    if precision is not None:
+        return precision
     role = "ensemble" if manifest.has("ensemble") else "detector"
-    return any(g.role == role and g.precision == precision for g in manifest.graphs)
+    return "fp16" if any(g.role == role and g.precision == "fp16" for g in manifest.graphs) else None
 
 
 def ort_gpu_missing() -> str | None:
@@ -42,10 +49,11 @@ def auto_candidates(
     manifest: Manifest, precision: str | None, *, device: int | str | None = None, threads: int | None = None
 ) -> list[Candidate]:
     """What ``auto`` tries, best first; ``device`` may pin a GPU index, or ``"cpu"``."""
+    if not (device is None or isinstance(device, int) or device in ("cpu", *GPU_DEVICES)):
+        raise BackendError(f"device {device!r} unknown; use cpu, cuda, tensorrt or a GPU index (0, 1, ...)")
     cpu_only = device == "cpu"
     gpu = device if isinstance(device, int) else 0
     not_on_cpu = "--device cpu was asked" if cpu_only else None
-    gpu_precision = precision or ("fp16" if _has_graph(manifest, "fp16") else None)
     cpu_options: dict[str, Any] = {"device": "cpu"} | ({"threads": threads} if threads else {})
     return [
         Candidate(
@@ -58,7 +66,7 @@ def auto_candidates(
         Candidate(
             "ONNX Runtime on the GPU",
             "onnxruntime",
-            gpu_precision,
+            gpu_precision(manifest, precision),
             {"device": "cuda", "device_id": gpu},
             skip=not_on_cpu or ort_gpu_missing(),
         ),

@@ -366,7 +366,11 @@ def load(
 
 def open_runtime(bundle: Bundle, backend: str, *, precision: str | None = None, **options: Any) -> Runtime:
     """Start ``backend`` on an opened bundle's ensemble and detector."""
+    from olvf.runtime.selection import GPU_DEVICES, gpu_precision
+
     manifest = bundle.manifest
+    if backend == "onnxruntime" and options.get("device") in GPU_DEVICES:
+        precision = gpu_precision(manifest, precision)
     chosen = manifest.graph("ensemble" if manifest.has("ensemble") else "detector", precision).precision
     started: list[Runner] = []
     try:

@@ -11,9 +11,10 @@ optimisation profile's maximum shape and pinned host memory per tensor,
 allocated once; one stream; ``set_input_shape`` / ``set_tensor_address`` /
 ``execute_async_v3`` per call, with no allocation per call.
 
-Not run on real hardware in this project's CI (no GPU, no TensorRT): the
-identity checks and the import guard are tested; the rest runs where
-TensorRT and a GPU exist (tests/runtime/test_conformance.py).
+Not run on real hardware in this project's CI (no GPU, no TensorRT): it is
+tested there against a fake TensorRT and cuda-python (tests/fake_gpu), which
+proves olvf's side; on real TensorRT and a GPU the conformance suite and
+tests/runtime/test_tensorrt.py run it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from olvf.runtime.manifest import EngineSpec
 from olvf.runtime.runners.base import Runner, TensorSpec
 
 INSTALL_HINT = (
-    "install TensorRT and cuda-python (pip install 'olvf[tensorrt]' on x86 with NVIDIA's index; "
+    "install TensorRT and cuda-python (pip install 'olvf[tensorrt]' on x86: the tensorrt wheel fetches TensorRT "
+    "from NVIDIA; "
     "on Jetson TensorRT comes with JetPack), or use --backend onnxruntime"
 )
 
@@ -193,6 +195,8 @@ class TensorRTRunner(Runner):
     def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, *, device: int = 0) -> TensorRTRunner:
         """This machine's engine for ``role``; engines decide their precision, ``precision`` is not used."""
         import_tensorrt()  # "not installed" says more than "no engine" on a machine without TensorRT
+        if not isinstance(device, int) or isinstance(device, bool):
+            raise BackendError(f"backend 'tensorrt' takes a GPU index as device (0, 1, ...), not {device!r}")
         here = device_facts(device)
         engines = [e for e in bundle.manifest.engines if e.role == role]
         if not engines:

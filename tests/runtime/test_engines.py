@@ -293,7 +293,8 @@ def test_olvf_infer_rebuild_engines_then_runs_on_them(
     report = json.loads((tmp_path / "out" / "study" / "report.json").read_text())
     backend = report["backend"]
     assert (backend["name"], backend["device"], backend["precision"]) == ("tensorrt", "cuda:0", "fp16")
-    assert backend["detector"]["name"] == "tensorrt" and backend["why"] == "--backend auto: first choice"
+    assert backend["detector"] == {"name": "tensorrt", "device": "cuda:0", "precision": "fp16"}
+    assert backend["why"] == "--backend auto: first choice"
     assert "backend tensorrt on cuda:0 (fp16; --backend auto: first choice)" in out
 
 
@@ -464,3 +465,70 @@ def test_a_batch_outside_the_profile_is_named(cascade_bundle: Path, tmp_path: Pa
         too_many = np.zeros((3, 3, 64, 64), np.float32)
         with pytest.raises(InputError, match=r"outside the engine's profile \(1, 3, 64, 64\)..\(2, 3, 64, 64\)"):
             rt.runner.run({"crops": too_many})  # the Runtime splits; a direct caller is told
+
+
+def test_build_engines_if_needed_is_best_effort_when_there_are_studies_to_read(
+    cascade_bundle: Path, tmp_path: Path, film: Path, monkeypatch
+) -> None:
+    """A container started without --runtime nvidia (no GPU) must still read its studies, on ONNX Runtime."""
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch, count=0)
+    out = tmp_path / "out"
+    code, stdout, err = _run(
+        infer_main, ["--build-engines-if-needed", "--bundle", str(bundle), "--out", str(out), str(film)]
+    )
+    assert code == 0, err
+    assert (
+        err.startswith("olvf-infer: no TensorRT engines (no CUDA GPU 0 here")
+        and "continuing with --backend auto" in err
+    )
+    assert json.loads((out / "study" / "report.json").read_text())["backend"]["name"] == "onnxruntime"
+    # Without studies (a build-only start) or with an explicit --rebuild-engines it is an error.
+    code, _, err = _run(infer_main, ["--build-engines-if-needed", "--bundle", str(bundle)])
+    assert code == BackendError.exit_code and "no CUDA GPU 0 here" in err
+    code, _, err = _run(infer_main, ["--rebuild-engines", "--bundle", str(bundle), "--out", str(out), str(film)])
+    assert code == BackendError.exit_code
+
+
+def test_a_read_only_bundle_with_current_engines_is_fine(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == bundle else real_access(path, mode))
+    assert build_bundle_engines(bundle, only_missing=True) is None
+    with pytest.raises(BundleError, match="read-only"):
+        build_bundle_engines(bundle)
+
+
+def test_rebuilds_do_not_pile_up_figures(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    manifest = build_bundle_engines(bundle)
+    assert sorted(k for k in manifest.parity if k.startswith("tensorrt:")) == sorted(
+        f"tensorrt:{e.file}" for e in manifest.engines
+    )
+
+
+def test_device_must_be_a_gpu_index_for_tensorrt(tiny_bundle: Path, monkeypatch) -> None:
+    use_fake_gpu(monkeypatch)
+    with pytest.raises(BackendError, match="takes a GPU index as device .* not 'cpu'"):
+        olvf.load(tiny_bundle, backend="tensorrt", device="cpu")
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()) as err:
+        infer_main(["--device", "gpu1", "x.dcm"])
+    assert exit_info.value.code == 2 and "use cpu, cuda, tensorrt or a GPU index" in err.getvalue()
+
+
+def test_export_with_precision_fp32_builds_no_engines_unasked(tmp_path: Path, monkeypatch) -> None:
+    from detector_fixtures import legacy_yolov5_onnx
+
+    rows = np.zeros((100, 6), np.float32)
+    rows[0] = [160, 160, 32, 30, 0.9, 1.0]
+    detector = legacy_yolov5_onnx(tmp_path / "det.onnx", rows)
+    use_fake_gpu(monkeypatch)
+    out = tmp_path / "bundle"
+    args = ["--detector", str(detector), "--detector-imgsz", "320", "--out", str(out), "--precision", "fp32"]
+    code, _, err = _run(export_main, args)
+    assert code == 0, err
+    assert read_manifest(out).engines == () and "engines will be built" not in err

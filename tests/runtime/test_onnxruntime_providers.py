@@ -73,6 +73,9 @@ def test_auto_on_cpu_only_when_asked(tiny_bundle: Path) -> None:
         )
 
 
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in onnxruntime.get_available_providers(), reason="this onnxruntime has a CUDA provider"
+)
 def test_naming_a_provider_under_auto_chooses_onnxruntime(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
     from olvf.runtime.cli import main
 
@@ -83,3 +86,29 @@ def test_naming_a_provider_under_auto_chooses_onnxruntime(tiny_bundle: Path, tmp
         "olvf-infer: error: onnxruntime has no CUDAExecutionProvider here"
     )
     assert main(["--bundle", str(tiny_bundle), "--device", "cpu", "--out", str(tmp_path), str(crop)]) == 0
+
+
+def test_onnxruntime_on_a_gpu_runs_the_fp16_graph_unless_told(tiny_bundle: Path, monkeypatch) -> None:
+    """A stand-in for onnxruntime-gpu: it runs on CPU but reports the CUDA provider, as a working one would."""
+    real_session = onnxruntime.InferenceSession
+
+    class Reporting:
+        def __init__(self, path, sess_options=None, providers=None):
+            self.inner = real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Reporting)
+    with olvf.load(tiny_bundle, device="cuda") as rt:
+        assert (rt.precision, rt.runner.device) == ("fp16", "cuda:0")
+    with olvf.load(tiny_bundle, device="cuda", precision="fp32") as rt:
+        assert rt.precision == "fp32"
+    with olvf.load(tiny_bundle, backend="auto") as rt:
+        assert rt.selection.chosen == "ONNX Runtime on the GPU" and rt.precision == "fp16"
