@@ -175,12 +175,9 @@ def _load(args: argparse.Namespace) -> Runtime:
     import olvf
 
     options: dict[str, Any] = {}
-    backend = args.backend
     if args.device is not None:
         options["device"] = int(args.device) if args.device.isdigit() else args.device
-        if backend == "auto" and args.device in ("cuda", "tensorrt"):
-            backend = "onnxruntime"  # naming an ONNX Runtime provider is choosing ONNX Runtime
-    rt = olvf.load(args.bundle, backend=backend, precision=args.precision, **options)
+    rt = olvf.load(args.bundle, backend=args.backend, precision=args.precision, **options)
     if rt.runner is None:
         rt.close()
         raise BundleError(
@@ -210,7 +207,6 @@ def make_context(rt: Runtime, bundle_arg: Path, geometry: RegionGeometry) -> Rep
             "detector": detector,
             "requested": rt.selection.requested,
             "why": rt.selection.why,
-            "brief": rt.selection.brief,
         },
         classes=rt.classes,
         operating_point=operating_point(manifest),
@@ -406,7 +402,7 @@ def process_chunk(
     return outcomes
 
 
-def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None) -> None:
+def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None, why: str = "") -> None:
     if context is not None and context.demo:
         print(DEMO_WARNING)
     for outcome in outcomes:
@@ -414,7 +410,7 @@ def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None) ->
             print("\n".join(summary_lines(outcome.report, outcome.label, str(outcome.folder))))
     if context is not None:
         backend = context.backend
-        print(f"backend {backend['name']} on {backend['device']} ({backend['precision']}; {backend['brief']})")
+        print(f"backend {backend['name']} on {backend['device']} ({backend['precision']}; {why})")
     ok = sum(o.report is not None for o in outcomes)
     print(f"{len(outcomes)} {'study' if len(outcomes) == 1 else 'studies'}: {ok} ok, {len(outcomes) - ok} failed")
 
@@ -480,11 +476,11 @@ def run(args: argparse.Namespace) -> int:
             outcomes.append(Outcome(order, str(item), error=item))
         else:
             jobs.append(Job(order, item, next(names)))
-    context = None
+    context, why = None, ""
     try:
         if jobs:
             with _load(args) as rt:
-                context = make_context(rt, args.bundle, geometry)
+                context, why = make_context(rt, args.bundle, geometry), rt.selection.brief
                 for chunk in chunks(jobs, CHUNK):
                     outcomes += process_chunk(rt, context, chunk, args, progress)
     finally:
@@ -493,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([o.report for o in outcomes if o.report is not None], indent=2, allow_nan=False))
     else:
-        print_summary(outcomes, context)
+        print_summary(outcomes, context, why)
     first_failure = next((o.error for o in outcomes if o.error is not None), None)
     return 0 if first_failure is None else first_failure.exit_code
 

@@ -310,11 +310,9 @@ def _build(
     *,
     progress: Progress,
     max_batch: int | None,
-    verify: Callable[[Bundle], dict[str, Any]] | None,
+    verify: Callable[[Bundle], dict[str, Any]],
 ) -> Manifest:
     from olvf.runtime.runners.tensorrt import same_machine
-
-    verify = verify or verify_engines
 
     manifest = bundle.manifest
     wanted = [r for r in ROLES if manifest.has(r)]

@@ -48,8 +48,11 @@ def ort_gpu_missing() -> str | None:
 def auto_candidates(
     manifest: Manifest, precision: str | None, *, device: int | str | None = None, threads: int | None = None
 ) -> list[Candidate]:
-    """What ``auto`` tries, best first; ``device`` may pin a GPU index, or ``"cpu"``."""
-    if not (device is None or isinstance(device, int) or device in ("cpu", *GPU_DEVICES)):
+    """What ``auto`` tries, best first; ``device`` may pin a GPU index, or ``"cpu"``.
+
+    (A provider name, ``"cuda"`` or ``"tensorrt"``, is not auto: ``olvf.load`` hands it to ONNX Runtime.)
+    """
+    if not (device is None or isinstance(device, int) or device == "cpu"):
         raise BackendError(f"device {device!r} unknown; use cpu, cuda, tensorrt or a GPU index (0, 1, ...)")
     cpu_only = device == "cpu"
     gpu = device if isinstance(device, int) else 0

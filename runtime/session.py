@@ -20,6 +20,7 @@ from olvf.runtime.manifest import GraphSpec, Manifest
 from olvf.runtime.preprocess import Preprocessor
 from olvf.runtime.radiograph import RadiographInfo, read_radiograph
 from olvf.runtime.runners import Runner, runner_class
+from olvf.runtime.selection import GPU_DEVICES, auto_candidates, gpu_precision
 
 Target = None | int | str | Sequence[int | str] | np.ndarray
 
@@ -342,9 +343,10 @@ def load(
     onnxruntime; ``device=`` GPU index for tensorrt; ``checkpoints=`` for torch).
     """
     bundle = open_bundle(bundle_dir, verify=verify)
+    if backend == "auto" and options.get("device") in GPU_DEVICES:
+        backend = "onnxruntime"  # naming an ONNX Runtime provider is choosing ONNX Runtime
     if backend != "auto":
         return open_runtime(bundle, backend, precision=precision, **options)
-    from olvf.runtime.selection import auto_candidates
 
     passed_over: list[tuple[str, str]] = []
     candidates = auto_candidates(bundle.manifest, precision, **options)
@@ -366,8 +368,6 @@ def load(
 
 def open_runtime(bundle: Bundle, backend: str, *, precision: str | None = None, **options: Any) -> Runtime:
     """Start ``backend`` on an opened bundle's ensemble and detector."""
-    from olvf.runtime.selection import GPU_DEVICES, gpu_precision
-
     manifest = bundle.manifest
     if backend == "onnxruntime" and options.get("device") in GPU_DEVICES:
         precision = gpu_precision(manifest, precision)

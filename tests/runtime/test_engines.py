@@ -413,7 +413,9 @@ def test_two_starts_at_once_build_once(cascade_bundle: Path, tmp_path: Path, mon
 
         here = device_facts()
         plan = engines.build_plan(here.tensorrt_version)
-        engines._build(tensorrt, open_bundle(bundle), here, plan, progress=print, max_batch=None, verify=None)
+        engines._build(
+            tensorrt, open_bundle(bundle), here, plan, progress=print, max_batch=None, verify=engines.verify_engines
+        )
     finally:
         os.close(held)
     second.join(timeout=120)
