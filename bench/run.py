@@ -22,6 +22,7 @@ from olvf.bench import machine
 from olvf.bench.flops import graph_flops
 from olvf.bench.variants import STAGES, Variant, naive_variant, olvf_variant, torch_batched_variant
 from olvf.runtime.bundle import open_bundle
+from olvf.runtime.pipeline import ImageInput
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def cold_start(bundle: Path, study: Path) -> dict[str, Any]:
         "import json, re, sys, time\n"
         "start = time.perf_counter()\n"
         "import olvf\n"
-        f"rt = olvf.load({str(bundle)!r})\n"
+        f"rt = olvf.load({str(bundle)!r}, backend='onnxruntime')\n"
         f"rt.infer({str(study)!r})\n"
         "first = (time.perf_counter() - start) * 1e3\n"
         "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
@@ -94,13 +95,15 @@ def throughput(bundle: Path, study: Path, out: Path, count: int) -> dict[str, An
     finally:
         variant.close()
 
-    from olvf.runtime.cli import Job, Loaded, make_context, write_study
+    from olvf.runtime.pipeline import StudyPipeline
     from olvf.runtime.radiograph import read_radiograph
-    from olvf.runtime.report import RegionGeometry
-    from olvf.runtime.session import StudyResult
+    from olvf.runtime.results import StudyResult
+    from olvf.runtime.writers.report import report_context
+    from olvf.runtime.writers.study_folder import write_study
 
-    rt = olvf.load(bundle)
-    context = make_context(rt, bundle, RegionGeometry())
+    rt = olvf.load(bundle, backend="onnxruntime")
+    pipeline = StudyPipeline(rt)
+    context = report_context(rt, str(bundle))
     read_q: Queue[Any] = Queue(maxsize=2)
     write_q: Queue[Any] = Queue(maxsize=2)
 
@@ -111,10 +114,8 @@ def throughput(bundle: Path, study: Path, out: Path, count: int) -> dict[str, An
 
     def writer() -> None:
         while (item := write_q.get()) is not None:
-            i, radiograph, analysis = item
-            loaded = Loaded(Job(i, study, study.stem), radiograph, 0.0)
-            result = StudyResult(radiograph.info, analysis.detections, analysis.classification)
-            write_study(loaded, result, context, rt, out / f"ovl-{i}", force=True, shared=(None, 0.0, 1))
+            i, result = item
+            write_study(result, context, out / f"ovl-{i}", force=True)
 
     start = time.perf_counter()
     threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
@@ -122,8 +123,9 @@ def throughput(bundle: Path, study: Path, out: Path, count: int) -> dict[str, An
         thread.start()
     while (item := read_q.get()) is not None:
         i, radiograph = item
-        (analysis,) = rt.analyse([radiograph.pixels * np.float32(255.0)])
-        write_q.put((i, radiograph, analysis))
+        (result,) = pipeline.run_batch([ImageInput(str(study), radiograph.pixels, radiograph.info)])
+        assert isinstance(result, StudyResult)
+        write_q.put((i, result))
     write_q.put(None)
     for thread in threads:
         thread.join()
@@ -134,7 +136,7 @@ def throughput(bundle: Path, study: Path, out: Path, count: int) -> dict[str, An
 
 def batch_latency(bundle: Path, sizes: tuple[int, ...], runs: int) -> dict[str, float]:
     """The fused ensemble alone (ONNX Runtime CPU FP32) against the number of crops per call."""
-    with olvf.load(bundle) as rt:
+    with olvf.load(bundle, backend="onnxruntime") as rt:
         assert rt.preprocess is not None
         result = {}
         for size in sizes:
@@ -228,7 +230,7 @@ def _run(
             results[name] = measure(variant, study, work / "out", runs, plan.warmup if name != "naive" else 1)
         finally:
             variant.close()
-    with olvf.load(bundle) as rt:
+    with olvf.load(bundle, backend="onnxruntime") as rt:
         crops = len(rt.infer(study).detections)
     operations = study_operations(bundle, crops)
     floor_ms = operations["study_gflop"] / ceiling["ort_fp32_gemm_gflops"] * 1e3

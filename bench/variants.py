@@ -26,12 +26,14 @@ import numpy as np
 
 import olvf
 from olvf.runtime.bundle import open_bundle
-from olvf.runtime.cli import Job, Loaded, make_context, write_study
 from olvf.runtime.detection import Detections, letterbox, postprocess
 from olvf.runtime.gradcam import fuse_maps
-from olvf.runtime.radiograph import read_radiograph
-from olvf.runtime.report import RegionGeometry
-from olvf.runtime.session import Classification, Runtime, StudyResult
+from olvf.runtime.pipeline import StudyPipeline
+from olvf.runtime.radiograph import Radiograph, read_radiograph
+from olvf.runtime.results import Classification, StageTimes, StudyResult
+from olvf.runtime.session import Runtime
+from olvf.runtime.writers.report import ReportContext, report_context
+from olvf.runtime.writers.study_folder import write_study
 
 STAGES = ("read", "detect", "crops", "ensemble", "gradcam", "write")
 
@@ -46,27 +48,46 @@ class Variant:
     notes: str = ""
 
 
-def _write(
-    rt: Runtime, context: Any, path: Path, radiograph: Any, dets: Detections, cls: Classification, out: Path
-) -> float:
+def _write(study: StudyResult, context: ReportContext, out: Path) -> float:
     start = time.perf_counter()
-    loaded = Loaded(Job(0, path, path.stem), radiograph, 0.0)
-    write_study(loaded, StudyResult(radiograph.info, dets, cls), context, rt, out, force=True, shared=(None, 0.0, 1))
+    write_study(study, context, out, force=True)
     return (time.perf_counter() - start) * 1e3
+
+
+def _stages(study: StudyResult, context: ReportContext, out: Path) -> dict[str, float]:
+    stages = {k: v or 0.0 for k, v in study.timings.to_dict().items()}
+    stages["write"] = _write(study, context, out)
+    return stages
+
+
+def _made_elsewhere(
+    pipeline: StudyPipeline,
+    path: Path,
+    radiograph: Radiograph,
+    detections: Detections,
+    classification: Classification,
+    ms: list[float],
+) -> StudyResult:
+    """A study whose detections and classification a PyTorch variant made itself, with its stage times."""
+    read, detect, crops, ensemble, gradcam = ms
+    timings = StageTimes(read=read, detect=detect, crops=crops, ensemble=ensemble, gradcam=gradcam)
+    return pipeline.finish(str(path), radiograph, detections, classification, timings)
+
+
+def _only(pipeline: StudyPipeline, path: Path) -> StudyResult:
+    (outcome,) = pipeline.run_batch([path])
+    if not isinstance(outcome, StudyResult):
+        raise outcome.error
+    return outcome
 
 
 def olvf_variant(bundle: Path, backend: str, precision: str | None, **options: Any) -> Variant:
     rt = olvf.load(bundle, backend=backend, precision=precision, **options)
-    context = make_context(rt, bundle, RegionGeometry())
+    pipeline = StudyPipeline(rt)
+    context = report_context(rt, str(bundle))
 
     def study(path: Path, out: Path) -> dict[str, float]:
-        start = time.perf_counter()
-        radiograph = read_radiograph(path, rt.manifest.display)
-        read = (time.perf_counter() - start) * 1e3
-        (analysis,) = rt.analyse([radiograph.pixels * np.float32(255.0)])
-        stages = {"read": read, **{k: rt.stage_ms[k] for k in ("detect", "crops", "ensemble", "gradcam")}}
-        stages["write"] = _write(rt, context, path, radiograph, analysis.detections, analysis.classification, out)
-        return stages
+        return _stages(_only(pipeline, path), context, out)
 
     name = f"olvf-{backend}-{rt.precision}" + (f"-{options['device']}" if options.get("device") else "")
     return Variant(name, study, rt.close)
@@ -90,7 +111,7 @@ def torch_detector(bundle: Path) -> Callable[[np.ndarray, Runtime], Detections] 
         with torch.no_grad():
             raw = network(torch.from_numpy(tensor[None]))
         raw = raw[0] if isinstance(raw, (tuple, list)) else raw
-        return postprocess(raw[0].numpy(), info, spec.settings)
+        return postprocess(raw[0].numpy(), info, spec)
 
     return detect
 
@@ -146,19 +167,23 @@ def naive_variant(bundle: Path) -> Variant:
 
     from olvf.runtime.crops import extract_crops
 
-    rt = olvf.load(bundle)  # the reader, crop rule, preprocessing and writer are shared; its runners are not used
-    context = make_context(rt, bundle, RegionGeometry())
+    # The reader, crop rule, preprocessing and writer are shared; this runtime's runners are not used.
+    rt = olvf.load(bundle, backend="onnxruntime")
+    pipeline = StudyPipeline(rt)
+    context = report_context(rt, str(bundle))
     members = _members(rt)
     detect_torch = torch_detector(bundle)
+    preprocess = rt.preprocess
+    assert preprocess is not None
 
     def study(path: Path, out: Path) -> dict[str, float]:
         t = [time.perf_counter()]
         radiograph = read_radiograph(path, rt.manifest.display)
-        image = radiograph.pixels * np.float32(255.0)
+        image = radiograph.pixels
         t.append(time.perf_counter())
         dets = detect_torch(image, rt) if detect_torch else rt.detect(image)
         t.append(time.perf_counter())
-        crops = [rt.preprocess([c])[0] for c in extract_crops(image, dets.boxes, rt.manifest.crops)]
+        crops = [preprocess([c])[0] for c in extract_crops(image, dets.boxes, rt.manifest.crops)]
         t.append(time.perf_counter())
         per_model: dict[str, list[np.ndarray]] = {arch.name: [] for arch, _ in members}
         cams: dict[str, list[np.ndarray]] = {arch.name: [] for arch, _ in members}
@@ -176,7 +201,7 @@ def naive_variant(bundle: Path) -> Variant:
                 cams[arch.name].append(pytorch_grad_cam(model, _cam_layer(model), x, target))
         t.append(time.perf_counter())
         model_probs = {k: np.array(v, np.float32).reshape(-1, 3) for k, v in per_model.items()}
-        size = rt.preprocess.spec.input_size if rt.preprocess else (224, 224)
+        size = preprocess.spec.input_size
         model_cams = {k: np.array(v, np.float32).reshape(-1, *size) for k, v in cams.items()}
         probabilities = np.mean(list(model_probs.values()), axis=0).astype(np.float32)
         cls = Classification(
@@ -187,42 +212,40 @@ def naive_variant(bundle: Path) -> Variant:
             cam=fuse_maps(list(model_cams.values())),
             target=probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, np.int64),
         )
-        write = _write(rt, context, path, radiograph, dets, cls, out)
         ms = [(b - a) * 1e3 for a, b in zip(t, t[1:])]
-        return {"read": ms[0], "detect": ms[1], "crops": ms[2], "ensemble": ms[3], "gradcam": ms[4], "write": write}
+        return _stages(_made_elsewhere(pipeline, path, radiograph, dets, cls, ms), context, out)
 
     note = "detector in PyTorch eager" if detect_torch else "detector on ONNX Runtime (no PyTorch source)"
     return Variant("naive", study, rt.close, notes=note)
 
 
 def torch_batched_variant(bundle: Path) -> Variant:
+    """olvf's way (all crops in one batch, CAM from the exposed features) with PyTorch eager as the backend."""
+    from olvf.runtime.crops import extract_crops
+
     rt = olvf.load(bundle, backend="torch")
-    context = make_context(rt, bundle, RegionGeometry())
+    pipeline = StudyPipeline(rt)
+    context = report_context(rt, str(bundle))
     detect_torch = torch_detector(bundle)
+    preprocess = rt.preprocess
+    assert preprocess is not None
 
     def study(path: Path, out: Path) -> dict[str, float]:
-        start = time.perf_counter()
+        if detect_torch is None:
+            return _stages(_only(pipeline, path), context, out)
+        t = [time.perf_counter()]
         radiograph = read_radiograph(path, rt.manifest.display)
-        image = radiograph.pixels * np.float32(255.0)
-        read = (time.perf_counter() - start) * 1e3
-        if detect_torch is not None:
-            t0 = time.perf_counter()
-            dets = detect_torch(image, rt)
-            detect = (time.perf_counter() - t0) * 1e3
-            from olvf.runtime.crops import extract_crops
-
-            t0 = time.perf_counter()
-            batch = rt.preprocess(extract_crops(image, dets.boxes, rt.manifest.crops))
-            crops = (time.perf_counter() - t0) * 1e3
-            cls = rt.classify(batch)
-        else:
-            (analysis,) = rt.analyse([image])
-            dets, cls = analysis.detections, analysis.classification
-            detect, crops = rt.stage_ms["detect"], rt.stage_ms["crops"]
-        stages = {"read": read, "detect": detect, "crops": crops}
-        stages.update(ensemble=rt.stage_ms["ensemble"], gradcam=rt.stage_ms["gradcam"])
-        stages["write"] = _write(rt, context, path, radiograph, dets, cls, out)
-        return stages
+        t.append(time.perf_counter())
+        dets = detect_torch(radiograph.pixels, rt)
+        t.append(time.perf_counter())
+        batch = preprocess(extract_crops(radiograph.pixels, dets.boxes, rt.manifest.crops))
+        t.append(time.perf_counter())
+        outputs = rt.run_ensemble(batch)
+        t.append(time.perf_counter())
+        cls = rt.explain(outputs)
+        t.append(time.perf_counter())
+        ms = [(b - a) * 1e3 for a, b in zip(t, t[1:])]
+        return _stages(_made_elsewhere(pipeline, path, radiograph, dets, cls, ms), context, out)
 
     note = "detector in PyTorch eager" if detect_torch else "detector on ONNX Runtime (no PyTorch source)"
     return Variant("torch-batched", study, rt.close, notes=note)

@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from olvf.cli_main import run_main
-from olvf.errors import BackendError, OlvfError, ParityError
+from olvf.errors import BackendError, OlvfError, ParityError, UsageError
 from olvf.runtime.atomic import check_replaceable
-from olvf.runtime.manifest import INTERPOLATIONS, Preprocessing
+from olvf.runtime.config import (
+    DEFAULT_CONF,
+    DEFAULT_CROP_MARGIN,
+    DEFAULT_IOU,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATIONS,
+    Preprocessing,
+)
 
 DEFAULT_OUT = Path("engines")
 
@@ -62,10 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B,...",
         help="class names in index order, when the file does not record them",
     )
-    detector.add_argument("--conf", type=float, default=0.25, help="detection confidence threshold (default 0.25)")
-    detector.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     detector.add_argument(
-        "--crop-margin", type=float, default=0.1, help="crop margin around each box, as a fraction (default 0.1)"
+        "--conf", type=float, default=DEFAULT_CONF, help=f"detection confidence threshold (default {DEFAULT_CONF})"
+    )
+    detector.add_argument("--iou", type=float, default=DEFAULT_IOU, help=f"NMS IoU threshold (default {DEFAULT_IOU})")
+    detector.add_argument(
+        "--crop-margin",
+        type=float,
+        default=DEFAULT_CROP_MARGIN,
+        help=f"crop margin around each box, as a fraction (default {DEFAULT_CROP_MARGIN})",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT}/)")
     target = parser.add_argument_group("TensorRT (on the machine that will run the bundle)")
@@ -96,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     preprocessing = parser.add_argument_group("preprocessing the checkpoints were trained with")
     preprocessing.add_argument("--input-size", type=int, default=224, help="square crop size (default 224)")
-    preprocessing.add_argument("--mean", type=_floats3, default=(0.485, 0.456, 0.406), metavar="R,G,B")
-    preprocessing.add_argument("--std", type=_floats3, default=(0.229, 0.224, 0.225), metavar="R,G,B")
+    preprocessing.add_argument("--mean", type=_floats3, default=IMAGENET_MEAN, metavar="R,G,B")
+    preprocessing.add_argument("--std", type=_floats3, default=IMAGENET_STD, metavar="R,G,B")
     preprocessing.add_argument("--interpolation", choices=INTERPOLATIONS, default="bilinear")
     parser.add_argument(
         "--fresh-threshold",
@@ -114,6 +127,7 @@ def verify(bundle_dir: Path) -> int:
     from olvf.runtime.verify import verify_bundle
 
     bundle = open_bundle(bundle_dir)
+    bundle.verify_all()
     print(f"bundle {bundle_dir}: sha256 of {len(bundle.manifest.files)} files verified")
     print("reference: ONNX Runtime on CPU with the FP32 graphs (phantom crops, noise crops, detector boxes)")
     checks = verify_bundle(bundle, progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -153,12 +167,17 @@ def run(args: argparse.Namespace) -> int:
 
     given = {arch: getattr(args, arch.flag) for arch in architectures.STUDY_ENSEMBLE}
     if args.max_batch < 1:
-        raise OlvfError("--max-batch must be at least 1")
+        raise UsageError("--max-batch must be at least 1")
     for flag, value in (("--fresh-threshold", args.fresh_threshold), ("--conf", args.conf), ("--iou", args.iou)):
         if not 0.0 < value < 1.0:
-            raise OlvfError(f"{flag} must lie between 0 and 1")
+            raise UsageError(f"{flag} must lie between 0 and 1")
     if not 0.0 <= args.crop_margin <= 1.0:
-        raise OlvfError("--crop-margin must lie between 0 and 1")
+        raise UsageError("--crop-margin must lie between 0 and 1")
+    size = (args.input_size, args.input_size)
+    try:
+        preprocessing = Preprocessing(input_size=size, mean=args.mean, std=args.std, interpolation=args.interpolation)
+    except ValueError as exc:
+        raise UsageError(f"--input-size/--mean/--std: {exc}") from None
     check_replaceable(args.out, force=args.force)
     # Unasked, engines follow the hardware, but never against an explicit --precision fp32.
     engines = engine_wanted(args.engine if args.engine is not None or args.precision != "fp32" else False)
@@ -167,12 +186,11 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or ("fp16" if engines else "fp32")
     if engines and precision == "fp32":
         raise OlvfError("--engine builds FP16 engines, which need the FP16 graphs: drop --precision fp32")
-    size = (args.input_size, args.input_size)
     options = ExportOptions(
         precision=precision,
         max_batch=args.max_batch,
         opset=args.opset,
-        preprocessing=Preprocessing(input_size=size, mean=args.mean, std=args.std, interpolation=args.interpolation),
+        preprocessing=preprocessing,
         fresh_threshold=args.fresh_threshold,
         crop_margin=args.crop_margin,
     )
@@ -220,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
             detector = demo_detector_source(scratch, conf=args.conf, iou=args.iou)
         finish = None
         if engines:
-            from olvf.runtime.engines import build_bundle_engines
+            from olvf.runtime.bundle_engines import build_bundle_engines
 
             def finish(staging: Path) -> Any:
                 return build_bundle_engines(staging, progress=progress, max_batch=args.max_batch)

@@ -17,7 +17,7 @@ same FP16 parity gate.
 
 The demo *detector*, by contrast, is trained and does find the phantoms'
 vertebrae and name their levels: a YOLOv5u-nano made from phantoms by
-``olvf.export.train_demo_detector``, committed as ``demo_detector.pt`` (a
+``export/dev/train_demo_detector.py`` (in the repository, not installed), committed as ``demo_detector.pt`` (a
 plain FP16 ``state_dict``, no pickled code) with ``demo_detector.md``
 recording how. It goes through the same ultralytics export and parity gate
 as a user's checkpoint.
@@ -39,24 +39,14 @@ from torch import nn
 
 from olvf.errors import BackendError, CheckpointError
 from olvf.export.architectures import STUDY_ENSEMBLE, Architecture
+from olvf.export.synthetic import synthetic_crops
 from olvf.runtime.bundle import sha256_file
+from olvf.runtime.config import DEFAULT_CONF, DEFAULT_IOU
 
 if TYPE_CHECKING:
     from olvf.export.pipeline import DetectorSource  # pipeline imports this module (through parity)
 
 RESIDUAL_GAIN = 0.2
-
-
-def synthetic_crops(count: int, size: tuple[int, int], seed: int) -> torch.Tensor:
-    """Seeded smooth random images, normalised like ImageNet inputs: (count, 3, H, W)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(count, 1, max(2, size[0] // 16), max(2, size[1] // 16), generator=generator)
-    smooth = nn.functional.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
-    fine = 0.1 * torch.randn(count, 1, *size, generator=generator)
-    gray = (smooth + fine).clamp(0, 1)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (gray.expand(-1, 3, -1, -1) - mean) / std
 
 
 def calibrate_batchnorm(model: nn.Module, crops: torch.Tensor) -> nn.Module:
@@ -127,7 +117,7 @@ def load_demo_detector(path: Path = DEMO_DETECTOR) -> DemoDetector:
     if not path.is_file():
         raise CheckpointError(
             f"the demo detector weights {path} are missing from this installation; reinstall olvf, or remake "
-            "them with: python -m olvf.export.train_demo_detector --out export/demo_detector.pt"
+            "them with: python export/dev/train_demo_detector.py --out export/demo_detector.pt"
         )
     require_ultralytics()
     saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -143,7 +133,7 @@ def load_demo_detector(path: Path = DEMO_DETECTOR) -> DemoDetector:
 
 
 def demo_detector_source(
-    folder: Path, *, conf: float = 0.25, iou: float = 0.45, weights: Path = DEMO_DETECTOR
+    folder: Path, *, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU, weights: Path = DEMO_DETECTOR
 ) -> DetectorSource:
     """The demo detector as an export source: an ultralytics checkpoint written into ``folder``.
 
@@ -153,8 +143,7 @@ def demo_detector_source(
     radiograph, converted as the runtime converts the DICOM.
     """
     from olvf.export.pipeline import DetectorSource
-    from olvf.export.train_demo_detector import phantom_display
-    from olvf.phantom import make_phantom
+    from olvf.phantom import make_phantom, phantom_display
 
     detector = load_demo_detector(weights)
     checkpoint = folder / "demo_detector_ultralytics.pt"

@@ -31,10 +31,12 @@ import numpy as np
 import onnx
 
 from olvf.errors import CheckpointError, ParityError
+from olvf.runtime import tolerances
 from olvf.runtime.bundle import sha256_file
+from olvf.runtime.config import DEFAULT_CONF
 from olvf.runtime.detection import Letterbox, letterbox
 from olvf.runtime.runners.onnxruntime import OnnxRuntimeRunner
-from olvf.runtime.verify import compare_detections
+from olvf.runtime.verify import compare_detections, detector_problems
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def export_ultralytics(
     conf: float,
     iou: float,
     fp16_out: Path | None = None,
-    fp16_conf: float = 0.25,
+    fp16_conf: float = DEFAULT_CONF,
     max_batch: int = 32,
 ) -> UltralyticsExport:
     """Export ``pt_path`` to ``out`` (ONNX, dynamic batch) and compare it with the PyTorch model.
@@ -259,7 +261,7 @@ def export_ultralytics(
 def sample_inputs(imgsz: int, radiograph: np.ndarray | None, seed: int = 0) -> tuple[np.ndarray, list[Letterbox]]:
     """Detector parity inputs: the radiograph given (a phantom) and random noise, letterboxed."""
     rng = np.random.default_rng(seed)
-    images = [rng.integers(0, 256, (imgsz * 3 // 4, imgsz), dtype=np.uint8).astype(np.float32)]
+    images = [rng.integers(0, 256, (imgsz * 3 // 4, imgsz), dtype=np.uint8).astype(np.float32) / 255]
     if radiograph is not None:
         images.insert(0, radiograph.astype(np.float32))
     boxed = [letterbox(image, (imgsz, imgsz)) for image in images]
@@ -268,17 +270,7 @@ def sample_inputs(imgsz: int, radiograph: np.ndarray | None, seed: int = 0) -> t
 
 def check_detector_parity(figures: dict[str, Any], precision: str, graph: str) -> None:
     """Refuse a detector graph whose boxes differ from its source."""
-    min_iou, max_score = (0.99, 1e-3) if precision == "fp32" else (0.9, 2e-2)
-    problems = []
-    # One box more or fewer can happen at the confidence threshold in FP16; more is a real difference.
-    slack = 0 if precision == "fp32" else 1
-    for i, (e, g) in enumerate(figures["boxes_per_image"]):
-        if abs(e - g) > slack:
-            problems.append(f"image {i}: {g} boxes instead of {e}")
-    if figures["min_matched_iou"] < min_iou:
-        problems.append(f"a box moved (IoU {figures['min_matched_iou']:.3f} < {min_iou})")
-    if figures["max_score_diff"] > max_score:
-        problems.append(f"scores differ by {figures['max_score_diff']:.1e} (> {max_score:.0e})")
+    problems = detector_problems(figures, tolerances.detector(precision))
     if problems:
         raise ParityError(f"{graph} does not match its source: {'; '.join(problems)}; no bundle was written")
 

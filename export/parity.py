@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from olvf.errors import ParityError
-from olvf.export.demo import synthetic_crops
 from olvf.export.fused import ENSEMBLE_OUTPUT, FusedEnsemble, class_maps_output, probabilities_output
 from olvf.export.gradcam_reference import autograd_grad_cam
+from olvf.export.synthetic import synthetic_crops
 from olvf.runtime.gradcam import grad_cam
 from olvf.runtime.runners.onnxruntime import OnnxRuntimeRunner
-from olvf.runtime.verify import Tolerances
+from olvf.runtime.tolerances import TOP1_TIE_FACTOR, Tolerances
 
 
 def parity_crops(input_size: tuple[int, int], count: int = 6, seed: int = 1234) -> np.ndarray:
@@ -72,7 +72,7 @@ def check_parity(figures: dict[str, Any], tolerances: Tolerances, graph: str) ->
         if not diff <= tolerances.probabilities:
             problems.append(f"{name} probabilities differ by {diff:.2e} (> {tolerances.probabilities:.0e})")
     for margin in figures["top1_margins_of_disagreements"]:
-        if margin > 2 * tolerances.probabilities:
+        if margin > TOP1_TIE_FACTOR * tolerances.probabilities:
             problems.append(f"top-1 class changed on a crop with a {margin:.3f} probability margin")
     for name, diff in figures["gradcam_max_abs_diff"].items():
         if not diff <= tolerances.cam:

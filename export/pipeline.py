@@ -28,24 +28,31 @@ from olvf.export.fused import (
 )
 from olvf.export.onnx_graph import export_onnx
 from olvf.export.parity import check_parity, measure_parity, parity_crops
+from olvf.runtime import tolerances as limits
 from olvf.runtime.atomic import staged_directory
 from olvf.runtime.bundle import sha256_file
-from olvf.runtime.crops import CropSettings
+from olvf.runtime.config import (
+    DEFAULT_CONF,
+    DEFAULT_CROP_MARGIN,
+    DEFAULT_IOU,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CropSettings,
+    DetectorSpec,
+    Preprocessing,
+)
 from olvf.runtime.manifest import (
     CLASS_NAMES,
     MANIFEST_NAME,
-    DetectorSpec,
     EnsembleSpec,
     GradCamSpec,
     GraphSpec,
     Manifest,
     ModelSpec,
-    Preprocessing,
 )
-from olvf.runtime.verify import TOLERANCES, Tolerances
+from olvf.runtime.tolerances import Tolerances
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DetectorSource", "ExportOptions", "Member", "export_bundle"]
 
 Progress = Callable[[str], None]
 
@@ -64,10 +71,10 @@ class ExportOptions:
     precision: str = "fp32"
     max_batch: int = 32
     opset: int = 18
-    preprocessing: Preprocessing = Preprocessing(input_size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    preprocessing: Preprocessing = Preprocessing()
     fresh_threshold: float = 0.5
     parity_crops: int = 6
-    crop_margin: float = 0.1
+    crop_margin: float = DEFAULT_CROP_MARGIN
     tolerances: dict[str, Tolerances] | None = None
 
     @property
@@ -100,10 +107,10 @@ class DetectorSource:
     imgsz: int | None = None
     stride: int | None = None
     names: tuple[str, ...] | None = None
-    conf: float = 0.25
-    iou: float = 0.45
+    conf: float = DEFAULT_CONF
+    iou: float = DEFAULT_IOU
     trust_pickle: bool = False
-    radiograph: Any = None  # a gray image for the parity check, values 0..255
+    radiograph: Any = None  # a gray image for the parity check, on the display scale [0, 1]
     origin: dict[str, Any] | None = None  # the manifest's record of the source; default: the file's name and hash
 
 
@@ -172,7 +179,7 @@ def export_bundle(
 def _export_bundle(
     staging: Path, members: Sequence[Member], options: ExportOptions, staged: _Staged, progress: Progress
 ) -> tuple[ModelSpec, ...]:
-    tolerances = options.tolerances or TOLERANCES
+    tolerances = options.tolerances or limits.CLASSIFIERS
     size = options.preprocessing.input_size
     crops = parity_crops(size, options.parity_crops)
     reference = FusedEnsemble([(m.architecture, m.module) for m in members], "fp32")

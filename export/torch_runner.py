@@ -43,6 +43,11 @@ class TorchRunner(Runner):
         trust_pickle: bool = False,
         threads: int | None = None,
     ) -> TorchRunner:
+        if role != "ensemble":
+            raise BackendError(
+                f"backend 'torch' runs the classifier ensemble only, not the {role}; "
+                "olvf.load runs the detector on ONNX Runtime beside it"
+            )
         manifest = bundle.manifest
         members = []
         for spec in manifest.models:

@@ -1,13 +1,21 @@
-"""Open a model bundle and prove its files are the ones that were exported."""
+"""Open a model bundle and prove that each file it uses is the one that was exported.
+
+The manifest is read once; its own hash identifies the bundle in reports.
+A listed file is checked against its sha256 when the runtime first uses it
+(:meth:`Bundle.file`), not at every start for every file: a bundle carries
+engines of other machines and FP16 graphs a CPU never loads, and hashing
+hundreds of megabytes nobody reads slows every start. ``verify_all`` checks
+everything, for ``olvf-export --verify`` and for copies of a bundle.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from olvf.errors import BundleError
-from olvf.runtime.manifest import MANIFEST_NAME, Manifest, read_manifest
+from olvf.runtime.manifest import MANIFEST_NAME, Manifest, parse_manifest, read_manifest_bytes
 
 _CHUNK = 1 << 22
 
@@ -22,18 +30,47 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle: its folder, its manifest and the manifest's own hash."""
+    """An opened bundle: its folder, its manifest and the manifest's own hash.
+
+    ``verify``: check each listed file's sha256 before its first use.
+    """
 
     path: Path
     manifest: Manifest
     manifest_sha256: str
+    verify: bool = True
+    _checked: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def file(self, name: str) -> Path:
-        return self.path / name
+        """The path of a listed file, checked against the manifest's sha256 on first use."""
+        member = self.path / name
+        if not self.verify or name in self._checked:
+            return member
+        expected = self.manifest.files.get(name)
+        if expected is None:
+            raise BundleError(f"bundle {self.path}: {name} is not listed in {MANIFEST_NAME}; re-export the bundle")
+        if not member.is_file():
+            raise BundleError(f"bundle {self.path}: {name} is missing; copy the whole bundle folder or re-export it")
+        try:
+            actual = sha256_file(member)
+        except OSError as exc:
+            raise BundleError(f"bundle {self.path}: cannot read {name} ({exc.strerror or exc})") from None
+        if actual != expected:
+            raise BundleError(
+                f"bundle {self.path}: {name} does not match the sha256 in {MANIFEST_NAME} "
+                "(changed or corrupted since export); copy it again or re-export the bundle"
+            )
+        self._checked.add(name)
+        return member
+
+    def verify_all(self) -> None:
+        """Check every listed file now."""
+        for name in self.manifest.files:
+            self.file(name)
 
 
 def open_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
-    """Read ``manifest.json`` and check every listed file against its sha256."""
+    """Read ``manifest.json`` once; listed files are checked when used (see :class:`Bundle`)."""
     path = Path(bundle_dir)
     if not path.exists():
         raise BundleError(
@@ -42,15 +79,6 @@ def open_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
         )
     if not path.is_dir():
         raise BundleError(f"{path} is a file, not a bundle folder; pass the folder that holds {MANIFEST_NAME}")
-    manifest = read_manifest(path)
-    if verify:
-        for name, expected in manifest.files.items():
-            member = path / name
-            if not member.is_file():
-                raise BundleError(f"bundle {path}: {name} is missing; copy the whole bundle folder or re-export it")
-            if sha256_file(member) != expected:
-                raise BundleError(
-                    f"bundle {path}: {name} does not match the sha256 in {MANIFEST_NAME} "
-                    "(changed or corrupted since export); copy it again or re-export the bundle"
-                )
-    return Bundle(path=path, manifest=manifest, manifest_sha256=sha256_file(path / MANIFEST_NAME))
+    data = read_manifest_bytes(path)
+    manifest = parse_manifest(data, str(path / MANIFEST_NAME))
+    return Bundle(path=path, manifest=manifest, manifest_sha256=hashlib.sha256(data).hexdigest(), verify=verify)

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class CropSettings:
-    """How a box becomes a classifier crop; written to the manifest.
-
-    The box grows by ``margin`` of its size on every side, then its shorter
-    side grows to the longer one around the same centre, so the crop is square
-    and the vertebra is not distorted. Parts outside the image repeat its edge.
-    """
-
-    margin: float = 0.1
-    square: bool = True
+from olvf.runtime.config import CropSettings
 
 
 def crop_regions(boxes: np.ndarray, settings: CropSettings) -> np.ndarray:

@@ -20,9 +20,7 @@ import cv2
 import numpy as np
 
 from olvf.errors import BundleError
-
-LAYOUTS = ("yolov5", "yolov8")
-PAD_VALUE = 114  # ultralytics' letterbox gray, on the 0..255 scale
+from olvf.runtime.config import LAYOUTS, LETTERBOX_GRAY, DetectorSpec
 
 
 @dataclass(frozen=True)
@@ -51,10 +49,10 @@ class Letterbox:
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-    """Fit a gray image (H, W), values 0..255, into ``size`` (h, w) as ultralytics does.
+    """Fit a gray image (H, W) on the display scale [0, 1] into ``size`` (h, w) as ultralytics does.
 
-    The aspect ratio is kept, the image is centred and the border is gray 114;
-    the result is (3, h, w) float32 in [0, 1], the three channels identical.
+    The aspect ratio is kept, the image is centred and the border is gray
+    114/255; the result is (3, h, w) float32, the three channels identical.
     """
     height, width = image.shape[:2]
     gain = min(size[0] / height, size[1] / width)
@@ -67,9 +65,9 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Let
     )
     # The same rounding of the two halves of the padding as ultralytics' LetterBox.
     top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
-    canvas = np.full(size, PAD_VALUE, dtype=np.float32)
+    canvas = np.full(size, LETTERBOX_GRAY, dtype=np.float32)
     canvas[top : top + new_h, left : left + new_w] = resized
-    tensor = np.broadcast_to(canvas / 255.0, (3, *size)).astype(np.float32)
+    tensor = np.broadcast_to(canvas, (3, *size)).astype(np.float32)
     return tensor, Letterbox(gain=gain, pad_x=float(left), pad_y=float(top), shape=(height, width))
 
 
@@ -169,20 +167,7 @@ def per_level_names(names: tuple[str, ...]) -> bool:
     return bool(names) and all(name.upper() in LEVEL_NAMES for name in names)
 
 
-@dataclass(frozen=True)
-class DetectorSettings:
-    """What turns raw detector output into vertebrae; written to the manifest."""
-
-    names: tuple[str, ...]
-    layout: str
-    conf: float = 0.25
-    iou: float = 0.45
-    duplicate_iou: float = 0.6
-    max_det: int = 20
-    min_size: float = 4.0
-
-
-def postprocess(raw: np.ndarray, letterbox_info: Letterbox, settings: DetectorSettings) -> Detections:
+def postprocess(raw: np.ndarray, letterbox_info: Letterbox, settings: DetectorSpec) -> Detections:
     """One image's raw output -> vertebrae in original pixels, with levels, top to bottom."""
     boxes, scores, class_ids = candidates(raw, settings.layout, len(settings.names), settings.conf)
     keep = nms(boxes, scores, settings.iou, class_ids)

@@ -5,9 +5,16 @@ preprocessing, output names, class names, Grad-CAM definition and decision
 thresholds from it and from nothing else, so a bundle exported from other
 checkpoints (another input size, other normalisation) runs unchanged.
 
-It is plain JSON (``manifest.json``) read into frozen dataclasses; unknown
-schema versions and missing fields are refused with a message that says how
-to get a bundle this version understands.
+It is plain JSON (``manifest.json``) read into frozen dataclasses (the
+processing settings among them live in :mod:`olvf.runtime.config`); unknown
+schema versions and missing or malformed fields are refused with a message
+that says how to get a bundle this version understands. Schema 1 (olvf
+before the study pipeline) is still read: its crops' ``value_max`` 255 is
+the display scale of schema 2, and its detector gets the defaults it was
+decoded with. Manifests are always written in the current schema.
+
+Imports only the standard library and this package's configuration, so
+reading a manifest loads neither pydicom nor OpenCV.
 """
 
 from __future__ import annotations
@@ -15,49 +22,28 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from olvf.errors import BundleError
-from olvf.runtime.crops import CropSettings
-from olvf.runtime.detection import LAYOUTS, DetectorSettings
-from olvf.runtime.radiograph import DisplayConversion
+from olvf.runtime.config import CropSettings, DetectorSpec, DisplayConversion, Preprocessing
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 CLASS_NAMES: tuple[str, ...] = ("normal", "old", "fresh")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
 PRECISIONS = ("fp32", "fp16")
+CLASSIFIER_FLAGS = "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt"  # what adds classifiers to a bundle
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a grayscale crop becomes the network input.
-
-    A crop (any size, gray values already mapped to ``[0, value_max]``) is
-    resized to ``input_size`` with ``interpolation``, divided by
-    ``value_max``, replicated to three channels (``channels ==
-    "gray_to_rgb"``), then normalised per channel with ``mean`` and ``std``.
-    """
-
-    input_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-    channels: str = "gray_to_rgb"
-    value_max: float = 255.0
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise BundleError(
-                f"manifest: unknown interpolation {self.interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}"
-            )
-        if self.channels != "gray_to_rgb":
-            raise BundleError(f"manifest: unknown channel handling {self.channels!r}")
-        if len(self.input_size) != 2 or min(self.input_size) < 32:
-            raise BundleError(f"manifest: input_size {self.input_size} must be (H, W), each >= 32")
-        if any(s <= 0 for s in self.std):
-            raise BundleError("manifest: std values must be positive")
+def bundle_member(name: Any, what: str) -> str:
+    """A file name the manifest lists: a plain relative path that stays inside the bundle folder."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a file name, got {name!r}")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\\" in name or name.startswith("~"):
+        raise ValueError(f"{what} {name!r} points outside the bundle folder")
+    return name
 
 
 @dataclass(frozen=True)
@@ -106,46 +92,11 @@ class GraphSpec:
     max_batch: int
 
     def __post_init__(self) -> None:
+        bundle_member(self.file, "graph file")
         if self.precision not in PRECISIONS:
-            raise BundleError(f"manifest: graph {self.file}: unknown precision {self.precision!r}")
-        if self.max_batch < 1:
-            raise BundleError(f"manifest: graph {self.file}: max_batch must be >= 1")
-
-
-@dataclass(frozen=True)
-class DetectorSpec:
-    """The vertebra detector: its input, classes, output layout and decision thresholds."""
-
-    input_size: tuple[int, int]
-    stride: int
-    names: tuple[str, ...]
-    layout: str
-    conf: float = 0.25
-    iou: float = 0.45
-    duplicate_iou: float = 0.6
-    max_det: int = 20
-    source: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise BundleError(
-                f"manifest: unknown detector layout {self.layout!r}; expected one of {', '.join(LAYOUTS)}"
-            )
-        if not self.names:
-            raise BundleError("manifest: detector has no class names")
-        if any(s % self.stride for s in self.input_size):
-            raise BundleError(f"manifest: detector input {self.input_size} is not a multiple of stride {self.stride}")
-
-    @property
-    def settings(self) -> DetectorSettings:
-        return DetectorSettings(
-            names=self.names,
-            layout=self.layout,
-            conf=self.conf,
-            iou=self.iou,
-            duplicate_iou=self.duplicate_iou,
-            max_det=self.max_det,
-        )
+            raise ValueError(f"graph {self.file}: unknown precision {self.precision!r}")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"graph {self.file}: max_batch must be a whole number >= 1, got {self.max_batch!r}")
 
 
 @dataclass(frozen=True)
@@ -164,6 +115,10 @@ class EngineSpec:
     layers: int = 0
     half_layers: int = 0  # layers with an FP16 output, from the engine inspector
     built: str = ""  # UTC time of the build
+
+    def __post_init__(self) -> None:
+        bundle_member(self.file, "engine file")
+        bundle_member(self.source_graph, "engine source graph")
 
     @property
     def max_batch(self) -> int:
@@ -231,10 +186,15 @@ class Manifest:
         exact = [g for g in self.graphs if g.role == role and g.precision == precision]
         return exact[0] if exact else self.graph(role)
 
+    @property
+    def fresh_operating_point(self) -> float:
+        """The threshold on the ensemble's p(fresh) at or over which olvf recommends MRI."""
+        return self.operating_points["fresh"]
+
     def to_json(self) -> str:
         raw = dataclasses.asdict(self)
         raw["display"] = self.display.to_dict()
-        return json.dumps(raw, indent=2, sort_keys=False) + "\n"
+        return json.dumps(raw, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST_NAME) -> Manifest:
@@ -265,12 +225,26 @@ class Manifest:
                 )
         if self.models and set(self.ensemble.models) != set(self.model_names):
             raise BundleError("manifest: ensemble models do not match the listed models")
+        for name in self.files:
+            try:
+                bundle_member(name, "listed file")
+            except ValueError as exc:
+                raise BundleError(f"manifest: {exc}; the bundle is not trustworthy, re-export it") from None
         for graph in self.graphs:
             if graph.file not in self.files:
                 raise BundleError(f"manifest: graph {graph.file} has no sha256 entry")
         for engine in self.engines:
             if engine.file not in self.files:
                 raise BundleError(f"manifest: engine {engine.file} has no sha256 entry")
+        fresh = self.operating_points.get("fresh") if isinstance(self.operating_points, dict) else None
+        if isinstance(fresh, bool) or not isinstance(fresh, int | float) or not 0.0 < fresh < 1.0:
+            # 0 would send every patient to MRI and 1 none: neither is an operating point.
+            raise BundleError(
+                f"manifest: the fresh operating point must be a probability strictly between 0 and 1, got {fresh!r}; "
+                "re-export the bundle or choose one with olvf-validate"
+            )
+        if not isinstance(self.demo, bool):
+            raise BundleError(f"manifest: demo must be true or false, got {self.demo!r}")
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -293,20 +267,39 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         kwargs[key] = tuple(value) if isinstance(value, list) else value
     try:
         return cls(**kwargs)
-    except TypeError as exc:
-        raise BundleError(f"manifest: {where} is malformed ({exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"manifest: {where} is malformed ({exc}); re-export the bundle") from None
+
+
+def _upgrade_schema_1(data: dict[str, Any], source: str) -> None:
+    """Schema 1 -> 2, in place: crops were given on a 0..value_max scale, always 255, the display scale now."""
+    for i, model in enumerate(data.get("models") or []):
+        if not isinstance(model, dict) or not isinstance(model.get("preprocessing"), dict):
+            continue
+        preprocessing = dict(model["preprocessing"])
+        value_max = preprocessing.pop("value_max", 255.0)
+        if value_max != 255.0:
+            raise BundleError(
+                f"{source}: models[{i}] takes crops scaled to 0..{value_max}, which this olvf does not read; "
+                "re-export the bundle with this olvf version"
+            )
+        model["preprocessing"] = preprocessing
 
 
 def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
     if not isinstance(raw, dict) or raw.get("kind") != "olvf-bundle":
         raise BundleError(f"{source} is not an olvf bundle manifest")
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
         raise BundleError(
-            f"{source} has schema version {version}, this olvf reads {SCHEMA_VERSION}; "
+            f"{source} has schema version {version}, this olvf reads {', '.join(map(str, READABLE_SCHEMAS))}; "
             "re-export the bundle with this olvf version or install the olvf that wrote it"
         )
     data = dict(raw)
+    if version == 1:
+        data["models"] = [dict(m) if isinstance(m, dict) else m for m in data.get("models") or []]
+        _upgrade_schema_1(data, source)
+    data["schema_version"] = SCHEMA_VERSION
     absent = [key for key in ("models", "graphs", "ensemble") if key not in data]
     if absent:
         raise BundleError(f"{source} lacks {', '.join(absent)}; re-export the bundle with this olvf version")
@@ -314,10 +307,7 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
         models = []
         for i, m in enumerate(data["models"]):
             m = dict(m)
-            p = dict(m["preprocessing"])
-            for key in ("input_size", "mean", "std"):
-                p[key] = tuple(p[key])
-            m["preprocessing"] = _build(Preprocessing, p, f"models[{i}].preprocessing")
+            m["preprocessing"] = _build(Preprocessing, dict(m["preprocessing"]), f"models[{i}].preprocessing")
             g = dict(m["gradcam"])
             g["feature_shape"] = tuple(g["feature_shape"])
             m["gradcam"] = _build(GradCamSpec, g, f"models[{i}].gradcam")
@@ -327,12 +317,13 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
         data["ensemble"] = _build(EnsembleSpec, data["ensemble"], "ensemble")
         if data.get("detector") is not None:
             d = dict(data["detector"])
-            d["input_size"] = tuple(d["input_size"])
-            d["names"] = tuple(d["names"])
             d["source"] = dict(d.get("source", {}))
             data["detector"] = _build(DetectorSpec, d, "detector")
         if "display" in data:
-            data["display"] = DisplayConversion.from_dict(data["display"], f"{source}: display")
+            try:
+                data["display"] = DisplayConversion.from_dict(data["display"])
+            except ValueError as exc:
+                raise BundleError(f"{source}: display: {exc}; re-export the bundle with this olvf version") from None
         if "crops" in data:
             data["crops"] = _build(CropSettings, data["crops"], "crops")
         data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data["graphs"]))
@@ -342,8 +333,11 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             e["profile"] = {k: list(v) for k, v in dict(e.get("profile", {})).items()}
             engines.append(_build(EngineSpec, e, f"engines[{i}]"))
         data["engines"] = tuple(engines)
-    except (KeyError, TypeError) as exc:
-        raise BundleError(f"{source} is incomplete (missing {exc}); re-export the bundle") from None
+        for key in ("files", "producer", "parity", "operating_points"):
+            if not isinstance(data.get(key, {}), dict):
+                raise BundleError(f"manifest: {key} must be an object; re-export the bundle")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{source} is incomplete or malformed ({exc}); re-export the bundle") from None
     manifest = _build(Manifest, data, "manifest")
     manifest.validate()
     return manifest
@@ -351,9 +345,27 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
 
 def read_manifest(bundle_dir: Path) -> Manifest:
     path = Path(bundle_dir) / MANIFEST_NAME
+    return parse_manifest(read_manifest_bytes(Path(bundle_dir)), str(path))
+
+
+def parse_manifest(data: bytes, source: str = MANIFEST_NAME) -> Manifest:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{source} is not UTF-8 text; copy the bundle again or re-export it") from None
+    return Manifest.from_json(text, source)
+
+
+def read_manifest_bytes(bundle_dir: Path) -> bytes:
+    path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
         raise BundleError(
             f"{bundle_dir} is not a model bundle (no {MANIFEST_NAME}); "
             "create one with olvf-export --out DIR, or olvf-export --demo --out DIR"
         )
-    return Manifest.from_json(path.read_text(encoding="utf-8"), str(path))
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(
+            f"cannot read {path} ({exc.strerror or exc}); copy the bundle again or re-export it"
+        ) from None

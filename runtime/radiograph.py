@@ -57,7 +57,7 @@ import math
 import os
 import struct
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +71,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_windowing, get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from olvf.errors import BundleError, InputError
+from olvf.errors import InputError
+from olvf.runtime.config import DisplayConversion
 
 MIN_SIDE = 64  # pixels; a lumbar vertebra spans far more on any real radiograph
-WINDOW_MODES = ("dicom", "percentile")
 BITS_STORED_RANGE = (8, 16)
 GRAY = ("MONOCHROME1", "MONOCHROME2")
 
@@ -95,61 +95,6 @@ _NATIVE_SYNTAXES: dict[tuple[bool | None, bool | None], UID] = {
     (False, False): ExplicitVRBigEndian,
 }
 _PYDICOM_DIR = str(Path(pydicom.__file__).parent)
-
-
-@dataclass(frozen=True)
-class DisplayConversion:
-    """How stored values become the [0, 1] gray image the models see.
-
-    It belongs in the bundle manifest, so that inference converts exactly as
-    the training data was converted.
-
-    ``window``: ``"dicom"`` uses the file's VOI LUT Sequence, else its Window
-    Center/Width, else the percentile fallback; ``"percentile"`` always uses
-    the fallback. ``fallback_percentiles``: the values at these percentiles
-    become 0 and 1. ``invert_monochrome1``: show MONOCHROME1 (bright = air)
-    the MONOCHROME2 way; switch off only to match data prepared without it.
-    """
-
-    window: str = "dicom"
-    fallback_percentiles: tuple[float, float] = (0.5, 99.5)
-    invert_monochrome1: bool = True
-
-    def __post_init__(self) -> None:
-        if self.window not in WINDOW_MODES:
-            raise ValueError(f"window must be one of {', '.join(WINDOW_MODES)}, got {self.window!r}")
-        if len(self.fallback_percentiles) != 2:
-            raise ValueError(f"fallback_percentiles must be (low, high), got {self.fallback_percentiles!r}")
-        low, high = self.fallback_percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError(
-                f"fallback_percentiles must satisfy 0 <= low < high <= 100, got {self.fallback_percentiles!r}"
-            )
-        if not isinstance(self.invert_monochrome1, bool):  # "false" from a hand-edited file would be truthy
-            raise ValueError(f"invert_monochrome1 must be true or false, got {self.invert_monochrome1!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "fallback_percentiles": [float(p) for p in self.fallback_percentiles],
-            "invert_monochrome1": self.invert_monochrome1,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], source: str = "manifest") -> DisplayConversion:
-        """Strict: a missing or unknown key would convert differently from training, silently."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(raw, Mapping) or set(raw) != names:
-            got = sorted(raw) if isinstance(raw, Mapping) else type(raw).__name__
-            raise BundleError(
-                f"{source}: display conversion must have exactly {sorted(names)}, got {got}; "
-                "re-export the bundle with this olvf version"
-            )
-        try:
-            percentiles = tuple(float(p) for p in raw["fallback_percentiles"])
-            return cls(raw["window"], percentiles, raw["invert_monochrome1"])  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{source}: display conversion is malformed ({exc}); re-export the bundle") from None
 
 
 @dataclass(frozen=True)
@@ -814,3 +759,16 @@ def _finish(pixels: np.ndarray) -> np.ndarray:
     out = np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
     out.setflags(write=False)
     return out
+
+
+def gray_image(image: np.ndarray) -> np.ndarray:
+    """A caller's image as the stages take it: 2-D float32 on the display scale, finite."""
+    image = np.asarray(image)
+    if image.ndim != 2 or min(image.shape) < 1:
+        raise InputError(f"images must be 2-D grayscale arrays (H, W) on the display scale [0, 1], got {image.shape}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise InputError(f"images must be float gray values in [0, 1] (the display scale), got {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        raise InputError("the image has NaN or infinite pixels")
+    return image

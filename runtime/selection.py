@@ -75,3 +75,37 @@ def auto_candidates(
         ),
         Candidate("ONNX Runtime on CPU", "onnxruntime", precision, cpu_options),
     ]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which backend was asked for, which runs, and why the ones before it did not (label, reason).
+
+    ``rule``: what decided when it was not auto's order (a named backend, or a
+    ``--device`` that names an ONNX Runtime provider).
+    """
+
+    requested: str
+    chosen: str
+    passed_over: tuple[tuple[str, str], ...] = ()
+    rule: str | None = None
+
+    @property
+    def why(self) -> str:
+        if self.rule is not None:
+            return self.rule
+        if not self.passed_over:
+            return f"--backend {self.requested}" if self.requested != "auto" else "--backend auto: first choice"
+        return "--backend auto: " + "; ".join(f"{label}: {reason}" for label, reason in self.passed_over)
+
+    @property
+    def brief(self) -> str:
+        """``why`` with each reason cut to its first clause, for a summary line (reports keep it whole)."""
+        if not self.passed_over:
+            return self.why
+        return "auto: " + ", ".join(f"{label}: {_first_clause(reason)}" for label, reason in self.passed_over)
+
+
+def _first_clause(text: str) -> str:
+    cuts = [i for i in (text.find(": "), text.find("; "), text.find(" (")) if i > 0]
+    return text[: min(cuts)] if cuts else text

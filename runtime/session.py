@@ -1,11 +1,15 @@
-"""``olvf.load``: a bundle plus a backend, ready to detect vertebrae and classify crops."""
+"""``olvf.load``: a bundle plus a backend, ready to detect vertebrae and classify crops.
+
+:class:`Runtime` holds the started runners and does one model step at a
+time (letterbox and detect, classify and explain); the study pipeline
+(:mod:`olvf.runtime.pipeline`) strings the steps together for whole
+radiographs, and :meth:`Runtime.infer` is a shortcut to it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from time import perf_counter
 from types import TracebackType
 from typing import Any
 
@@ -13,104 +17,25 @@ import numpy as np
 
 from olvf.errors import BundleError, InputError, OlvfError
 from olvf.runtime.bundle import Bundle, open_bundle
-from olvf.runtime.crops import extract_crops
-from olvf.runtime.detection import Detections, letterbox, postprocess
+from olvf.runtime.detection import Detections, Letterbox, letterbox, postprocess
 from olvf.runtime.gradcam import fuse_maps, grad_cam
-from olvf.runtime.manifest import GraphSpec, Manifest
+from olvf.runtime.manifest import CLASSIFIER_FLAGS, GraphSpec, Manifest
+from olvf.runtime.pipeline import ImageInput, StudyInput, StudyPipeline
 from olvf.runtime.preprocess import Preprocessor
-from olvf.runtime.radiograph import RadiographInfo, read_radiograph
+from olvf.runtime.radiograph import gray_image
+from olvf.runtime.results import Classification, StudyResult
 from olvf.runtime.runners import Runner, runner_class
-from olvf.runtime.selection import GPU_DEVICES, auto_candidates, gpu_precision
+from olvf.runtime.selection import GPU_DEVICES, Selection, auto_candidates, gpu_precision
 
 Target = None | int | str | Sequence[int | str] | np.ndarray
 
 
-@dataclass(frozen=True)
-class Classification:
-    """What the ensemble says about a batch of N crops.
-
-    ``cams``/``cam`` are Grad-CAM maps at the crop's input resolution, float32
-    in [0, 1], each min-max normalised per crop, for ``target`` (the
-    ensemble's predicted class unless another was asked for).
-    """
-
-    classes: tuple[str, ...]
-    probabilities: np.ndarray
-    model_probabilities: dict[str, np.ndarray]
-    cams: dict[str, np.ndarray]
-    cam: np.ndarray
-    target: np.ndarray = field(repr=False)
-
-    @property
-    def predictions(self) -> np.ndarray:
-        """Index of the most probable class per crop."""
-        return self.probabilities.argmax(axis=1)
-
-    @property
-    def labels(self) -> list[str]:
-        return [self.classes[i] for i in self.predictions]
-
-    def __len__(self) -> int:
-        return len(self.probabilities)
-
-    def __getitem__(self, index: slice) -> Classification:
-        """The results of a contiguous run of crops (one study's vertebrae)."""
-        return Classification(
-            classes=self.classes,
-            probabilities=self.probabilities[index],
-            model_probabilities={k: v[index] for k, v in self.model_probabilities.items()},
-            cams={k: v[index] for k, v in self.cams.items()},
-            cam=self.cam[index],
-            target=self.target[index],
-        )
-
-
-@dataclass(frozen=True)
-class StudyAnalysis:
-    """One image through the cascade: its vertebrae and what the ensemble says about each."""
-
-    detections: Detections
-    classification: Classification
-
-
-@dataclass(frozen=True)
-class StudyResult:
-    """One radiograph file through the cascade."""
-
-    radiograph: RadiographInfo
-    detections: Detections
-    classification: Classification
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which backend was asked for, which runs, and why the ones before it did not (label, reason)."""
-
-    requested: str
-    chosen: str
-    passed_over: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def why(self) -> str:
-        if not self.passed_over:
-            return f"--backend {self.requested}" if self.requested != "auto" else "--backend auto: first choice"
-        return "--backend auto: " + "; ".join(f"{label}: {reason}" for label, reason in self.passed_over)
-
-    @property
-    def brief(self) -> str:
-        """``why`` with each reason cut to its first clause, for a summary line (reports keep it whole)."""
-        if not self.passed_over:
-            return self.why
-        return "auto: " + ", ".join(f"{label}: {_first_clause(reason)}" for label, reason in self.passed_over)
-
-
-def _first_clause(text: str) -> str:
-    cuts = [i for i in (text.find(": "), text.find("; "), text.find(" (")) if i > 0]
-    return text[: min(cuts)] if cuts else text
-
-
 class Runtime:
-    """A loaded bundle. Use as a context manager, or call :meth:`close`."""
+    """A loaded bundle. Use as a context manager, or call :meth:`close`.
+
+    Images are 2-D gray arrays on the display scale [0, 1]
+    (:data:`olvf.runtime.config.DISPLAY_RANGE`), as :func:`read_radiograph` returns them.
+    """
 
     def __init__(
         self,
@@ -127,16 +52,12 @@ class Runtime:
         self.precision = precision
         self.detector = detector
         self.detector_backend = detector_backend
-        #: milliseconds of each stage of the last call that ran it (read, detect, crops, ensemble, gradcam)
-        self.stage_ms: dict[str, float] = {}
         manifest = bundle.manifest
         self.preprocess = Preprocessor(manifest.preprocessing) if runner is not None else None
         #: how the backend was chosen, for reports (see :class:`Selection`)
         self.selection = Selection(requested=backend, chosen=backend)
         self._max_batch = _max_batch(runner, manifest.graph_for("ensemble", precision)) if runner is not None else 0
         if detector is not None:
-            assert manifest.detector is not None  # validated with the manifest
-            self._detector_settings = manifest.detector.settings
             self._detector_max_batch = _max_batch(detector, manifest.graph_for("detector", precision))
 
     @property
@@ -147,98 +68,110 @@ class Runtime:
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
 
-    def classify(self, batch: np.ndarray, target: Target = None) -> Classification:
-        """Classify a preprocessed batch (N, 3, H, W) float32; see :class:`Classification`."""
-        self._require(self.runner, "classifiers", "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt")
-        batch = self._check_batch(batch)
-        names = self.manifest.model_names
-        n_classes = len(self.classes)
-        if len(batch) == 0:
-            self.stage_ms.update(ensemble=0.0, gradcam=0.0)
-            empty_maps = np.zeros((0, *batch.shape[2:]), dtype=np.float32)
-            return Classification(
-                classes=self.classes,
-                probabilities=np.zeros((0, n_classes), np.float32),
-                model_probabilities={m: np.zeros((0, n_classes), np.float32) for m in names},
-                cams={m: empty_maps for m in names},
-                cam=empty_maps,
-                target=np.zeros(0, np.int64),
-            )
-        started = perf_counter()
-        outputs = _run_split(self.runner, batch, self._max_batch)
-        ran = perf_counter()
+    # -- the ensemble ----------------------------------------------------
+    def run_ensemble(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The fused graph's raw outputs for a preprocessed batch (N, 3, H, W) float32, N >= 1."""
+        runner = self._require(self.runner, "classifiers", CLASSIFIER_FLAGS)
+        return _run_split(runner, self._check_batch(batch), self._max_batch)
+
+    def explain(self, outputs: dict[str, np.ndarray], target: Target = None) -> Classification:
+        """Probabilities and Grad-CAM maps (at the crop input size) from the ensemble's raw outputs."""
+        assert self.preprocess is not None  # outputs exist only where the classifiers ran
         probabilities = outputs[self.manifest.ensemble.probabilities_output]
         chosen = self._resolve_target(target, probabilities)
-        size = (batch.shape[2], batch.shape[3])
+        size = self.manifest.preprocessing.input_size
         cams = {spec.name: grad_cam(outputs[spec.class_maps_output], chosen, size) for spec in self.manifest.models}
-        fused = fuse_maps(list(cams.values()))
-        self.stage_ms.update(ensemble=(ran - started) * 1e3, gradcam=(perf_counter() - ran) * 1e3)
         return Classification(
             classes=self.classes,
             probabilities=probabilities,
             model_probabilities={spec.name: outputs[spec.probabilities_output] for spec in self.manifest.models},
             cams=cams,
-            cam=fused,
+            cam=fuse_maps(list(cams.values())),
             target=chosen,
         )
 
+    def empty_classification(self) -> Classification:
+        """What the ensemble says about no crop at all (an image where no vertebra was found)."""
+        names = self.manifest.model_names
+        n_classes = len(self.classes)
+        empty_maps = np.zeros((0, *self.manifest.preprocessing.input_size), dtype=np.float32)
+        return Classification(
+            classes=self.classes,
+            probabilities=np.zeros((0, n_classes), np.float32),
+            model_probabilities={m: np.zeros((0, n_classes), np.float32) for m in names},
+            cams={m: empty_maps for m in names},
+            cam=empty_maps,
+            target=np.zeros(0, np.int64),
+        )
+
+    def classify(self, batch: np.ndarray, target: Target = None) -> Classification:
+        """Classify a preprocessed batch (N, 3, H, W) float32; see :class:`Classification`."""
+        self._require(self.runner, "classifiers", CLASSIFIER_FLAGS)
+        batch = self._check_batch(batch)
+        if len(batch) == 0:
+            return self.empty_classification()
+        return self.explain(self.run_ensemble(batch), target)
+
     def classify_crops(self, crops: Sequence[np.ndarray], target: Target = None) -> Classification:
-        """Preprocess raw grayscale crops as the manifest says, then classify them."""
-        self._require(self.runner, "classifiers", "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt")
+        """Preprocess gray crops (display scale [0, 1], or uint8) as the manifest says, then classify them."""
+        self._require(self.runner, "classifiers", CLASSIFIER_FLAGS)
         assert self.preprocess is not None
         return self.classify(self.preprocess(crops), target=target)
 
+    # -- the detector ----------------------------------------------------
+    def detector_input(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """One image letterboxed for the detector: (3, S, S) and how to map boxes back."""
+        self._require(self.detector, "detector", "--detector best.pt|model.onnx")
+        assert self.manifest.detector is not None
+        return letterbox(gray_image(image), self.manifest.detector.input_size)
+
+    def run_detector(self, tensors: np.ndarray) -> np.ndarray:
+        """Raw detector output for letterboxed images (N, 3, S, S), split only at the graph's maximum batch."""
+        detector = self._require(self.detector, "detector", "--detector best.pt|model.onnx")
+        raw = _run_split(detector, tensors, self._detector_max_batch)
+        return next(iter(raw.values()))
+
+    def decode(self, raw: np.ndarray, fitted: Letterbox) -> Detections:
+        """One image's raw output -> vertebrae in original pixels, as the manifest's detector settings say."""
+        assert self.manifest.detector is not None
+        return postprocess(raw, fitted, self.manifest.detector)
+
     def detect(self, image: np.ndarray) -> Detections:
-        """Vertebral bodies in one gray image (H, W) with values 0..255, top to bottom."""
+        """Vertebral bodies in one gray image (H, W) on the display scale, top to bottom."""
         return self.detect_batch([image])[0]
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """All images letterboxed into one detector batch (split only at the graph's maximum)."""
-        detector = self._require(self.detector, "detector", "--detector best.pt|model.onnx")
+        """All images letterboxed into one detector batch."""
         if not images:
             return []
-        size = self.manifest.detector.input_size  # type: ignore[union-attr]
-        started = perf_counter()
-        boxed = [letterbox(_gray(image), size) for image in images]
-        raw = _run_split(detector, np.stack([b[0] for b in boxed]), self._detector_max_batch)
-        output = next(iter(raw.values()))
-        found = [postprocess(output[i], boxed[i][1], self._detector_settings) for i in range(len(images))]
-        self.stage_ms["detect"] = (perf_counter() - started) * 1e3
-        return found
+        boxed = [self.detector_input(image) for image in images]
+        raw = self.run_detector(np.stack([tensor for tensor, _ in boxed]))
+        return [self.decode(raw[i], fitted) for i, (_, fitted) in enumerate(boxed)]
 
-    def analyse(self, images: Sequence[np.ndarray]) -> list[StudyAnalysis]:
-        """Detect, crop and classify: every vertebra of every image in one ensemble batch."""
-        self._require(self.runner, "classifiers", "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt")
-        found = self.detect_batch(images)
-        started = perf_counter()
-        crops = [
-            crop
-            for image, dets in zip(images, found)
-            for crop in extract_crops(_gray(image), dets.boxes, self.manifest.crops)
-        ]
-        assert self.preprocess is not None
-        batch = self.preprocess(crops) if crops else np.zeros((0, *self.preprocess.input_shape), np.float32)
-        self.stage_ms["crops"] = (perf_counter() - started) * 1e3
-        everything = self.classify(batch)
-        studies, start = [], 0
-        for dets in found:
-            end = start + len(dets)
-            studies.append(StudyAnalysis(dets, everything[start:end]))
-            start = end
-        return studies
-
+    # -- whole studies ---------------------------------------------------
     def infer(self, path: str | Path) -> StudyResult:
         """Read one radiograph (DICOM, PNG, JPEG, TIFF) and run the whole cascade on it."""
         return self.infer_many([path])[0]
 
     def infer_many(self, paths: Sequence[str | Path]) -> list[StudyResult]:
-        """Several radiographs: one detector batch and one ensemble batch for all of them."""
-        started = perf_counter()
-        radiographs = [read_radiograph(path, self.manifest.display) for path in paths]
-        self.stage_ms["read"] = (perf_counter() - started) * 1e3
-        # The detector and the crops work on the 0..255 scale the models were trained on.
-        studies = self.analyse([r.pixels * np.float32(255.0) for r in radiographs])
-        return [StudyResult(r.info, study.detections, study.classification) for r, study in zip(radiographs, studies)]
+        """Several radiographs through the study pipeline (one detector and one ensemble call per batch).
+
+        Raises the first input's error; use :class:`olvf.runtime.pipeline.StudyPipeline` to get every
+        input's result or error.
+        """
+        return self._studies([Path(p) for p in paths])
+
+    def analyse(self, images: Sequence[np.ndarray]) -> list[StudyResult]:
+        """Gray images already in memory (display scale [0, 1]) through the study pipeline."""
+        return self._studies([ImageInput(f"image {i}", image) for i, image in enumerate(images)])
+
+    def _studies(self, inputs: Sequence[StudyInput]) -> list[StudyResult]:
+        results = []
+        for outcome in StudyPipeline(self).run(inputs):
+            if not isinstance(outcome, StudyResult):
+                raise outcome.error
+            results.append(outcome)
+        return results
 
     def _require(self, runner: Runner | None, what: str, flags: str) -> Runner:
         if runner is None:
@@ -302,13 +235,6 @@ class Runtime:
         self.close()
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 2 or min(image.shape) < 1:
-        raise InputError(f"images must be 2-D grayscale arrays (H, W) with values 0..255, got shape {image.shape}")
-    return image if image.dtype in (np.uint8, np.float32) else image.astype(np.float32)
-
-
 def _run_split(runner: Runner, batch: np.ndarray, max_batch: int) -> dict[str, np.ndarray]:
     """One call when the batch fits, else chunks of the graph's maximum batch."""
     spec = runner.inputs[0]
@@ -327,24 +253,33 @@ def _max_batch(runner: Runner, graph: GraphSpec) -> int:
 
 def load(
     bundle_dir: str | Path,
-    backend: str = "onnxruntime",
+    backend: str = "auto",
     *,
     precision: str | None = None,
     verify: bool = True,
     **options: Any,
 ) -> Runtime:
-    """Open ``bundle_dir`` (hashes checked) and start ``backend`` on its graphs.
+    """Open ``bundle_dir`` (each graph's hash checked as it loads) and start ``backend`` on its graphs.
 
-    ``backend="auto"`` tries TensorRT engines built on this machine, then ONNX
-    Runtime on the GPU, then ONNX Runtime on CPU; ``Runtime.selection`` says
-    which runs and why the others did not. ``precision`` picks the FP32 or
+    ``backend="auto"`` (the default, as for ``olvf-infer``) tries TensorRT
+    engines built on this machine, then ONNX Runtime on the GPU, then ONNX
+    Runtime on CPU; ``Runtime.selection`` says which runs and why the others
+    did not. Under auto, ``device="cuda"`` or ``"tensorrt"`` names an ONNX
+    Runtime provider, which is choosing ONNX Runtime with it. ``precision`` picks the FP32 or
     FP16 graph (default: FP32 on CPU, FP16 on a GPU where the bundle has it);
     other keyword options go to the backend (``device=``, ``threads=`` for
     onnxruntime; ``device=`` GPU index for tensorrt; ``checkpoints=`` for torch).
     """
     bundle = open_bundle(bundle_dir, verify=verify)
-    if backend == "auto" and options.get("device") in GPU_DEVICES:
-        backend = "onnxruntime"  # naming an ONNX Runtime provider is choosing ONNX Runtime
+    device = options.get("device")
+    if backend == "auto" and device in GPU_DEVICES:
+        rt = open_runtime(bundle, "onnxruntime", precision=precision, **options)
+        rt.selection = Selection(
+            requested="auto",
+            chosen=f"ONNX Runtime with its {device} provider",
+            rule=f"--device {device}: ONNX Runtime with its {'CUDA' if device == 'cuda' else 'TensorRT'} provider",
+        )
+        return rt
     if backend != "auto":
         return open_runtime(bundle, backend, precision=precision, **options)
 

@@ -18,28 +18,12 @@ from typing import Any
 import numpy as np
 
 from olvf.errors import ParityError
+from olvf.runtime import tolerances
 from olvf.runtime.crops import extract_crops
 from olvf.runtime.detection import box_iou, candidates, letterbox, nms
 from olvf.runtime.selection import Candidate
 from olvf.runtime.session import Runtime
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Largest differences a graph or backend may show against its FP32 reference."""
-
-    probabilities: float
-    # Max abs difference of [0, 1]-normalised Grad-CAM maps. FP32 graphs agree
-    # with autograd to about 1e-6; FP16 backbones shift maps by a few 1e-3,
-    # more where two regions are nearly tied for the peak.
-    cam: float
-
-
-TOLERANCES = {"fp32": Tolerances(probabilities=1e-4, cam=1e-3), "fp16": Tolerances(probabilities=1e-2, cam=0.1)}
-# Detector boxes after NMS: matched IoU at least this, at most this many boxes more or fewer per image
-# (a score at the confidence threshold may round either way in FP16).
-DETECTOR_MIN_IOU = 0.9
-DETECTOR_COUNT_SLACK = 1
+from olvf.runtime.tolerances import DetectorTolerances, Tolerances
 
 
 def compare_detections(
@@ -63,19 +47,35 @@ def compare_detections(
     return {"boxes_per_image": counts, "min_matched_iou": worst_iou, "max_score_diff": worst_score}
 
 
+def detector_problems(figures: dict[str, Any], limits: DetectorTolerances) -> list[str]:
+    """What in :func:`compare_detections`' figures is over ``limits``, one phrase each."""
+    problems = [
+        f"image {i}: {g} boxes instead of {e}"
+        for i, (e, g) in enumerate(figures["boxes_per_image"])
+        if abs(e - g) > limits.count_slack
+    ]
+    if figures["min_matched_iou"] < limits.min_iou:
+        problems.append(f"a box moved (IoU {figures['min_matched_iou']:.3f} < {limits.min_iou})")
+    if figures["max_score_diff"] > limits.max_score_diff:
+        problems.append(f"scores differ by {figures['max_score_diff']:.1e} (> {limits.max_score_diff:.0e})")
+    return problems
+
+
 def phantom_image(seed: int = 0) -> tuple[np.ndarray, Any]:
-    """A phantom radiograph as the runtime sees it (gray values 0..255), and its truth."""
-    from olvf.phantom import make_phantom
+    """A phantom radiograph on the display scale [0, 1], as the reader shows it, and its truth."""
+    from olvf.phantom import make_phantom, phantom_display
 
     phantom = make_phantom(seed, size=(1250, 1000))
-    low = phantom.window_center - phantom.window_width / 2
-    return np.clip((phantom.pixels - low) / phantom.window_width, 0, 1).astype(np.float32) * 255, phantom
+    return phantom_display(phantom), phantom
 
 
 def compare_runtimes(
-    candidate: Runtime, reference: Runtime, tolerances: Tolerances = TOLERANCES["fp16"]
+    candidate: Runtime,
+    reference: Runtime,
+    limits: Tolerances = tolerances.CLASSIFIERS["fp16"],
+    detector_limits: DetectorTolerances = tolerances.DETECTORS["fp16"],
 ) -> dict[str, Any]:
-    """Figures of candidate against reference; raises ParityError over tolerance."""
+    """Figures of candidate against reference; raises ParityError over the limits."""
     image, phantom = phantom_image()
     figures: dict[str, Any] = {}
     problems: list[str] = []
@@ -100,28 +100,23 @@ def compare_runtimes(
             "gradcam_max_abs_diff": cam,
             "top1_agreement": float((want.predictions == got.predictions).mean()),
         }
-        if not max(prob, models) <= tolerances.probabilities:
-            problems.append(f"probabilities differ by {max(prob, models):.2e} (> {tolerances.probabilities:.0e})")
-        if not cam <= tolerances.cam:
-            problems.append(f"Grad-CAM differs by {cam:.2e} (> {tolerances.cam:.0e})")
+        if not max(prob, models) <= limits.probabilities:
+            problems.append(f"probabilities differ by {max(prob, models):.2e} (> {limits.probabilities:.0e})")
+        if not cam <= limits.cam:
+            problems.append(f"Grad-CAM differs by {cam:.2e} (> {limits.cam:.0e})")
     if reference.detector is not None and reference.manifest.detector is not None:
         spec = reference.manifest.detector
-        noise = np.random.default_rng(1).integers(0, 256, image.shape).astype(np.float32)
+        noise = np.random.default_rng(1).integers(0, 256, image.shape).astype(np.float32) / np.float32(255)
         batch = np.stack([letterbox(i, spec.input_size)[0] for i in (image, noise)])
         detector = compare_detections(
             _raw(reference, batch), _raw(candidate, batch), spec.layout, len(spec.names), conf=spec.conf, iou=spec.iou
         )
         figures["detector"] = detector
-        counts_differ = any(abs(e - g) > DETECTOR_COUNT_SLACK for e, g in detector["boxes_per_image"])
-        if counts_differ or detector["min_matched_iou"] < DETECTOR_MIN_IOU:
-            problems.append(
-                f"detector boxes differ (boxes per image {detector['boxes_per_image']}, "
-                f"smallest matched IoU {detector['min_matched_iou']:.3f})"
-            )
+        found = detector_problems(detector, detector_limits)
+        if found:
+            problems.append(f"detector boxes differ ({'; '.join(found)})")
     if problems:
-        error = ParityError(f"{candidate.backend} does not reproduce the bundle: {'; '.join(problems)}")
-        error.figures = figures  # type: ignore[attr-defined]
-        raise error
+        raise ParityError(f"{candidate.backend} does not reproduce the bundle: {'; '.join(problems)}", figures)
     return figures
 
 
@@ -198,7 +193,7 @@ def verify_bundle(bundle: Any, progress: Any = lambda _line: None) -> list[Check
                 with open_runtime(bundle, route.backend, precision=route.precision, **route.options) as candidate:
                     checks.append(Check(route.label, "pass", compare_runtimes(candidate, reference)))
             except ParityError as exc:
-                checks.append(Check(route.label, "fail", getattr(exc, "figures", {}), str(exc)))
+                checks.append(Check(route.label, "fail", exc.figures, str(exc)))
             except (BackendError, BundleError) as exc:
                 # TensorRT missing, an engine of another machine: not a disagreement, but said.
                 checks.append(Check(route.label, "skipped", {}, str(exc)))

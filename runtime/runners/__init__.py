@@ -7,7 +7,6 @@ backend never imports another's heavy dependencies.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from olvf.errors import BackendError
 from olvf.runtime.runners.base import Runner, TensorSpec
@@ -43,7 +42,7 @@ def register_backend(name: str, module: str, cls: str, install_hint: str) -> Non
     _BACKENDS[name] = (module, cls, install_hint)
 
 
-def runner_class(name: str) -> Any:
+def runner_class(name: str) -> type[Runner]:
     """The runner class registered as ``name``, imported now."""
     try:
         module_name, cls_name, hint = _BACKENDS[name]
@@ -53,7 +52,10 @@ def runner_class(name: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendError(f"backend {name!r} is not installed ({exc.name or exc}); {hint}") from None
-    return getattr(module, cls_name)
+    cls = getattr(module, cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, Runner)):
+        raise TypeError(f"backend {name!r}: {module_name}.{cls_name} is not a Runner")
+    return cls
 
 
 __all__ = ["Runner", "TensorSpec", "backend_names", "register_backend", "runner_class"]

@@ -11,10 +11,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from olvf.errors import BackendError, InputError
+from olvf.errors import BackendError, InputError, OlvfError
+
+if TYPE_CHECKING:
+    from olvf.runtime.bundle import Bundle
+
+R = TypeVar("R", bound="Runner")
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,15 @@ class Runner(ABC):
         self._active = False
         self._inputs: tuple[TensorSpec, ...] = ()
 
+    @classmethod
+    @abstractmethod
+    def from_bundle(cls: type[R], bundle: Bundle, role: str, precision: str | None = None, **options: Any) -> R:
+        """The runner for ``role`` ("detector" or "ensemble") of an opened bundle, not yet loaded.
+
+        ``precision`` picks the graph where the backend runs graphs; backends
+        that cannot serve a role raise :class:`BackendError` saying so.
+        """
+
     # -- public template -------------------------------------------------
     def load(self) -> Runner:
         if not self._active:
@@ -62,7 +77,13 @@ class Runner(ABC):
             ):
                 shown = tuple("N" if d is None else d for d in spec.shape)
                 raise InputError(f"input {name!r} must have shape {shown}, got {array.shape}")
-        return self.run_impl(feeds)
+        try:
+            return self.run_impl(feeds)
+        except OlvfError:
+            raise
+        except Exception as exc:  # a backend's own failure (out of memory, a lost GPU) stops the run, said once
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"{self.label} failed: {first[:300]}") from exc
 
     def close(self) -> None:
         if self._active:
@@ -77,6 +98,11 @@ class Runner(ABC):
     def device(self) -> str:
         """Where the graph runs, for reports (e.g. "cpu", "cuda:0")."""
         return "cpu"
+
+    @property
+    def label(self) -> str:
+        """The backend and what it runs, for messages."""
+        return f"{self.name} on {self.device}"
 
     def __enter__(self) -> Runner:
         return self.load()

@@ -19,6 +19,7 @@ import numpy as np
 from olvf.errors import BackendError, BundleError
 from olvf.runtime.bundle import Bundle
 from olvf.runtime.runners.base import Runner, TensorSpec
+from olvf.runtime.runners.tensorrt.profiles import TYPICAL_BATCH, profile_shapes
 
 # What each device asks ONNX Runtime for, best first; CPU is always the fallback.
 _PROVIDERS = {
@@ -123,8 +124,6 @@ class OnnxRuntimeRunner(Runner):
     def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, **options: Any) -> OnnxRuntimeRunner:
         graph = bundle.manifest.graph(role, precision)
         if options.get("device") == "tensorrt" and "tensorrt" not in options:
-            from olvf.runtime.engines import TYPICAL_BATCH, profile_shapes
-
             options["tensorrt"] = TensorRTProviderSettings(
                 cache_dir=bundle.path / ORT_TRT_CACHE,
                 input_name=graph.input_name,
@@ -189,6 +188,10 @@ class OnnxRuntimeRunner(Runner):
     def run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._session.run(self._output_names, dict(feeds))
         return dict(zip(self._output_names, outputs))
+
+    @property
+    def label(self) -> str:
+        return f"onnxruntime ({self.model_path.name} on {self.device})"
 
     def close_impl(self) -> None:
         self._session = None

@@ -1,8 +1,8 @@
 """olvf: a fracture-screening model cascade packaged for the edge.
 
     import olvf
-    with olvf.load("engines/", backend="onnxruntime") as rt:
-        result = rt.classify(batch)
+    with olvf.load("engines/") as rt:       # backend "auto", as olvf-infer
+        study = rt.infer("radiograph.dcm")
 
 Importing olvf never imports torch, TensorRT or ultralytics.
 """
@@ -20,6 +20,7 @@ from olvf.errors import (
     OlvfError,
     OutputExistsError,
     ParityError,
+    UsageError,
 )
 
 __version__ = "0.1.0"
@@ -40,12 +41,13 @@ __all__ = [
     "OlvfError",
     "OutputExistsError",
     "ParityError",
+    "UsageError",
     "__version__",
     "load",
 ]
 
 
-def load(bundle_dir: Any, backend: str = "onnxruntime", **options: Any) -> Runtime:
+def load(bundle_dir: Any, backend: str = "auto", **options: Any) -> Runtime:
     """Open a model bundle for inference; see :func:`olvf.runtime.session.load`."""
     from olvf.runtime.session import load as _load
 

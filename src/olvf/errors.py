@@ -8,11 +8,19 @@ a bad input from a bad bundle without parsing messages. Bugs are not
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OlvfError(Exception):
     """A problem the user can fix; the message says what is wrong and how."""
 
     exit_code: int = 1
+
+
+class UsageError(OlvfError):
+    """A command-line argument is out of range or contradicts another (argparse's own code)."""
+
+    exit_code = 2
 
 
 class InputError(OlvfError):
@@ -34,9 +42,16 @@ class CheckpointError(OlvfError):
 
 
 class ParityError(OlvfError):
-    """An exported graph does not reproduce its source model within tolerance."""
+    """An exported graph does not reproduce its source model within tolerance.
+
+    ``figures`` holds what was measured, so that a refused route is still reported with its numbers.
+    """
 
     exit_code = 6
+
+    def __init__(self, message: str, figures: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.figures: dict[str, Any] = dict(figures or {})
 
 
 class BackendError(OlvfError):

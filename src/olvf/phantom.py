@@ -1198,6 +1198,18 @@ def _require_jpeg2000() -> None:
         )
 
 
+def phantom_display(phantom: Phantom) -> np.ndarray:
+    """The phantom as olvf's reader shows its DICOM: float32 (H, W) on the display scale [0, 1].
+
+    The DICOM's Window Center/Width applied as DICOM's LINEAR function
+    (PS3.3 C.11.2.1.2, as pydicom's ``apply_windowing``); a MONOCHROME1 file
+    of the same phantom reads back the same within 1/width.
+    """
+    centre, width = phantom.window_center - 0.5, phantom.window_width - 1.0
+    values = (phantom.pixels.astype(np.float32) - np.float32(centre)) / np.float32(width) + np.float32(0.5)
+    return np.clip(values, 0.0, 1.0)
+
+
 def truth_dict(phantom: Phantom, **extra: Any) -> dict[str, Any]:
     """The ground truth as JSON-ready data; ``extra`` adds fields such as the DICOM's photometric choice."""
     rows, cols = phantom.size

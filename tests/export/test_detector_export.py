@@ -44,7 +44,7 @@ def test_original_yolov5_onnx_is_copied_and_decoded(tmp_path: Path, dynamic: boo
     assert manifest["files"]["detector_fp32.onnx"] == sha256_file(source), "copied unchanged"
     (graph,) = manifest["graphs"]
     assert graph["max_batch"] == (32 if dynamic else 1)
-    image = np.zeros((1000, 800), np.uint8)
+    image = np.zeros((1000, 800), np.float32)
     with olvf.load(out) as rt:
         found = rt.detect_batch([image, image, image])
     for dets in found:
@@ -120,7 +120,7 @@ def test_ultralytics_checkpoint_gives_ultralytics_boxes(pt_bundle) -> None:
 
     pt, out = pt_bundle
     rng = np.random.default_rng(3)
-    images = [rng.integers(0, 256, (1000, 800), dtype=np.uint8), rng.integers(0, 256, (600, 900), dtype=np.uint8)]
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) / np.float32(255) for shape in ((1000, 800), (600, 900))]
     with olvf.load(out) as rt:
         ours = rt.detect_batch(images)
     network = YOLO(str(pt)).model.float().eval()
@@ -148,7 +148,7 @@ def test_detector_and_classifiers_in_one_bundle(tmp_path, tiny_members, tiny_opt
     source = legacy_yolov5_onnx(tmp_path / "det.onnx", rows)
     out = tmp_path / "bundle"
     export_bundle(out, tiny_members, tiny_options, detector=DetectorSource(path=source, imgsz=320), demo=True)
-    images = [np.random.default_rng(i).integers(0, 256, (1000, 800), dtype=np.uint8) for i in range(3)]
+    images = [np.random.default_rng(i).random((1000, 800), dtype=np.float32) for i in range(3)]
     with olvf.load(out) as rt:
         calls: dict[str, list[int]] = {"ensemble": [], "detector": []}
         for role, runner in (("ensemble", rt.runner), ("detector", rt.detector)):
@@ -193,8 +193,8 @@ def test_infer_reads_a_radiograph_file_and_runs_the_cascade(tmp_path, tiny_membe
     cv2.imwrite(str(tmp_path / "study.png"), image)
     with olvf.load(out) as rt:
         study = rt.infer(tmp_path / "study.png")
-        direct = rt.analyse([image.astype(np.float32)])[0]
-    assert study.radiograph.kind == "png" and study.detections.levels == ("L1", "L2", "L3", "L4", "L5")
+        direct = rt.analyse([image.astype(np.float32) / 255])[0]
+    assert study.radiograph.info.kind == "png" and study.detections.levels == ("L1", "L2", "L3", "L4", "L5")
     np.testing.assert_allclose(study.detections.boxes, direct.detections.boxes, atol=1e-3)
     np.testing.assert_allclose(study.classification.probabilities, direct.classification.probabilities, atol=1e-5)
 
@@ -205,7 +205,7 @@ def test_fp16_detector_graph_from_the_trained_demo_detector(tmp_path) -> None:
 
     from olvf.export.demo import demo_detector_source
     from olvf.export.pipeline import ExportOptions
-    from olvf.phantom import make_phantom
+    from olvf.phantom import make_phantom, phantom_display
 
     source = demo_detector_source(tmp_path)
     out = tmp_path / "bundle"
@@ -219,9 +219,7 @@ def test_fp16_detector_graph_from_the_trained_demo_detector(tmp_path) -> None:
     assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
-    phantom = make_phantom(4, size=(1250, 1000))
-    low = phantom.window_center - phantom.window_width / 2
-    image = np.clip((phantom.pixels - low) / phantom.window_width, 0, 1).astype(np.float32) * 255
+    image = phantom_display(make_phantom(4, size=(1250, 1000)))
     with olvf.load(out, precision="fp16") as rt16, olvf.load(out) as rt32:
         half_dets, full_dets = rt16.detect(image), rt32.detect(image)
     assert half_dets.levels == full_dets.levels == ("T12", "L1", "L2", "L3", "L4", "L5")

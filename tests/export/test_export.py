@@ -16,9 +16,10 @@ from olvf.errors import ParityError
 from olvf.export import architectures
 from olvf.export.checkpoints import load_classifier
 from olvf.export.cli import main
-from olvf.export.demo import demo_model, synthetic_crops
+from olvf.export.demo import demo_model
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.export.pipeline import export_bundle
+from olvf.export.synthetic import synthetic_crops
 from olvf.runtime.bundle import sha256_file
 from olvf.runtime.verify import Tolerances
 from tests_data import crop_images
@@ -150,10 +151,13 @@ def test_demo_weights_depend_only_on_the_seed() -> None:
     [
         (["--resnet50", "R.pt"], 1, "missing --densenet161, --resnext50"),
         (["--demo", "--resnet50", "R.pt"], 1, "--demo builds its own weights"),
-        (["--demo", "--max-batch", "0"], 1, "--max-batch must be at least 1"),
-        (["--demo", "--fresh-threshold", "1.5"], 1, "--fresh-threshold"),
+        # Out-of-range arguments are usage errors (2, as the README promises), not bundle problems (4).
+        (["--demo", "--max-batch", "0"], 2, "--max-batch must be at least 1"),
+        (["--demo", "--fresh-threshold", "1.5"], 2, "--fresh-threshold"),
+        (["--demo", "--std", "0,0,0"], 2, "std values must be positive"),
+        (["--demo", "--input-size", "16"], 2, "each >= 32"),
     ],
-    ids=["missing-checkpoints", "demo-and-checkpoints", "max-batch", "threshold"],
+    ids=["missing-checkpoints", "demo-and-checkpoints", "max-batch", "threshold", "std", "input-size"],
 )
 def test_cli_usage_errors_are_one_line(argv, code, message, tmp_path, capsys) -> None:
     assert main([*argv, "--out", str(tmp_path / "b")]) == code

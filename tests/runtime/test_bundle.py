@@ -63,7 +63,39 @@ def test_tampered_graph_is_refused(bundle_copy: Path) -> None:
 def test_missing_graph_is_refused(bundle_copy: Path) -> None:
     (bundle_copy / "ensemble_fp16.onnx").unlink()
     with pytest.raises(BundleError, match=r"ensemble_fp16\.onnx is missing"):
-        open_bundle(bundle_copy)
+        olvf.load(bundle_copy, backend="onnxruntime", precision="fp16")
+    with pytest.raises(BundleError, match=r"ensemble_fp16\.onnx is missing"):
+        open_bundle(bundle_copy).verify_all()
+
+
+def test_a_start_checks_the_files_it_loads_not_every_file(bundle_copy: Path) -> None:
+    """Other machines' engines and graphs this route never loads are not hashed at every start."""
+    graph = bundle_copy / "ensemble_fp16.onnx"
+    graph.write_bytes(graph.read_bytes()[:-10])
+    with olvf.load(bundle_copy, backend="onnxruntime", device="cpu") as rt:
+        assert rt.precision == "fp32"
+    with pytest.raises(BundleError, match=r"ensemble_fp16\.onnx does not match the sha256"):
+        olvf.load(bundle_copy, backend="onnxruntime", precision="fp16")
+    with pytest.raises(BundleError, match=r"ensemble_fp16\.onnx does not match the sha256"):
+        open_bundle(bundle_copy).verify_all()
+
+
+def test_manifest_is_read_once_and_identified_by_the_bytes_read(bundle_copy: Path, monkeypatch) -> None:
+    import hashlib
+
+    from olvf.runtime import manifest as manifest_module
+
+    reads: list[Path] = []
+    original = manifest_module.read_manifest_bytes
+
+    def counting(folder: Path) -> bytes:
+        reads.append(folder)
+        return original(folder)
+
+    monkeypatch.setattr("olvf.runtime.bundle.read_manifest_bytes", counting)
+    bundle = open_bundle(bundle_copy)
+    assert len(reads) == 1
+    assert bundle.manifest_sha256 == hashlib.sha256((bundle_copy / "manifest.json").read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -75,12 +107,49 @@ def test_missing_graph_is_refused(bundle_copy: Path) -> None:
         (lambda raw: raw.update(classes=["a", "b", "c"]), "classes"),
         (lambda raw: raw["models"][0]["preprocessing"].update(interpolation="lanczos9"), "interpolation"),
         (lambda raw: raw["graphs"][0].update(precision="int3"), "precision"),
+        (lambda raw: raw["graphs"][0].update(file="../../elsewhere/det.onnx"), "outside the bundle"),
+        (lambda raw: raw["crops"].update(margin=-0.9), "margin"),
+        (lambda raw: raw["models"][0]["preprocessing"].update(std=[0, 0, 0]), "std"),
+        (lambda raw: raw.update(operating_points={"fresh": 1.0}), "operating point"),
+        (lambda raw: raw["graphs"][0].update(max_batch="32"), "max_batch"),
+        (lambda raw: raw["display"].update(invert_monochrome1="false"), "display: invert_monochrome1"),
     ],
-    ids=["schema", "missing-field", "kind", "classes", "interpolation", "precision"],
+    ids=[
+        "schema",
+        "missing-field",
+        "kind",
+        "classes",
+        "interpolation",
+        "precision",
+        "path-escape",
+        "margin",
+        "std",
+        "operating-point",
+        "string-number",
+        "display",
+    ],
 )
 def test_bad_manifest_is_refused_with_a_reason(bundle_copy: Path, edit, message: str) -> None:
     _edit_manifest(bundle_copy, edit)
     with pytest.raises(BundleError, match=message):
+        open_bundle(bundle_copy)
+
+
+def test_schema_1_bundles_still_load(bundle_copy: Path) -> None:
+    """Bundles exported before the study pipeline: crops on a 0..255 scale, detector without min_size."""
+
+    def to_schema_1(raw: dict) -> None:
+        raw["schema_version"] = 1
+        for model in raw["models"]:
+            model["preprocessing"]["value_max"] = 255.0
+
+    _edit_manifest(bundle_copy, to_schema_1)
+    with olvf.load(bundle_copy, backend="onnxruntime") as rt:
+        assert rt.manifest.schema_version == 2
+        assert json.loads(rt.manifest.to_json())["schema_version"] == 2
+        assert "value_max" not in json.loads(rt.manifest.to_json())["models"][0]["preprocessing"]
+    _edit_manifest(bundle_copy, lambda raw: [m["preprocessing"].update(value_max=1.0) for m in raw["models"]])
+    with pytest.raises(BundleError, match="0..1.0"):
         open_bundle(bundle_copy)
 
 

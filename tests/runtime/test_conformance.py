@@ -21,7 +21,7 @@ from olvf.export.architectures import get as get_architecture
 from olvf.export.demo import demo_model
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.runtime import runners
-from olvf.runtime.engines import build_bundle_engines
+from olvf.runtime.bundle_engines import build_bundle_engines
 
 
 def _ort_has(provider: str) -> bool:

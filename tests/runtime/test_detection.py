@@ -9,10 +9,15 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from olvf.runtime.crops import CropSettings, crop_regions, extract_crops
-from olvf.runtime.detection import DetectorSettings, Letterbox, candidates, letterbox, nms, postprocess
+from olvf.runtime.config import CropSettings, DetectorSpec
+from olvf.runtime.crops import crop_regions, extract_crops
+from olvf.runtime.detection import Letterbox, candidates, letterbox, nms, postprocess
 
 NAMES = ("vertebra",)
+
+
+def spec(names: tuple[str, ...], layout: str) -> DetectorSpec:
+    return DetectorSpec(input_size=(640, 640), stride=32, names=names, layout=layout)
 
 
 def yolov8_output(boxes_xywh: list[list[float]], scores: list[list[float]], anchors: int = 50) -> np.ndarray:
@@ -55,7 +60,7 @@ def test_letterbox_matches_ultralytics_and_round_trips(shape: tuple[int, int]) -
     from ultralytics.data.augment import LetterBox
 
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    tensor, info = letterbox(image, (640, 640))
+    tensor, info = letterbox(image.astype(np.float32) / 255, (640, 640))  # the display scale
     theirs = LetterBox(new_shape=(640, 640), auto=False, scaleup=True)(image=np.stack([image] * 3, axis=2))
     assert tensor.shape == (3, 640, 640)
     assert np.abs(tensor[0] * 255 - theirs[:, :, 0].astype(np.float32)).max() <= 1.0
@@ -110,7 +115,7 @@ def test_five_bodies_become_l1_to_l5_top_to_bottom_with_duplicates_removed() -> 
     bodies = [[300, 100 + 160 * i, 500, 230 + 160 * i] for i in range(5)]
     duplicate = [305, 104, 498, 228]  # a second, weaker box on L1
     raw, info = _raw_from_original(list(reversed(bodies)) + [duplicate], [0] * 6, [0.9, 0.8, 0.85, 0.95, 0.7, 0.5], 1)
-    dets = postprocess(raw, info, DetectorSettings(names=NAMES, layout="yolov8"))
+    dets = postprocess(raw, info, spec(names=NAMES, layout="yolov8"))
     assert dets.levels == ("L1", "L2", "L3", "L4", "L5")
     np.testing.assert_allclose(dets.boxes, bodies, atol=0.01)
     assert "five bodies" in dets.level_rule
@@ -118,9 +123,9 @@ def test_five_bodies_become_l1_to_l5_top_to_bottom_with_duplicates_removed() -> 
 
 def test_other_counts_are_numbered_not_guessed() -> None:
     raw, info = _raw_from_original([[300, 100, 500, 230], [300, 300, 500, 420]], [0, 0], [0.9, 0.9], 1)
-    dets = postprocess(raw, info, DetectorSettings(names=NAMES, layout="yolov8"))
+    dets = postprocess(raw, info, spec(names=NAMES, layout="yolov8"))
     assert dets.levels == ("V1", "V2") and "not five" in dets.level_rule
-    nothing = postprocess(np.zeros((5, 40), np.float32), info, DetectorSettings(names=NAMES, layout="yolov8"))
+    nothing = postprocess(np.zeros((5, 40), np.float32), info, spec(names=NAMES, layout="yolov8"))
     assert len(nothing) == 0 and nothing.levels == ()
 
 
@@ -129,14 +134,14 @@ def test_per_level_detector_names_levels_and_keeps_one_box_per_level() -> None:
     boxes = [[300, 100, 500, 230], [300, 300, 500, 420], [300, 600, 500, 720], [290, 590, 510, 730]]
     # L3 found twice on the same body as L3 (0.9) and L2 (0.6): one body cannot be two levels.
     raw, info = _raw_from_original(boxes, [1, 2, 3, 2], [0.9, 0.8, 0.9, 0.6], len(names))
-    dets = postprocess(raw, info, DetectorSettings(names=names, layout="yolov8"))
+    dets = postprocess(raw, info, spec(names=names, layout="yolov8"))
     assert dets.levels == ("L1", "L2", "L3")
     assert any("duplicate" in note for note in dets.notes)
 
 
 def test_boxes_touching_the_border_are_clipped_not_lost() -> None:
     raw, info = _raw_from_original([[-30, 900, 150, 1040]], [0], [0.9], 1)
-    dets = postprocess(raw, info, DetectorSettings(names=NAMES, layout="yolov8"))
+    dets = postprocess(raw, info, spec(names=NAMES, layout="yolov8"))
     np.testing.assert_allclose(dets.boxes, [[0, 900, 150, 1000]], atol=0.01)
 
 

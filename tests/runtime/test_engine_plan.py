@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from olvf.errors import BackendError
-from olvf.runtime.engines import build_plan, count_half_in_engine_information, profile_shapes
 from olvf.runtime.manifest import GraphSpec
+from olvf.runtime.runners.tensorrt.builder import build_plan, count_half_in_engine_information
+from olvf.runtime.runners.tensorrt.profiles import profile_shapes
 
 
 def test_tensorrt_10_uses_the_fp16_flag_on_the_fp32_graph() -> None:

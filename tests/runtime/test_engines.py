@@ -29,8 +29,8 @@ from olvf.errors import BackendError, BundleError, ParityError
 from olvf.export.cli import main as export_main
 from olvf.phantom import make_phantom, write_dicom
 from olvf.runtime.bundle import open_bundle
+from olvf.runtime.bundle_engines import build_bundle_engines
 from olvf.runtime.cli import main as infer_main
-from olvf.runtime.engines import build_bundle_engines
 from olvf.runtime.manifest import MANIFEST_NAME, read_manifest
 
 
@@ -391,7 +391,7 @@ def test_two_starts_at_once_build_once(cascade_bundle: Path, tmp_path: Path, mon
     import fcntl
     import threading
 
-    from olvf.runtime import engines
+    from olvf.runtime import bundle_engines as engines
 
     bundle = _copy(cascade_bundle, tmp_path)
     use_fake_gpu(monkeypatch)

@@ -23,14 +23,15 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from olvf.errors import InputError
 from olvf.phantom import dicom_dataset, make_phantom, write_dicom
-from olvf.runtime import cli
 from olvf.runtime.batch import Progress, expand_inputs, study_names
+from olvf.runtime.cam_regions import REGIONS
 from olvf.runtime.cli import main as infer_main
 from olvf.runtime.detection import empty_detections, letterbox
-from olvf.runtime.overlay import CLASS_COLOURS, DEMO_BACKGROUND
+from olvf.runtime.pipeline import StudyPipeline
 from olvf.runtime.radiograph import read_radiograph
-from olvf.runtime.report import REGIONS
+from olvf.runtime.writers.overlay import CLASS_COLOURS, DEMO_BACKGROUND
 from tests_data import crop_paths
 
 SIZE = (1250, 1000)  # rows, columns: half the default phantom, for speed
@@ -283,14 +284,14 @@ def test_bad_files_in_a_batch_get_one_line_each_and_do_not_stop_the_good_one(cas
 
 
 def test_a_study_that_fails_in_the_batch_does_not_sink_the_others(cascade_bundle, films, tmp_path, monkeypatch):
-    real = cli.analyse_cascade
+    real = StudyPipeline._decode_and_crop
 
-    def refuse_the_png(rt, images):  # the PNG's pixels are 8-bit steps; the DICOM's are not
-        if any(np.allclose(image * 255, np.rint(image * 255), atol=1e-4) for image in images):
-            raise cli.InputError("synthetic failure of the PNG study")
-        return real(rt, images)
+    def refuse_the_png(self, study):
+        if study.radiograph.info.kind == "png":
+            raise InputError("synthetic failure of the PNG study")
+        return real(self, study)
 
-    monkeypatch.setattr(cli, "analyse_cascade", refuse_the_png)
+    monkeypatch.setattr(StudyPipeline, "_decode_and_crop", refuse_the_png)
     code, out, err = run_cli(
         [
             "--bundle",
@@ -307,15 +308,71 @@ def test_a_study_that_fails_in_the_batch_does_not_sink_the_others(cascade_bundle
     assert report["input"]["path"].endswith("m2.dcm") and report["timings_shared_by"] == 1
 
 
+@pytest.mark.parametrize("batch", [1, 3, 16])
+def test_two_bad_inputs_of_ten_cost_only_themselves_whatever_the_batch(cascade_bundle, films, tmp_path, batch):
+    """A batch of exactly one image used to re-raise and abort the run after earlier batches were written."""
+    inputs = []
+    for i in range(10):
+        path = tmp_path / "in" / f"s{i}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        if i in (2, 7):
+            path.write_bytes(b"DICM" * 40)  # neither DICOM nor an image
+        else:
+            shutil.copy(films / "m2.dcm", path)
+        inputs.append(str(path))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(out), "--batch", str(batch), *inputs])
+    assert code == 3 and "Traceback" not in err
+    named = [line for line in err.splitlines() if line.startswith("olvf-infer: error: ")]
+    assert len(named) == 2 and "s2.dcm" in named[0] and "s7.dcm" in named[1]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"s{i}" for i in range(10) if i not in (2, 7))
+    assert stdout.splitlines()[-1] == "10 studies: 8 ok, 2 failed"
+
+
+class FailingRunner:
+    """Wraps a loaded runner: fails like a GPU that falls off the bus on its ``fail_on``-th call."""
+
+    def __init__(self, runner, fail_on: int) -> None:
+        self.runner, self.fail_on, self.calls = runner, fail_on, 0
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+    def run(self, feeds):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            from olvf.errors import BackendError
+
+            raise BackendError(f"{self.runner.label} failed: CUDA error: an illegal memory access was encountered")
+        return self.runner.run(feeds)
+
+
+def test_a_backend_failure_mid_run_stops_once_and_blames_no_input(cascade_bundle, films, tmp_path, monkeypatch):
+    import olvf
+
+    real_load = olvf.load
+
+    def load_failing_in_the_second_batch(*args, **kwargs):
+        rt = real_load(*args, **kwargs)
+        # The first batch's 10 vertebrae take three calls at the tiny bundle's maximum batch of 4.
+        rt.runner = FailingRunner(rt.runner, fail_on=4)
+        return rt
+
+    monkeypatch.setattr(olvf, "load", load_failing_in_the_second_batch)
+    inputs = [str(films / "m2.dcm")] * 1 + [str(films / name) for name in ("m1.dcm", "j2k.dcm", "film.png")]
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(out), "--batch", "2", *inputs])
+    assert code == 7 and stdout == ""
+    (line,) = err.splitlines()
+    assert line.startswith("olvf-infer: error: onnxruntime") and "illegal memory access" in line
+    assert not any(name in line for name in ("m1.dcm", "j2k.dcm", "film.png")), "no input is blamed"
+    assert sorted(p.name for p in out.iterdir()) == ["m1", "m2"], "the first batch's studies were written"
+
+
 def test_a_film_without_vertebrae_is_a_valid_result_that_needs_a_reader(cascade_bundle, films, tmp_path, monkeypatch):
-    real = cli.analyse_cascade
+    from olvf.runtime.session import Runtime
 
-    def find_nothing(rt, images):
-        studies, detect_ms, classify_ms = real(rt, images)
-        empty = [cli.StudyAnalysis(empty_detections("order: 0 bodies found"), s.classification[0:0]) for s in studies]
-        return empty, detect_ms, classify_ms
-
-    monkeypatch.setattr(cli, "analyse_cascade", find_nothing)
+    monkeypatch.setattr(Runtime, "decode", lambda self, raw, fitted: empty_detections("order: 0 bodies found"))
     code, out, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(tmp_path), str(films / "m2.dcm")])
     assert code == 0 and err == "" and "no vertebral body found" in out and "needs a reader" in out
     report = json.loads((tmp_path / "m2" / "report.json").read_text())
@@ -433,6 +490,19 @@ def test_errors_are_one_line_with_the_fix(tiny_bundle, tmp_path, make_args, code
     assert got == code
     err = err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--engine-max-batch", "0", "--rebuild-engines"], "--engine-max-batch must be at least 1"),
+        (["--engine-max-batch", "4", "x.dcm"], "--engine-max-batch applies to engine builds"),
+    ],
+    ids=["engine-max-batch-range", "engine-max-batch-alone"],
+)
+def test_argument_errors_exit_2(tiny_bundle: Path, tmp_path: Path, argv: list[str], message: str) -> None:
+    got, _, err = run_cli(["--bundle", str(tiny_bundle), "--out", str(tmp_path / "out"), *argv])
+    assert got == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 def test_tampered_bundle_exits_4(tiny_bundle: Path, tmp_path: Path) -> None:

@@ -108,6 +108,10 @@ def test_onnxruntime_on_a_gpu_runs_the_fp16_graph_unless_told(tiny_bundle: Path,
     monkeypatch.setattr(onnxruntime, "InferenceSession", Reporting)
     with olvf.load(tiny_bundle, device="cuda") as rt:
         assert (rt.precision, rt.runner.device) == ("fp16", "cuda:0")
+        # olvf.load defaults to auto, as olvf-infer does; naming a provider is reported as what the user typed.
+        assert rt.selection.requested == "auto" and rt.backend == "onnxruntime"
+        assert rt.selection.why == "--device cuda: ONNX Runtime with its CUDA provider"
+        assert "--backend onnxruntime" not in rt.selection.brief
     with olvf.load(tiny_bundle, device="cuda", precision="fp32") as rt:
         assert rt.precision == "fp32"
     with olvf.load(tiny_bundle, backend="auto") as rt:

@@ -82,7 +82,7 @@ REAL_TENSORRT_MISSING = real_tensorrt_missing()
 def test_real_tensorrt_builds_verified_fp16_engines_and_runs_the_cascade(cascade_bundle: Path, tmp_path: Path) -> None:
     """On real hardware: the whole path, FP16 for real (inspector), verified, then one phantom study."""
     from olvf.phantom import make_phantom
-    from olvf.runtime.engines import build_bundle_engines
+    from olvf.runtime.bundle_engines import build_bundle_engines
 
     bundle = tmp_path / "bundle"
     shutil.copytree(cascade_bundle, bundle)
@@ -90,8 +90,8 @@ def test_real_tensorrt_builds_verified_fp16_engines_and_runs_the_cascade(cascade
     ensemble = next(e for e in manifest.engines if e.role == "ensemble")
     assert ensemble.precision == "fp16" and ensemble.half_layers > 0
     phantom = make_phantom(2, {"L3": "fresh"}, (1250, 1000))
-    image = phantom.pixels.astype(np.float32) / phantom.pixels.max() * 255
-    with olvf.load(bundle, backend="tensorrt") as rt, olvf.load(bundle) as reference:
+    image = phantom.pixels.astype(np.float32) / phantom.pixels.max()
+    with olvf.load(bundle, backend="tensorrt") as rt, olvf.load(bundle, backend="onnxruntime") as reference:
         (got,) = rt.analyse([image])
         (want,) = reference.analyse([image])
     assert len(got.detections) == len(want.detections) == 5

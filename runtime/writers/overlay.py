@@ -25,6 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from olvf.runtime.results import StudyResult
+
 BGR = tuple[int, int, int]
 CLASS_COLOURS: dict[str, BGR] = {"normal": (0, 200, 0), "old": (0, 190, 255), "fresh": (0, 0, 255)}
 UNKNOWN_COLOUR: BGR = (255, 255, 255)
@@ -246,6 +248,39 @@ def render_heatmap(pixels: np.ndarray, mark: Mark, caption: str, panel: int = HE
     body = np.concatenate([gray, np.zeros((panel, 4, 3), np.uint8), heat], axis=1)
     header = _header(body.shape[1], [[(mark.label, mark.colour)], [(caption, WHITE)]], [(0, 0, 0)] * 2, 0.6)
     return np.concatenate([header, body])
+
+
+def overlay_label(level: str, prediction: str, probability: float) -> str:
+    """'L2 fresh 0.81': level, predicted class and its probability."""
+    return f"{level} {prediction} {probability:.2f}"
+
+
+def study_marks(study: StudyResult) -> list[Mark]:
+    """One mark per vertebra, from the result as the pipeline computed it (boxes unrounded, regions as cut)."""
+    classification = study.classification
+    marks = []
+    for i, level in enumerate(study.detections.levels):
+        predicted = int(classification.predictions[i])
+        name = classification.classes[predicted]
+        marks.append(
+            Mark(
+                box=tuple(float(v) for v in study.detections.boxes[i]),  # type: ignore[arg-type]
+                region=tuple(int(v) for v in study.regions[i]),  # type: ignore[arg-type]
+                cam=classification.cam[i],
+                label=overlay_label(level, name, float(classification.probabilities[i, predicted])),
+                colour=CLASS_COLOURS.get(name, UNKNOWN_COLOUR),
+            )
+        )
+    return marks
+
+
+def render_study(study: StudyResult, demo_warning: str | None) -> tuple[np.ndarray, Layout, list[Mark]]:
+    """The study's overlay (BGR uint8), its layout and the marks drawn on it."""
+    marks = study_marks(study)
+    image, layout = render_overlay(
+        study.radiograph.pixels, marks, decision=study.decision.line, demo_warning=demo_warning
+    )
+    return image, layout, marks
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from olvf.runtime.overlay import (
+from olvf.runtime.writers.overlay import (
     CLASS_COLOURS,
     DEMO_BACKGROUND,
     Mark,

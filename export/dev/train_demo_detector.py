@@ -1,6 +1,6 @@
 """Train the demo bundle's vertebra detector on phantom radiographs, reproducibly and offline.
 
-    python -m olvf.export.train_demo_detector --out export/demo_detector.pt
+    python export/dev/train_demo_detector.py --out export/demo_detector.pt
 
 The demo bundle (``olvf-export --demo``) must really find the vertebrae of the
 phantoms ``olvf-phantom`` draws, yet nothing trained may be downloaded. This
@@ -66,7 +66,7 @@ import cv2
 import numpy as np
 
 from olvf.export.detector import temporary_environ
-from olvf.phantom import FRACTURE_CLASSES, LEVELS, Phantom, make_phantom
+from olvf.phantom import FRACTURE_CLASSES, LEVELS, Phantom, make_phantom, phantom_display
 
 ARCHITECTURE = "yolov5nu.yaml"
 NAMES: tuple[str, ...] = LEVELS  # one class per level, T12..L5
@@ -133,18 +133,6 @@ class Recipe:
 # --------------------------------------------------------------------------- data
 
 
-def phantom_display(phantom: Phantom) -> np.ndarray:
-    """The phantom as the runtime's reader shows it to the detector: float32 (H, W), 0..255.
-
-    The DICOM's Window Center/Width applied as DICOM's LINEAR function
-    (PS3.3 C.11.2.1.2, as pydicom's ``apply_windowing``); a MONOCHROME1 file
-    of the same phantom reads back the same within 1/width.
-    """
-    centre, width = phantom.window_center - 0.5, phantom.window_width - 1.0
-    values = (phantom.pixels.astype(np.float32) - np.float32(centre)) / np.float32(width) + np.float32(0.5)
-    return np.clip(values, 0.0, 1.0) * np.float32(255.0)
-
-
 def sample_phantom(seed: int, recipe: Recipe = Recipe()) -> Phantom:
     """One training or validation phantom: matrix size and fractures drawn from ``seed``."""
     rng = np.random.default_rng([seed, 0x0D7EC7])
@@ -186,7 +174,7 @@ def detector_image(phantom: Phantom, imgsz: int) -> np.ndarray:
     gain = min(imgsz / rows, imgsz / cols)
     size = (int(round(cols * gain)), int(round(rows * gain)))
     small = cv2.resize(display, size, interpolation=cv2.INTER_LINEAR)
-    return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(small * 255), 0, 255).astype(np.uint8)  # 8-bit PNG for ultralytics' loader
 
 
 def write_example(phantom: Phantom, root: Path, split: str, imgsz: int, names: Sequence[str] = NAMES) -> Path:
@@ -340,9 +328,12 @@ def evaluate_levels(network: Any, root: Path, recipe: Recipe, conf: float = 0.25
     """The held-out phantoms through the runtime's own numpy letterbox and decoding: levels found and named."""
     import torch
 
-    from olvf.runtime.detection import DetectorSettings, box_iou, letterbox, postprocess
+    from olvf.runtime.config import DetectorSpec
+    from olvf.runtime.detection import box_iou, letterbox, postprocess
 
-    settings = DetectorSettings(names=recipe.names, layout="yolov8", conf=conf, iou=iou)
+    settings = DetectorSpec(
+        input_size=(recipe.imgsz, recipe.imgsz), stride=32, names=recipe.names, layout="yolov8", conf=conf, iou=iou
+    )
     found = named = total = 0
     ious: list[float] = []
     missed: dict[str, int] = {}
@@ -350,7 +341,7 @@ def evaluate_levels(network: Any, root: Path, recipe: Recipe, conf: float = 0.25
         read = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE)
         if read is None:
             raise OSError(f"could not read {image_path}")
-        image = read.astype(np.float32)
+        image = read.astype(np.float32) / 255  # the display scale
         rows, cols = image.shape
         labels = np.loadtxt(root / "labels" / "val" / f"{image_path.stem}.txt", ndmin=2)
         truth = np.stack(
@@ -445,7 +436,7 @@ def record(
     levels = figures["runtime_levels"]
     threads = f"{recipe.threads} torch thread{'s' if recipe.threads > 1 else ''}"
     command = (
-        f"python -m olvf.export.train_demo_detector --out {out.as_posix()} --train {recipe.train_count} "
+        f"python export/dev/train_demo_detector.py --out {out.as_posix()} --train {recipe.train_count} "
         f"--val {recipe.val_count} --epochs {recipe.epochs} --batch {recipe.batch} --seed {recipe.seed} "
         f"--threads {recipe.threads}"
     )
@@ -538,7 +529,7 @@ The last rows run the validation images through `olvf.runtime.detection`
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m olvf.export.train_demo_detector",
+        prog="python export/dev/train_demo_detector.py",
         description="Train the demo bundle's vertebra detector on phantoms (CPU, offline, reproducible).",
     )
     parser.add_argument("--out", type=Path, required=True, help="weights file, e.g. export/demo_detector.pt")

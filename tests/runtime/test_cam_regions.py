@@ -1,11 +1,11 @@
-"""The report's arithmetic: where a Grad-CAM map lies, how its mass divides, and when MRI is recommended."""
+"""Where a Grad-CAM map lies and how its mass divides between the vertebra's regions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from olvf.runtime.report import REGIONS, RegionGeometry, analyse_cams, mri_decision, pixel_centres
+from olvf.runtime.cam_regions import REGIONS, RegionGeometry, analyse_cams, pixel_centres
 
 # A 100 x 100 map over the region (0, 0)-(100, 100): map pixel (i, j) is centred at (j + 0.5, i + 0.5).
 REGION = np.array([[0, 0, 100, 100]])
@@ -85,19 +85,3 @@ def test_region_geometry_refuses_nonsense() -> None:
         RegionGeometry(anterior="front")
     with pytest.raises(ValueError, match="band"):
         RegionGeometry(band=0.5)
-
-
-def test_mri_is_recommended_at_or_over_the_operating_point_naming_the_level() -> None:
-    levels = ("L1", "L2", "L3")
-    decision = mri_decision(levels, np.array([0.1, 0.5, 0.3]), 0.5)
-    assert decision["mri_recommended"] is True and decision["levels"] == ["L2"]
-    assert "L2" in decision["reason"] and "0.50" in decision["reason"]
-    decision = mri_decision(levels, np.array([0.1, 0.49, 0.3]), 0.5)
-    assert decision["mri_recommended"] is False and decision["levels"] == []
-    assert decision["max_fresh"] == {"level": "L2", "probability": 0.49}
-    assert "under the operating point" in decision["reason"]
-
-
-def test_no_vertebra_found_is_no_recommendation_but_says_the_film_needs_a_reader() -> None:
-    decision = mri_decision((), np.zeros(0), 0.5)
-    assert decision["mri_recommended"] is False and "needs a reader" in decision["reason"]

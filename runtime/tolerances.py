@@ -1,0 +1,62 @@
+"""How far a graph, an engine or a backend may stray from its reference: every limit in one place.
+
+The export gate (PyTorch checkpoint vs the exported graph) and the runtime's
+backend verification (a TensorRT engine, ONNX Runtime on a GPU, an FP16 graph
+vs ONNX Runtime on CPU with the FP32 graph) use the same limits, chosen by the
+precision of the route under test. Each loose value says why it is loose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Largest differences the classifiers of a route may show against their FP32 reference."""
+
+    #: max abs difference of any probability (ensemble and each model)
+    probabilities: float
+    #: max abs difference of [0, 1]-normalised Grad-CAM maps
+    cam: float
+
+
+@dataclass(frozen=True)
+class DetectorTolerances:
+    """Largest differences of a detector's boxes after NMS against its reference, image by image."""
+
+    #: every reference box must be matched by a box of at least this IoU
+    min_iou: float
+    #: matched boxes' scores may differ by this much
+    max_score_diff: float
+    #: boxes per image may differ by this many
+    count_slack: int
+
+
+CLASSIFIERS: dict[str, Tolerances] = {
+    # FP32 graphs agree with PyTorch (and its autograd Grad-CAM) to about 1e-6; 1e-4 leaves room for
+    # another CPU's kernels without letting a wrong graph through.
+    "fp32": Tolerances(probabilities=1e-4, cam=1e-3),
+    # FP16 backbones round activations to 11 bits: probabilities move by a few 1e-3, maps by a few 1e-2,
+    # more where two regions of a map are nearly tied for the peak (measured on the demo bundle: 2.7e-3, 2.4e-2).
+    "fp16": Tolerances(probabilities=1e-2, cam=0.1),
+}
+
+DETECTORS: dict[str, DetectorTolerances] = {
+    # FP32 ONNX against the PyTorch detector: measured raw outputs within 6e-4 px.
+    "fp32": DetectorTolerances(min_iou=0.99, max_score_diff=1e-3, count_slack=0),
+    # FP16 moves box coordinates by up to about 0.5 px on a 320 px input, and a score right at the
+    # confidence threshold may round to either side of it: one box more or fewer is rounding.
+    "fp16": DetectorTolerances(min_iou=0.9, max_score_diff=2e-2, count_slack=1),
+}
+
+# A top-1 flip between two classes closer than this multiple of the probability tolerance is rounding.
+TOP1_TIE_FACTOR = 2.0
+
+
+def classifiers(precision: str) -> Tolerances:
+    return CLASSIFIERS[precision]
+
+
+def detector(precision: str) -> DetectorTolerances:
+    return DETECTORS[precision]

@@ -1,0 +1,191 @@
+"""One study's report: what the cascade found, as data for scripts (report.json) and as lines for people.
+
+Built from a :class:`olvf.runtime.results.StudyResult` and the run's
+:class:`ReportContext`; nothing is recomputed here. How Grad-CAM regions are
+defined is in :mod:`olvf.runtime.cam_regions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from olvf.runtime.cam_regions import REGIONS
+from olvf.runtime.results import StudyResult
+
+if TYPE_CHECKING:
+    from olvf.runtime.session import Runtime
+
+SCHEMA = "olvf-report/1"
+DEMO_WARNING = "DEMO bundle: random weights, not for diagnosis"
+CROP_MODE_NOTE = "the bundle has no detector: each image was classified as one vertebral-body crop"
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What every report of one run shares: the bundle and the backend that ran it."""
+
+    bundle: dict[str, Any]
+    backend: dict[str, Any]
+    classes: tuple[str, ...]
+    demo: bool
+
+
+def report_context(rt: Runtime, bundle_label: str) -> ReportContext:
+    """The run's context from a loaded runtime; ``bundle_label``: the bundle as the user named it."""
+    manifest = rt.manifest
+    assert rt.runner is not None  # a study pipeline needs classifiers
+    detector = None
+    if rt.detector is not None:
+        detector = {
+            "name": rt.detector_backend,
+            "device": rt.detector.device,
+            # A TensorRT engine's own precision (a TensorRT 10 engine is FP16 built from the FP32 graph).
+            "precision": rt.detector.precision or manifest.graph_for("detector", rt.precision).precision,
+        }
+    return ReportContext(
+        bundle={"path": bundle_label, "manifest_sha256": rt.bundle.manifest_sha256, "demo": manifest.demo},
+        backend={
+            "name": rt.backend,
+            "device": rt.runner.device,
+            "precision": rt.precision,
+            "detector": detector,
+            "requested": rt.selection.requested,
+            "why": rt.selection.why,
+        },
+        classes=rt.classes,
+        demo=manifest.demo,
+    )
+
+
+def _probabilities(classes: Sequence[str], row: np.ndarray) -> dict[str, float]:
+    return {name: round(float(value), 6) for name, value in zip(classes, row)}
+
+
+def _coords(values: np.ndarray, digits: int = 1) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return round(float(value), 6) if np.isfinite(value) else None
+
+
+def heatmap_name(level: str) -> str:
+    return f"{level}_gradcam.png"
+
+
+def heatmap_caption(study: StudyResult, index: int) -> str:
+    target = study.classification.classes[int(study.classification.target[index])]
+    region = study.cam_regions.peak_regions[index].replace("_", " ")
+    return f"Grad-CAM of '{target}', peak in the {region}"
+
+
+def vertebra_reports(study: StudyResult, classes: Sequence[str]) -> list[dict[str, Any]]:
+    detections, result, cams = study.detections, study.classification, study.cam_regions
+    rows = []
+    for i, level in enumerate(detections.levels):
+        fractions = cams.fractions[i]
+        rows.append(
+            {
+                "level": level,
+                "box": _coords(detections.boxes[i]),
+                "detector_score": _finite_or_none(detections.scores[i]) if study.cascade else None,
+                "probabilities": _probabilities(classes, result.probabilities[i]),
+                "models": {
+                    name: _probabilities(classes, probs[i]) for name, probs in result.model_probabilities.items()
+                },
+                "prediction": classes[int(result.predictions[i])],
+                "gradcam": {
+                    "image": heatmap_name(level),
+                    "target": classes[int(result.target[i])],
+                    "crop_region": [int(v) for v in study.regions[i]],
+                    "peak": _coords(cams.peaks[i]),
+                    "peak_region": cams.peak_regions[i],
+                    "regions": None
+                    if np.isnan(fractions).any()
+                    else {name: round(float(f), 4) for name, f in zip(REGIONS, fractions)},
+                },
+            }
+        )
+    return rows
+
+
+def build_report(
+    study: StudyResult,
+    context: ReportContext,
+    *,
+    overlay: Mapping[str, Any],
+    write_ms: float,
+) -> dict[str, Any]:
+    """report.json of one study, plain JSON types only.
+
+    ``overlay``: where the overlay picture is and how original pixels map onto
+    it; ``write_ms``: the time taken to draw and write (timings ``report``).
+    """
+    info = study.radiograph.info.to_dict()
+    info["size"] = [study.radiograph.info.columns, study.radiograph.info.rows]  # [width, height]: every box's frame
+    decision = study.decision.to_dict()
+    times = study.timings
+    timings = {
+        "read": times.read,
+        "detect": times.detect,
+        "classify": times.classify,
+        "report": write_ms,
+    }
+    timings["total"] = sum(v for v in timings.values() if v is not None)
+    report: dict[str, Any] = {"schema": SCHEMA}
+    if context.demo:
+        report["warning"] = DEMO_WARNING  # first, where nobody can miss it
+    report.update(
+        {
+            "mode": "cascade" if study.cascade else "crop",
+            "mri_recommended": decision["mri_recommended"],
+            "mri_reason": decision["reason"],
+            "mri_levels": decision["levels"],
+            "max_fresh": decision["max_fresh"],
+            "operating_point": {"fresh": study.decision.operating_point},
+            "input": info,
+            "bundle": dict(context.bundle),
+            "backend": dict(context.backend),
+            "detection": {
+                "count": len(study.detections),
+                "level_rule": study.detections.level_rule,
+                "notes": list(study.detections.notes) if study.cascade else [CROP_MODE_NOTE],
+            },
+            "gradcam_regions": study.geometry.to_dict(),
+            "vertebrae": vertebra_reports(study, context.classes),
+            "overlay": dict(overlay),
+            "timings_ms": {key: None if value is None else round(float(value), 2) for key, value in timings.items()},
+            # The detector and ensemble calls served this many studies; each reports its share of them.
+            "timings_shared_by": times.shared_by,
+        }
+    )
+    return report
+
+
+# --- for people -----------------------------------------------------------------
+
+
+def summary_lines(study: StudyResult, name: str, folder: str) -> list[str]:
+    """A short table of one study for the terminal; only the file name, never patient data."""
+    lines = [f"{name}  ->  {folder}/overlay.png"]
+    if not study.cascade:
+        lines.append(f"  ({CROP_MODE_NOTE})")
+    classes = study.classification.classes
+    fresh = classes.index("fresh")
+    if len(study):
+        lines.append(f"  {'level':6s} {'class':7s} {'p(fresh)':>8s} {'p(class)':>8s}  Grad-CAM peak")
+        for i, level in enumerate(study.detections.levels):
+            probabilities = study.classification.probabilities[i]
+            predicted = int(study.classification.predictions[i])
+            lines.append(
+                f"  {level:6s} {classes[predicted]:7s} {probabilities[fresh]:8.2f} {probabilities[predicted]:8.2f}  "
+                f"{study.cam_regions.peak_regions[i].replace('_', ' ')}"
+            )
+    else:
+        lines.append(f"  no vertebral body found ({study.detections.level_rule})")
+    lines.append(f"  {study.decision.line}")
+    return lines

@@ -1,0 +1,46 @@
+"""A study's results folder: report.json, overlay.png and one Grad-CAM picture per vertebra, all or nothing.
+
+The folder is built in a staging folder beside it and renamed into place
+(:func:`olvf.runtime.atomic.staged_directory`), so no half-written study is
+ever left; an existing folder is replaced only with ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from olvf.errors import OlvfError
+from olvf.runtime.atomic import staged_directory
+from olvf.runtime.results import StudyResult
+from olvf.runtime.writers.overlay import encode_png, render_heatmap, render_study
+from olvf.runtime.writers.report import DEMO_WARNING, ReportContext, build_report, heatmap_caption, heatmap_name
+
+OVERLAY = "overlay.png"
+REPORT = "report.json"
+
+
+def write_study(study: StudyResult, context: ReportContext, folder: Path, *, force: bool) -> dict[str, Any]:
+    """Draw and write one study's folder atomically; returns its report."""
+    start = perf_counter()
+    overlay, layout, marks = render_study(study, DEMO_WARNING if context.demo else None)
+    images = {OVERLAY: encode_png(overlay)}
+    pixels = study.radiograph.pixels
+    for i, (mark, level) in enumerate(zip(marks, study.detections.levels)):
+        images[heatmap_name(level)] = encode_png(render_heatmap(pixels, mark, heatmap_caption(study, i)))
+    try:
+        with staged_directory(folder, force=force) as staging:
+            for name, data in images.items():
+                (staging / name).write_bytes(data)
+            report = build_report(
+                study,
+                context,
+                overlay={"image": OVERLAY, **layout.to_dict()},
+                write_ms=(perf_counter() - start) * 1e3,
+            )
+            (staging / REPORT).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OlvfError(f"{folder}: cannot write the results ({exc.strerror or exc}); choose another --out") from None
+    return report
