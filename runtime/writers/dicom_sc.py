@@ -122,7 +122,10 @@ def build_secondary_capture(source: DicomSource, overlay_rgb: np.ndarray, findin
     copy_identity(source.header, sc)
     # Rows and columns keep their directions through the overlay (a header band is added above),
     # so the source's orientation labels still hold; type 2C, empty when the source has none.
-    sc.PatientOrientation = source.header.get("PatientOrientation") or None
+    if source.header.get("PatientOrientation"):
+        sc["PatientOrientation"] = deepcopy(source.header["PatientOrientation"])
+    else:
+        sc.PatientOrientation = []
     for keyword in ("BodyPartExamined", "Laterality"):  # series level: the SC shows the same part
         if keyword in source.header:
             sc[keyword] = deepcopy(source.header[keyword])

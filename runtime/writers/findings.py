@@ -69,8 +69,8 @@ class VertebraFinding:
         probabilities = {name: _unit(self.probabilities[name], f"p({name})") for name in CLASSES}
         object.__setattr__(self, "probabilities", MappingProxyType(probabilities))
         if self.gradcam_peak_region not in REGIONS:
-            got = self.gradcam_peak_region
-            raise ValueError(f"gradcam_peak_region must be one of {', '.join(REGIONS)}, got {got!r}")
+            region = self.gradcam_peak_region
+            raise ValueError(f"gradcam_peak_region must be one of {', '.join(REGIONS)}, got {region!r}")
         if self.detector_score is not None:
             object.__setattr__(self, "detector_score", _unit(self.detector_score, "detector_score"))
 

@@ -90,6 +90,7 @@ def test_both_objects_are_filed_with_the_source_patient_and_study_in_new_series(
         assert ds.StudyDescription == header.StudyDescription
         assert ds.SeriesInstanceUID != header.SeriesInstanceUID
     assert sc.SeriesInstanceUID != sr.SeriesInstanceUID
+    assert list(sc.PatientOrientation) == list(header.PatientOrientation) == ["P", "F"]  # rows and columns kept
     assert (sc.Modality, sr.Modality) == ("OT", "SR")
     assert sc.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
     assert sr.SOPClassUID == pydicom.uid.ComprehensiveSRStorage
