@@ -56,6 +56,7 @@ from highdicom.sr import (
     TrackingIdentifier,
 )
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
 
 from olvf.runtime.writers import dicom_codes as codes
 from olvf.runtime.writers.dicom_sc import DEMO_TEXT, MANUFACTURER, series_description
@@ -92,12 +93,13 @@ def _algorithm(findings: StudyFindings) -> AlgorithmIdentification:
     return AlgorithmIdentification(name=algorithm.name, version=algorithm.version, parameters=parameters)
 
 
-def _probability(name: object, value: float) -> Measurement:
-    return Measurement(name=name, value=float(value), unit=codes.NO_UNITS)  # type: ignore[arg-type]
+def _number(name: Code, value: float) -> Measurement:
+    """A pure number (UCUM "1"): probabilities, scores, the operating point."""
+    return Measurement(name=name, value=float(value), unit=codes.NO_UNITS)
 
 
-def _text(name: object, value: str) -> TextContentItem:
-    return TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)  # type: ignore[arg-type]
+def _text(name: Code, value: str) -> TextContentItem:
+    return TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
 
 
 def _study_group(source: DicomSource, findings: StudyFindings) -> MeasurementsAndQualitativeEvaluations:
@@ -108,7 +110,7 @@ def _study_group(source: DicomSource, findings: StudyFindings) -> MeasurementsAn
         ),
         finding_sites=[FindingSite(codes.LUMBAR_SPINE)],
         algorithm_id=_algorithm(findings),
-        measurements=[_probability(codes.OPERATING_POINT, findings.operating_point)],
+        measurements=[_number(codes.OPERATING_POINT, findings.operating_point)],
         qualitative_evaluations=[
             QualitativeEvaluation(codes.MRI_RECOMMENDED, codes.YES if findings.mri_recommended else codes.NO)
         ],
@@ -134,9 +136,9 @@ def _vertebra_group(
     x1, y1, x2, y2 = vertebra.box
     if x2 > columns or y2 > rows:
         raise ValueError(f"{vertebra.level} box {vertebra.box} reaches past the source image ({columns} x {rows})")
-    measurements = [_probability(codes.PROBABILITY_NAMES[c], p) for c, p in vertebra.probabilities.items()]
+    measurements = [_number(codes.PROBABILITY_NAMES[c], p) for c, p in vertebra.probabilities.items()]
     if vertebra.detector_score is not None:
-        measurements.append(_probability(codes.DETECTOR_SCORE, vertebra.detector_score))
+        measurements.append(_number(codes.DETECTOR_SCORE, vertebra.detector_score))
     sha = findings.algorithm.bundle_sha256
     return PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
@@ -166,7 +168,7 @@ def build_measurement_report(source: DicomSource, findings: StudyFindings, sc: D
     algorithm = findings.algorithm
     sha = algorithm.bundle_sha256
     observer = ObserverContext(
-        observer_type=codes.DEVICE,  # type: ignore[arg-type]
+        observer_type=codes.DEVICE,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
             uid=bundle_uid(sha, "device-observer"),
             name=algorithm.name,
