@@ -145,12 +145,19 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = total >= minimum and self.stream.isatty()
         self.done = 0
+        self._said: set[str] = set()
+
+    def say_once(self, line: str) -> None:
+        """:meth:`say`, unless this very line was said before (a note that holds for the whole run)."""
+        if line not in self._said:
+            self.say(line)
 
     def advance(self, count: int = 1) -> None:
         self.done += count
         self._draw()
 
     def say(self, line: str) -> None:
+        self._said.add(line)
         if self.enabled:
             self.stream.write("\r\033[K")
         print(line, file=self.stream)

@@ -39,7 +39,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olvf.cli_main import run_main
 from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError, UsageError
@@ -52,6 +52,9 @@ from olvf.runtime.runners import backend_names
 from olvf.runtime.session import Runtime
 from olvf.runtime.writers.report import DEMO_WARNING, ReportContext, report_context, summary_lines
 from olvf.runtime.writers.study_folder import write_study
+
+if TYPE_CHECKING:
+    from olvf.runtime.writers.dicom_source import DicomSource
 
 PROG = "olvf-infer"
 
@@ -129,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace existing study folders under --out")
     parser.add_argument("--json", action="store_true", help="print the reports as a JSON list on stdout, nothing else")
     parser.add_argument(
+        "--dicom",
+        action="store_true",
+        help="also write, for each DICOM input, a Secondary Capture of the overlay (olvf_sc.dcm) and a TID 1500 "
+        "Structured Report (olvf_sr.dcm) in the patient's study, for the PACS",
+    )
+    parser.add_argument(
         "--anterior",
         choices=("left", "right"),
         default=None,
@@ -160,6 +169,17 @@ def _refuse_existing(path: Path, folder: Path, force: bool) -> None:
         raise OutputExistsError(
             f"{path}: its results folder {folder} already exists; pass --force to replace it"
         ) from None
+
+
+def dicom_source(path: Path, progress: Progress) -> DicomSource | None:
+    """The input's DICOM header for the DICOM results; None (said once per run) for images without one."""
+    from olvf.runtime.writers.dicom_source import NO_PATIENT_CONTEXT, NoPatientContextError, read_dicom_source
+
+    try:
+        return read_dicom_source(path)
+    except NoPatientContextError:
+        progress.say_once(f"{PROG}: note: {NO_PATIENT_CONTEXT}")
+        return None
 
 
 def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None, why: str = "") -> None:
@@ -257,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
                         failed(order, outcome.source, outcome.error)
                         continue
                     try:
-                        report = write_study(outcome, context, folder, force=args.force)
+                        dicom = dicom_source(Path(outcome.source), progress) if args.dicom else None
+                        report = write_study(outcome, context, folder, force=args.force, dicom=dicom)
                     except OlvfError as exc:
                         failed(order, outcome.source, exc)
                         continue

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peers import orthanc  # noqa: F401  (fixture: a real Orthanc PACS for the DICOM writer tests)
 
 from olvf.export import architectures
 from olvf.export.architectures import Architecture

@@ -1,5 +1,9 @@
 """A study's results folder: report.json, overlay.png and one Grad-CAM picture per vertebra, all or nothing.
 
+With a DICOM source, the folder also gets the DICOM results a PACS files
+with the patient: ``olvf_sc.dcm`` (Secondary Capture of the overlay) and
+``olvf_sr.dcm`` (TID 1500 Structured Report), built from the same result.
+
 The folder is built in a staging folder beside it and renamed into place
 (:func:`olvf.runtime.atomic.staged_directory`), so no half-written study is
 ever left; an existing folder is replaced only with ``force``.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olvf.errors import OlvfError
 from olvf.runtime.atomic import staged_directory
@@ -18,18 +22,41 @@ from olvf.runtime.results import StudyResult
 from olvf.runtime.writers.overlay import encode_png, render_heatmap, render_study
 from olvf.runtime.writers.report import DEMO_WARNING, ReportContext, build_report, heatmap_caption, heatmap_name
 
+if TYPE_CHECKING:
+    from olvf.runtime.writers.dicom_source import DicomSource
+
 OVERLAY = "overlay.png"
 REPORT = "report.json"
 
 
-def write_study(study: StudyResult, context: ReportContext, folder: Path, *, force: bool) -> dict[str, Any]:
-    """Draw and write one study's folder atomically; returns its report."""
+def write_study(
+    study: StudyResult,
+    context: ReportContext,
+    folder: Path,
+    *,
+    force: bool,
+    dicom: DicomSource | None = None,
+) -> dict[str, Any]:
+    """Draw and write one study's folder atomically; returns its report.
+
+    ``dicom``: the source's DICOM header; with it the Secondary Capture and the SR are written too.
+    """
     start = perf_counter()
     overlay, layout, marks = render_study(study, DEMO_WARNING if context.demo else None)
     images = {OVERLAY: encode_png(overlay)}
     pixels = study.radiograph.pixels
     for i, (mark, level) in enumerate(zip(marks, study.detections.levels)):
         images[heatmap_name(level)] = encode_png(render_heatmap(pixels, mark, heatmap_caption(study, i)))
+    dicom_files: dict[str, str] = {}
+    if dicom is not None:
+        from olvf.runtime.writers.dicom_results import SC_NAME, SR_NAME, encode_dicom_results
+        from olvf.runtime.writers.dicom_study import study_findings
+
+        # The overlay is drawn BGR (OpenCV); DICOM RGB wants it the other way round.
+        images[SC_NAME], images[SR_NAME], _ = encode_dicom_results(
+            dicom, overlay[..., ::-1], study_findings(study, context)
+        )
+        dicom_files = {"secondary_capture": SC_NAME, "structured_report": SR_NAME}
     try:
         with staged_directory(folder, force=force) as staging:
             for name, data in images.items():
@@ -40,6 +67,8 @@ def write_study(study: StudyResult, context: ReportContext, folder: Path, *, for
                 overlay={"image": OVERLAY, **layout.to_dict()},
                 write_ms=(perf_counter() - start) * 1e3,
             )
+            if dicom_files:
+                report["dicom"] = dicom_files
             (staging / REPORT).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     except OSError as exc:
         raise OlvfError(f"{folder}: cannot write the results ({exc.strerror or exc}); choose another --out") from None
