@@ -233,10 +233,6 @@ def evaluate(
     resamples = study_resamples(len(outcomes), bootstrap, seed)
     replicates: dict[str, np.ndarray] = {}
 
-    def task(name: str, text: str, t: np.ndarray, d: np.ndarray, s: np.ndarray, idx: np.ndarray, **kw: Any):
-        figures, reps = binary_figures(name, text, t, d, s, idx, resamples, **kw)
-        return figures, reps
-
     fracture_args = (truth != normal, predicted != normal, p_fracture)
     fresh_args = (truth == fresh, detected & (p_fresh >= operating_point), p_fresh)
     fracture_text = "argmax class is old or fresh; score p(old) + p(fresh)"
@@ -247,20 +243,21 @@ def evaluate(
         ("fresh", fresh_text, fresh_args),
         ("fresh_argmax", "argmax class is fresh; score p(fresh)", (truth == fresh, predicted == fresh, p_fresh)),
     ):
-        results[name], reps = task(name, text, *args, study_index)
+        results[name], reps = binary_figures(name, text, *args, study_index, resamples)
         replicates.update(replicate_names(name, reps))
 
     decisions = _study_decisions(outcomes, labelled, operating_point)
     study_truth = np.array([d.fresh_labelled for d in decisions], bool)
     study_flag = np.array([d.mri_recommended for d in decisions], bool)
     study_score = np.array([d.max_p_fresh for d in decisions], np.float64)
-    results["study_mri"], reps = task(
+    results["study_mri"], reps = binary_figures(
         "study_mri",
         f"any vertebra found with p(fresh) >= {operating_point:g}; score the study's highest p(fresh)",
         study_truth,
         study_flag,
         study_score,
         np.arange(len(decisions)),
+        resamples,
     )
     replicates.update(replicate_names("study_mri", reps))
 
@@ -272,7 +269,9 @@ def evaluate(
             continue
         per_task = {}
         for name, text, args in (("fracture", fracture_text, fracture_args), ("fresh", fresh_text, fresh_args)):
-            per_task[name], reps = task(name, text, *(a[at] for a in args), study_index[at], with_roc=False)
+            per_task[name], reps = binary_figures(
+                name, text, *(a[at] for a in args), study_index[at], resamples, with_roc=False
+            )
             replicates.update(replicate_names(f"level.{level}.{name}", reps))
         levels.append(LevelFigures(level, int(at.sum()), per_task["fracture"], per_task["fresh"]))
 
