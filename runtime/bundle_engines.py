@@ -13,13 +13,11 @@ container's first start, as well as by ``olvf-export --engine``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 from olvf.errors import BundleError, ParityError
 from olvf.runtime.atomic import write_bytes_atomic, write_text_atomic
 from olvf.runtime.bundle import Bundle, open_bundle, sha256_file
+from olvf.runtime.bundle_update import bundle_lock, check_writable
 from olvf.runtime.manifest import MANIFEST_NAME, EngineSpec, Manifest
 from olvf.runtime.runners.tensorrt.builder import BuildPlan, build_engine, build_plan, source_graph
 from olvf.runtime.runners.tensorrt.device import DeviceFacts, device_facts, import_tensorrt, select_device
@@ -60,37 +59,6 @@ def engines_needed(bundle: Bundle, here: DeviceFacts) -> list[str]:
     return needed
 
 
-def _check_writable(path: Path) -> None:
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise BundleError(
-            f"cannot write engines into {path} (read-only); give olvf write access to the bundle folder "
-            "(in Docker: mount it without :ro)"
-        )
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path, progress: Progress) -> Iterator[None]:
-    """One build per bundle at a time: two containers starting together must not both rebuild.
-
-    The lock is on the bundle folder itself, so no lock file is left in it.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, builds stay atomic on their own
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress("another olvf is building engines into this bundle; waiting for it")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def build_bundle_engines(
     bundle_dir: str | Path,
     *,
@@ -115,14 +83,14 @@ def build_bundle_engines(
     here = device_facts(device)
     plan = build_plan(here.tensorrt_version)
     select_device(device)  # the builder builds for the current GPU
-    with _build_lock(folder, progress):
+    with bundle_lock(folder, progress, "building engines into"):
         bundle = open_bundle(folder)  # read under the lock: another build may just have finished
         if only_missing:
             needed = engines_needed(bundle, here)
             if not needed:
                 return None  # a read-only bundle with current engines is fine
             progress(f"no current TensorRT engines for this machine ({', '.join(needed)}); building them")
-        _check_writable(folder)
+        check_writable(folder, "engines")
         check = verify or functools.partial(verify_engines, device=device)
         try:
             return _build(trt, bundle, here, plan, progress=progress, max_batch=max_batch, verify=check)

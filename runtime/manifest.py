@@ -144,6 +144,8 @@ class Manifest:
     crops: CropSettings = CropSettings()
     display: DisplayConversion = DisplayConversion()
     engines: tuple[EngineSpec, ...] = ()
+    #: earlier fresh operating points, newest last, each with when, why and by what it was replaced
+    operating_point_history: tuple[dict[str, Any], ...] = ()
     schema_version: int = SCHEMA_VERSION
     kind: str = "olvf-bundle"
 

@@ -4,8 +4,13 @@
 
 writes ``demo.dcm`` and ``demo.json``. Without ``--fracture`` the seed chooses
 the fractures (often none); ``--no-fractures`` draws a spine without any.
-The drawing itself lives in :mod:`olvf.phantom`; this module only parses,
-checks and reports.
+
+    olvf-phantom --set held-out/ --count 100 --seed 5000 [--size 1250x1000]
+
+writes a whole labelled set (phantom seeds 5000-5099, a mix of fractures and
+file variants chosen from the seed, ``labels.csv`` in the labelled-set format;
+:mod:`olvf.phantom_set`). The drawing itself lives in :mod:`olvf.phantom`;
+this module only parses, checks and reports.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from olvf.cli_main import run_main
 from olvf.errors import InputError, OutputExistsError
 from olvf.phantom import DEFORMITIES, FRACTURE_CLASSES, LEVELS, Phantom, make_phantom, write_dicom, write_truth
+from olvf.phantom_set import describe, print_progress, write_phantom_set
 
 PROG = "olvf-phantom"
 
@@ -35,15 +41,37 @@ def _seed(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Write a synthetic lateral lumbar radiograph (DICOM, no patient data) and its truth (JSON).",
+        description="Write a synthetic lateral lumbar radiograph (DICOM, no patient data) and its truth (JSON), "
+        "or with --set a whole labelled set.",
     )
-    parser.add_argument("out", type=Path, metavar="OUT.dcm", help="DICOM file to write; the truth goes to OUT.json")
     parser.add_argument(
-        "--seed", type=_seed, default=0, help="seed for the anatomy, noise and chosen fractures (default 0)"
+        "out", type=Path, nargs="?", metavar="OUT.dcm", help="DICOM file to write; the truth goes to OUT.json"
     )
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed for the anatomy, noise and chosen fractures (default 0); with --set the first phantom's seed",
+    )
+    parser.add_argument(
+        "--set",
+        type=Path,
+        metavar="DIR",
+        dest="set_dir",
+        help="write a labelled set into DIR instead: --count phantoms with seeds --seed, --seed + 1, ..., a mix of "
+        "normal, old and fresh levels, deformities, MONOCHROME1 and JPEG 2000 files chosen from the seed, "
+        "DIR/labels.csv and DIR/set.json",
+    )
+    parser.add_argument("--count", type=_count, default=None, help="phantoms in a --set (default 100)")
     fractures = parser.add_mutually_exclusive_group()
     fractures.add_argument(
         "--fracture",
@@ -57,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--monochrome1", action="store_true", help="store MONOCHROME1 (inverted values, same display)")
     parser.add_argument("--jpeg2000", action="store_true", help="compress losslessly with JPEG 2000")
     parser.add_argument("--size", type=_size, default=(2500, 2000), metavar="ROWSxCOLS", help="default 2500x2000")
-    parser.add_argument("--force", action="store_true", help="overwrite OUT.dcm and OUT.json if they exist")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite OUT.dcm and OUT.json (or replace the --set folder) if they exist",
+    )
     return parser
 
 
@@ -96,7 +128,39 @@ def _summary(phantom: Phantom, dicom: Path, truth: Path, photometric: str, synta
     )
 
 
+def run_set(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        raise InputError(f"give either OUT.dcm ({args.out}) or --set DIR, not both")
+    mixed = [
+        name
+        for name, given in (
+            ("--fracture", args.fracture is not None),
+            ("--no-fractures", args.no_fractures),
+            ("--monochrome1", args.monochrome1),
+            ("--jpeg2000", args.jpeg2000),
+        )
+        if given
+    ]
+    if mixed:
+        raise InputError(
+            f"{', '.join(mixed)} cannot be used with --set: a set chooses fractures and file variants per study "
+            "from --seed"
+        )
+    count = 100 if args.count is None else args.count
+    studies = write_phantom_set(
+        args.set_dir, count, args.seed, size=args.size, force=args.force, progress=print_progress
+    )
+    print(describe(args.set_dir, studies))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.set_dir is not None:
+        return run_set(args)
+    if args.out is None:
+        raise InputError("give the DICOM file to write (OUT.dcm), or --set DIR for a labelled set")
+    if args.count is not None:
+        raise InputError("--count is for --set DIR; one OUT.dcm is one phantom")
     dicom: Path = args.out
     truth = dicom.with_suffix(".json")
     if truth == dicom:

@@ -1,0 +1,166 @@
+"""Run a labelled set through the study pipeline on one or more routes: the predictions validation scores.
+
+A *route* is a backend and a precision (``onnxruntime-fp32``, ``onnxruntime-fp16``,
+``tensorrt``, ``auto``...): what a workstation would deploy. Every route runs
+the same studies through the same :class:`~olvf.runtime.pipeline.StudyPipeline`
+as ``olvf-infer`` (batched across studies), so the table describes what the
+deployed bundle does, not a re-implementation of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+
+import olvf
+from olvf.errors import UsageError
+from olvf.runtime.bundle_update import update_manifest
+from olvf.runtime.manifest import PRECISIONS, Manifest
+from olvf.runtime.pipeline import DEFAULT_BATCH, StudyPipeline
+from olvf.runtime.results import InputFailure, StudyResult
+from olvf.runtime.runners import backend_names
+from olvf.runtime.validation.labels import LabelledSet
+from olvf.runtime.validation.predictions import PredictedVertebra, StudyPrediction
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Route:
+    """``label`` as the user wrote it; what :func:`olvf.load` is asked for."""
+
+    label: str
+    backend: str
+    precision: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_route(text: str) -> Route:
+    """``BACKEND[-PRECISION]``: ``auto``, ``onnxruntime-fp32``, ``onnxruntime-fp16``, ``tensorrt``, ``torch``..."""
+    backend, _, precision = text.partition("-")
+    names = ("auto", *backend_names())
+    if backend not in names:
+        raise UsageError(
+            f"route {text!r}: unknown backend {backend!r}; routes are BACKEND[-PRECISION], BACKEND one of "
+            f"{', '.join(names)}"
+        )
+    if precision and precision not in PRECISIONS:
+        raise UsageError(f"route {text!r}: unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+    options: dict[str, Any] = {"device": "cpu"} if backend == "onnxruntime" else {}
+    return Route(text, backend, precision or None, options)
+
+
+def prediction(key: str, outcome: StudyResult | InputFailure) -> StudyPrediction:
+    """What validation needs of one study result: per vertebra its level, box, detector score, probabilities."""
+    if isinstance(outcome, InputFailure):
+        return StudyPrediction.failed(key, str(outcome.error))
+    classes = outcome.classification.classes
+    detections = outcome.detections
+    vertebrae = []
+    for i, level in enumerate(detections.levels):
+        score = float(detections.scores[i])
+        vertebrae.append(
+            PredictedVertebra(
+                level=level,
+                box=tuple(float(v) for v in detections.boxes[i]) if outcome.cascade else None,  # type: ignore[arg-type]
+                probabilities=dict(zip(classes, (float(p) for p in outcome.classification.probabilities[i]))),
+                score=score if np.isfinite(score) else 1.0,
+            )
+        )
+    return StudyPrediction(key, tuple(vertebrae))
+
+
+@dataclass(frozen=True)
+class RouteRun:
+    """One route's predictions and what ran them."""
+
+    route: Route
+    predictions: Mapping[str, StudyPrediction]
+    backend: dict[str, Any]
+    operating_point: float
+    seconds: float
+
+
+def run_route(
+    bundle_dir: Path,
+    labelled: LabelledSet,
+    route: Route,
+    *,
+    batch: int = DEFAULT_BATCH,
+    progress: Progress = lambda _line: None,
+) -> RouteRun:
+    """Every study of ``labelled`` through the pipeline on ``route``."""
+    keys = {str(study.path): study.key for study in labelled.studies}
+    started = perf_counter()
+    with olvf.load(bundle_dir, backend=route.backend, precision=route.precision, **dict(route.options)) as rt:
+        pipeline = StudyPipeline(rt, batch=batch)
+        predictions: dict[str, StudyPrediction] = {}
+        for outcome in pipeline.run([study.path for study in labelled.studies]):
+            predictions[keys[outcome.source]] = prediction(keys[outcome.source], outcome)
+            if len(predictions) % 20 == 0:
+                progress(f"   {route.label}: {len(predictions)}/{len(keys)} studies")
+        backend = {"name": rt.backend, "device": rt.runner.device if rt.runner else "cpu", "precision": rt.precision}
+        backend["why"] = rt.selection.why
+        operating_point = pipeline.operating_point
+    return RouteRun(route, predictions, backend, operating_point, perf_counter() - started)
+
+
+def set_operating_point(bundle_dir: Path, threshold: float, record: Mapping[str, Any]) -> tuple[float, Manifest]:
+    """Store ``threshold`` as the bundle's fresh operating point; the old value goes into the history with
+    ``record`` (what chose it). Returns the old value and the new manifest."""
+    old: list[float] = []
+
+    def change(manifest: Manifest) -> Manifest:
+        import dataclasses
+
+        old.append(manifest.fresh_operating_point)
+        entry = {
+            "fresh": manifest.fresh_operating_point,
+            "replaced_by": threshold,
+            "replaced": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **dict(record),
+        }
+        return dataclasses.replace(
+            manifest,
+            operating_points={**manifest.operating_points, "fresh": threshold},
+            operating_point_history=(*manifest.operating_point_history, entry),
+        )
+
+    manifest = update_manifest(bundle_dir, change, "the operating point")
+    return old[0], manifest
+
+
+def restore_operating_point(bundle_dir: Path) -> tuple[float, float]:
+    """Undo the last :func:`set_operating_point`: the previous value returns, its history entry goes.
+
+    Returns (the value removed, the value restored)."""
+    values: list[float] = []
+
+    def change(manifest: Manifest) -> Manifest:
+        import dataclasses
+
+        if not manifest.operating_point_history:
+            raise UsageError(f"bundle {bundle_dir} has no earlier operating point to restore")
+        last = manifest.operating_point_history[-1]
+        values.extend([manifest.fresh_operating_point, float(last["fresh"])])
+        return dataclasses.replace(
+            manifest,
+            operating_points={**manifest.operating_points, "fresh": float(last["fresh"])},
+            operating_point_history=manifest.operating_point_history[:-1],
+        )
+
+    update_manifest(bundle_dir, change, "the operating point")
+    return values[0], values[1]
+
+
+def route_labels(routes: Sequence[Route]) -> list[str]:
+    labels = [r.label for r in routes]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"each route once, please: {', '.join(labels)}")
+    return labels
