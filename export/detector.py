@@ -311,8 +311,15 @@ def export_original_yolov5(
         )
     class_names = tuple(names) if names is not None else source.names
     export_detector_onnx(source.network, out, imgsz=size, opset=opset, max_batch=max_batch)
-    _write_metadata(out, {"stride": str(source.stride), "names": repr(dict(enumerate(class_names))),
-                          "imgsz": repr([size, size]), "olvf.source": FORMAT})
+    _write_metadata(
+        out,
+        {
+            "stride": str(source.stride),
+            "names": repr(dict(enumerate(class_names))),
+            "imgsz": repr([size, size]),
+            "olvf.source": FORMAT,
+        },
+    )
     graph = inspect_detector(out)
     if graph.layout != "yolov5" or not graph.dynamic_batch:
         raise CheckpointError(f"the exported graph has layout {graph.layout}, not the original (N, anchors, 5+nc)")

@@ -101,7 +101,7 @@ def _feature_shape(fused: FusedEnsemble, index: int, size: tuple[int, int]) -> t
 
 @dataclass(frozen=True)
 class DetectorSource:
-    """A detector to put in the bundle: an ultralytics ``.pt`` or an ONNX file, plus what it may not record."""
+    """A detector to put in the bundle (a ``.pt`` of either YOLOv5 lineage, or ONNX), plus what it may not record."""
 
     path: Path
     imgsz: int | None = None
@@ -268,6 +268,11 @@ def _export_detector(
                 f"exporting detector {path.name} (original YOLOv5 repository: rebuilt by olvf from its recorded "
                 f"definition and {original.weights!r} weights; no code from the file runs)"
             )
+            if source.stride is not None and source.stride != original.stride:
+                raise CheckpointError(
+                    f"--detector-stride {source.stride} does not match {path.name}'s stride {original.stride}; "
+                    "drop --detector-stride (the checkpoint records it)"
+                )
             result = det.export_original_yolov5(
                 original,
                 staging / name,

@@ -25,6 +25,7 @@ older sequence of pickles followed by raw storages.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -95,6 +96,10 @@ class Inert:
     """Stand-in for a class named by a pickle: keeps the arguments and state, runs none of the class's code."""
 
     origin = "?"
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Inert:
         obj = object.__new__(cls)
@@ -285,6 +290,7 @@ def _load_legacy(path: Path, handle: BinaryIO) -> Any:
     if not isinstance(info, dict) or not info.get("little_endian", True):
         raise CheckpointError(f"{path.name} was saved on a big-endian machine; re-save it on a little-endian one")
     storages: dict[str, tuple[torch.dtype, int, torch.Tensor]] = {}
+    size = os.fstat(handle.fileno()).st_size
 
     def storage(pid: tuple[Any, ...]) -> Any:
         if pid[0] == "module":  # (class, source file, source text): torch kept the source to warn of changes
@@ -294,8 +300,8 @@ def _load_legacy(path: Path, handle: BinaryIO) -> Any:
         _, kind, key, _location, numel, view = pid
         if view is not None:
             raise CheckpointError(f"{path.name} uses storage views of torch < 1.0, which olvf does not read")
-        if not isinstance(numel, int) or numel < 0:
-            raise CheckpointError(f"{path.name}: storage {key} has no valid size")
+        if not isinstance(numel, int) or numel < 0 or numel * kind.dtype.itemsize > size:
+            raise CheckpointError(f"{path.name}: storage {key} is larger than the file (damaged or truncated)")
         if key not in storages:
             # Filled in place once the storages that follow the pickle are read.
             storages[key] = (kind.dtype, numel, torch.zeros(numel, dtype=kind.dtype))

@@ -120,9 +120,7 @@ class CrossConv(nn.Module):
 class BottleneckCSP(nn.Module):
     """Cross Stage Partial block of the early releases: two paths joined by BatchNorm, activation, Conv."""
 
-    def __init__(
-        self, c_in: int, c_out: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
         hidden = int(c_out * e)
         self.cv1 = Conv(c_in, hidden, 1, 1)
@@ -142,9 +140,7 @@ class BottleneckCSP(nn.Module):
 class C3(nn.Module):
     """CSP block with three Convs (release 4 onwards): ``n`` blocks on one path, a 1x1 Conv on the other."""
 
-    def __init__(
-        self, c_in: int, c_out: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5
-    ) -> None:
+    def __init__(self, c_in: int, c_out: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
         hidden = int(c_out * e)
         self.cv1 = Conv(c_in, hidden, 1, 1)
@@ -300,6 +296,8 @@ class Detect(nn.Module):
     before the first forward (the rebuild measures them).
     """
 
+    anchors: torch.Tensor
+
     def __init__(self, nc: int, anchors: int | Sequence[Sequence[float]], channels: Sequence[int]) -> None:
         super().__init__()
         levels = len(channels)
@@ -363,7 +361,7 @@ class Yolov5(nn.Module):
         seen: list[tuple[int, int]] = []
 
         def stop(_module: nn.Module, args: tuple[list[torch.Tensor]]) -> None:
-            seen.extend(tuple(f.shape[2:]) for f in args[0])
+            seen.extend((int(f.shape[2]), int(f.shape[3])) for f in args[0])
             raise _ShapesSeen
 
         probe.head.register_forward_pre_hook(stop)

@@ -93,8 +93,8 @@ def read_original_yolov5(path: Path) -> OriginalYolov5 | None:
             "pass the .onnx"
         )
     network, layer_types = build_network(definition, path)
-    standing = attrs.get("_modules", {}).get("model")
-    if not isinstance(standing, Inert):
+    standing = _child(model, "model")
+    if standing is None:
         raise CheckpointError(f"{path.name}: the pickled model has no layers")
     _configure(network.model, standing, path, "model")
     _load_weights(network, _state_dict(model), path)
@@ -145,9 +145,7 @@ def _refuse_other_tasks(model: Inert, definition: Any, path: Path) -> None:
             f"{path.name} is a YOLOv5 classification model; olvf needs a detection model for --detector"
         )
     if model.class_name not in _DETECTION_CLASSES:
-        raise CheckpointError(
-            f"{path.name} holds a {model.origin}, not a YOLOv5 detection model (models.yolo.Model)"
-        )
+        raise CheckpointError(f"{path.name} holds a {model.origin}, not a YOLOv5 detection model (models.yolo.Model)")
 
 
 # ----------------------------------------------------------------------------- the definition
@@ -203,8 +201,13 @@ def build_network(definition: Mapping[str, Any], path: Path) -> tuple[blocks.Yol
         if not isinstance(entry, (list, tuple)) or len(entry) != 4:
             raise CheckpointError(f"{path.name}: layer {i} of its definition is not [from, number, module, args]")
         source, repeats, raw_name, raw_args = entry
+        wired = isinstance(source, int) or (
+            isinstance(source, list) and bool(source) and all(isinstance(j, int) for j in source)
+        )
+        if not wired or not isinstance(repeats, int) or repeats < 1 or not isinstance(raw_args, list):
+            raise CheckpointError(f"{path.name}: layer {i} of its definition is not [from, number, module, args]")
         name = _normalise_name(raw_name)
-        args = [_argument(a, nc, anchors) for a in (raw_args or [])]
+        args = [_argument(a, nc, anchors) for a in raw_args]
         n = max(round(repeats * depth), 1) if repeats > 1 else repeats
         try:
             if name in blocks.CHANNEL_BLOCKS:
@@ -267,8 +270,7 @@ _ACTIVATION_TYPES = (
 
 
 def _child(stand_in: Inert, name: str) -> Inert | None:
-    modules = stand_in.attrs.get("_modules", {})
-    child = modules.get(name) if isinstance(modules, Mapping) else None
+    child = _mapping(stand_in.attrs.get("_modules")).get(name)
     return child if isinstance(child, Inert) else None
 
 
@@ -286,6 +288,8 @@ def _configure(ours: nn.Module, theirs: Inert, path: Path, where: str) -> None:
                     f"(it knows {', '.join(blocks.ACTIVATIONS)})"
                 )
             slope = counterpart.attrs.get("negative_slope", 0.01)
+            if not isinstance(slope, (int, float)):
+                raise CheckpointError(f"{path.name}: {place} has no numeric negative_slope")
             setattr(ours, name, blocks.activation(counterpart.class_name, float(slope)))
             continue
         if counterpart is None:
@@ -297,18 +301,31 @@ def _configure(ours: nn.Module, theirs: Inert, path: Path, where: str) -> None:
         _configure(child, counterpart, path, place)
 
 
-def _state_dict(stand_in: Inert, prefix: str = "") -> dict[str, torch.Tensor]:
-    attrs = stand_in.attrs
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _state_dict(root: Inert) -> dict[str, torch.Tensor]:
+    """Parameters and saved buffers of the pickled module tree, by name (walked without recursion: a hostile
+    file may nest modules thousands deep or in a cycle)."""
     state: dict[str, torch.Tensor] = {}
-    transient = attrs.get("_non_persistent_buffers_set") or set()
-    for group in ("_parameters", "_buffers"):
-        values = attrs.get(group) or {}
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor) and not (group == "_buffers" and key in transient):
-                state[prefix + key] = value
-    for key, child in (attrs.get("_modules") or {}).items():
-        if isinstance(child, Inert):
-            state.update(_state_dict(child, f"{prefix}{key}."))
+    seen: set[int] = set()
+    pending = [(root, "")]
+    while pending:
+        stand_in, prefix = pending.pop()
+        if id(stand_in) in seen:
+            continue
+        seen.add(id(stand_in))
+        attrs = stand_in.attrs
+        transient = attrs.get("_non_persistent_buffers_set")
+        transient = transient if isinstance(transient, (set, frozenset)) else set()
+        for group in ("_parameters", "_buffers"):
+            for key, value in _mapping(attrs.get(group)).items():
+                if isinstance(value, torch.Tensor) and not (group == "_buffers" and key in transient):
+                    state[f"{prefix}{key}"] = value
+        for key, child in _mapping(attrs.get("_modules")).items():
+            if isinstance(child, Inert):
+                pending.append((child, f"{prefix}{key}."))
     return state
 
 
@@ -319,8 +336,11 @@ def _load_weights(network: blocks.Yolov5, state: dict[str, torch.Tensor], path: 
     reference = network.state_dict()
     missing = [k for k in reference if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in reference]
-    wrong = [f"{k} {tuple(state[k].shape)} (rebuilt {tuple(v.shape)})" for k, v in reference.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (rebuilt {tuple(v.shape)})"
+        for k, v in reference.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         details = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong)):
@@ -339,7 +359,11 @@ def _load_weights(network: blocks.Yolov5, state: dict[str, torch.Tensor], path: 
 
 
 def _measure_strides(network: blocks.Yolov5, model: Inert, path: Path) -> tuple[int, ...]:
-    shapes = network.level_shapes(_STRIDE_PROBE)
+    try:
+        shapes = network.level_shapes(_STRIDE_PROBE)
+    except (RuntimeError, IndexError, TypeError, ValueError) as exc:  # layers that do not fit together
+        first = str(exc).splitlines()[0][:150] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path.name}: the network its definition describes does not run ({first})") from None
     measured = tuple(_STRIDE_PROBE // h for h, _ in shapes)
     if any(_STRIDE_PROBE % h or (w != h) for h, w in shapes):
         raise CheckpointError(f"{path.name}: the rebuilt network's levels {shapes} give no whole strides")
@@ -355,7 +379,9 @@ def _measure_strides(network: blocks.Yolov5, model: Inert, path: Path) -> tuple[
 
 def _names(value: Any, nc: int, path: Path) -> tuple[str, ...]:
     if isinstance(value, Mapping):
-        names = tuple(str(value[k]) for k in sorted(value))
+        if sorted(k for k in value if isinstance(k, int)) != list(range(len(value))):
+            raise CheckpointError(f"{path.name}: its class names are not numbered 0..{len(value) - 1}")
+        names = tuple(str(value[k]) for k in range(len(value)))
     elif isinstance(value, (list, tuple)):
         names = tuple(str(v) for v in value)
     else:
@@ -374,7 +400,7 @@ def _trained_imgsz(checkpoint: Any) -> int | None:
         if not isinstance(options, Mapping):
             continue
         size = options.get("imgsz", options.get("img_size"))
-        if isinstance(size, (list, tuple)) and size:
+        if isinstance(size, (list, tuple)) and size and all(isinstance(v, int) for v in size):
             size = max(size)  # older releases: [train, test]
         if isinstance(size, int) and size > 0:
             return size

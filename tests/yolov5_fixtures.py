@@ -133,13 +133,33 @@ class Kind:
 
 
 KINDS = (
-    Kind("r3-focus-csp-spp-hardswish", CSP_SPP, nc=1, depth=0.33, width=0.125, conv_act="Hardswish",
-         csp_act="LeakyReLU", legacy_buffers=True),
+    Kind(
+        "r3-focus-csp-spp-hardswish",
+        CSP_SPP,
+        nc=1,
+        depth=0.33,
+        width=0.125,
+        conv_act="Hardswish",
+        csp_act="LeakyReLU",
+        legacy_buffers=True,
+    ),
     Kind("r5-focus-c3-spp-silu", C3_SPP, nc=3, depth=0.67, width=0.25, legacy_buffers=True, autoanchor=1.25),
-    Kind("r6.1-c3-sppf-stale-grids", C3_SPPF, nc=1, depth=0.33, width=0.0625, stale_grids=True, stripped=True,
-         imgsz=96),
-    Kind("r7-c3x-c3tr-ghost-dwconv-leaky", V7_EXTRAS, nc=2, depth=0.33, width=0.125, model_class="DetectionModel",
-         anchors=ANCHORS_P3_P5[:2], conv_act="LeakyReLU", csp_act="LeakyReLU", autoanchor=0.8, names_as_dict=True),
+    Kind(
+        "r6.1-c3-sppf-stale-grids", C3_SPPF, nc=1, depth=0.33, width=0.0625, stale_grids=True, stripped=True, imgsz=96
+    ),
+    Kind(
+        "r7-c3x-c3tr-ghost-dwconv-leaky",
+        V7_EXTRAS,
+        nc=2,
+        depth=0.33,
+        width=0.125,
+        model_class="DetectionModel",
+        anchors=ANCHORS_P3_P5[:2],
+        conv_act="LeakyReLU",
+        csp_act="LeakyReLU",
+        autoanchor=0.8,
+        names_as_dict=True,
+    ),
 )
 KIND = {k.name: k for k in KINDS}
 OBJECTNESS = (-6, 4)
@@ -169,8 +189,13 @@ def fixture_models() -> Iterator[Any]:
 
 def definition(kind: Kind) -> dict[str, Any]:
     layout = copy.deepcopy(kind.layout)
-    return {"nc": kind.nc, "depth_multiple": kind.depth, "width_multiple": kind.width,
-            "anchors": copy.deepcopy(kind.anchors), **layout}
+    return {
+        "nc": kind.nc,
+        "depth_multiple": kind.depth,
+        "width_multiple": kind.width,
+        "anchors": copy.deepcopy(kind.anchors),
+        **layout,
+    }
 
 
 def _calibrate(model: nn.Module, size: int, seed: int) -> None:
@@ -265,8 +290,8 @@ def write_checkpoint(
                 cells = 640 // int(stride)
                 ys, xs = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
                 head.grid[i] = torch.stack((xs, ys), 2).expand(1, head.na, cells, cells, 2).float()
-                head.anchor_grid[i] = (head.anchors[i] * stride).view(1, head.na, 1, 1, 2).expand(
-                    1, head.na, cells, cells, 2
+                head.anchor_grid[i] = (
+                    (head.anchors[i] * stride).view(1, head.na, 1, 1, 2).expand(1, head.na, cells, cells, 2)
                 )
         if mutate is not None:
             mutate(model)
@@ -283,13 +308,32 @@ def write_checkpoint(
         for p in trained.parameters():
             p.grad = None
         if kind.stripped:
-            ckpt = {"epoch": -1, "best_fitness": None, "model": copy.deepcopy(ema).half(), "ema": None,
-                    "updates": None, "optimizer": None}
+            ckpt = {
+                "epoch": -1,
+                "best_fitness": None,
+                "model": copy.deepcopy(ema).half(),
+                "ema": None,
+                "updates": None,
+                "optimizer": None,
+            }
         else:
-            ckpt = {"epoch": 41, "best_fitness": np.array([0.61]), "model": copy.deepcopy(trained).half(),
-                    "ema": copy.deepcopy(ema).half(), "updates": 1234, "optimizer": optimizer.state_dict()}
-        ckpt["opt"] = vars(argparse.Namespace(imgsz=kind.imgsz, img_size=[kind.imgsz, kind.imgsz], epochs=42,
-                                              hyp={"lr0": 0.01, "anchor_t": 4.0}, save_dir="runs/train/exp3"))
+            ckpt = {
+                "epoch": 41,
+                "best_fitness": np.array([0.61]),
+                "model": copy.deepcopy(trained).half(),
+                "ema": copy.deepcopy(ema).half(),
+                "updates": 1234,
+                "optimizer": optimizer.state_dict(),
+            }
+        ckpt["opt"] = vars(
+            argparse.Namespace(
+                imgsz=kind.imgsz,
+                img_size=[kind.imgsz, kind.imgsz],
+                epochs=42,
+                hyp={"lr0": 0.01, "anchor_t": 4.0},
+                save_dir="runs/train/exp3",
+            )
+        )
         ckpt["git"] = {"remote": "https://github.com/ultralytics/yolov5", "branch": "master", "commit": "0000000"}
         ckpt["date"] = "2022-11-22T12:00:00"
         torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy_format)

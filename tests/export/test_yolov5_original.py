@@ -25,8 +25,8 @@ from yolov5_fixtures import (
     Kind,
     definition,
     hostile_checkpoint,
-    replace_pickle,
     reference_forward,
+    replace_pickle,
     write_checkpoint,
 )
 
@@ -295,14 +295,18 @@ def _payloads(marker: Path) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("payload", ["os.system", "builtins.exec", "builtins.eval", "subprocess.Popen",
-                                     "builtins.__import__"])
+@pytest.mark.parametrize(
+    "payload", ["os.system", "builtins.exec", "builtins.eval", "subprocess.Popen", "builtins.__import__"]
+)
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_a_pickle_that_runs_code_is_refused_and_nothing_runs(tmp_path, marker, capsys, payload, legacy) -> None:
     path = tmp_path / "best.pt"
     # The hostile call hides among what a real checkpoint holds.
-    torch.save({"epoch": 3, "opt": {"imgsz": 640}, "model": _payloads(marker)[payload]}, path,
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"epoch": 3, "opt": {"imgsz": 640}, "model": _payloads(marker)[payload]},
+        path,
+        _use_new_zipfile_serialization=not legacy,
+    )
     out = tmp_path / "bundle"
     assert main(["--detector", str(path), "--trust-pickle", "--out", str(out)]) == 5
     err = _error(capsys.readouterr().err)
@@ -463,3 +467,43 @@ def _write_without_shaping(path: Path, kind: Kind) -> Path:
         model = getattr(yolo, kind.model_class)(definition(kind))
         torch.save({"model": model.half(), "ema": None, "epoch": -1}, path)
     return path
+
+
+def _set_layer(index: int, entry: list) -> object:
+    def mutate(model) -> None:
+        layers = model.yaml["backbone"] + model.yaml["head"]
+        layers[index][:] = entry
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_set_layer(15, [[11, 99], 1, "Detect", ["nc", "anchors"]]), "layer 15 (Detect"),
+        (_set_layer(2, [-1, "three", "C3Ghost", [128]]), "layer 2 of its definition is not [from, number"),
+        # Stride 1 instead of 2: the same weights, but a 5x5 map to concatenate with an 8x8 one.
+        (_set_layer(9, [-1, 1, "DWConvTranspose2d", [256, 2, 1]]), "the network its definition describes does not run"),
+        (lambda model: model.yaml.pop("head"), "carries no model definition"),
+    ],
+    ids=["missing-source", "bad-repeats", "sizes-do-not-fit", "no-head"],
+)
+def test_a_definition_that_does_not_hold_together_is_named(tmp_path, capsys, mutate, expected) -> None:
+    write_checkpoint(tmp_path / "odd.pt", KIND["r7-c3x-c3tr-ghost-dwconv-leaky"], mutate=mutate)
+    assert main(["--detector", str(tmp_path / "odd.pt"), "--out", str(tmp_path / "b")]) == 5
+    assert expected in _error(capsys.readouterr().err)
+
+
+def test_a_module_tree_that_contains_itself_is_walked_once(tmp_path, written) -> None:
+    from yolov5_fixtures import fixture_models
+
+    fixture = written["r7-c3x-c3tr-ghost-dwconv-leaky"]
+    path = tmp_path / "loop.pt"
+    with fixture_models():
+        checkpoint = torch.load(fixture.path, weights_only=False)  # our own fixture
+        checkpoint["ema"].model[0]._modules["loop"] = checkpoint["ema"].model  # a cycle in the module tree
+        torch.save(checkpoint, path)
+    batch, _ = sample_inputs(64, None)
+    with torch.no_grad():
+        ours = read_original_yolov5(path).network(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(ours, reference_forward(fixture, batch), rtol=1e-5, atol=1e-4)

@@ -49,8 +49,9 @@ class DWConvTranspose2d(nn.ConvTranspose2d):
         super().__init__(c1, c2, k, s, p1, p2, groups=math.gcd(c1, c2))
 
     def forward(self, x):
-        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
-                                  self.groups)
+        return F.conv_transpose2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups
+        )
 
 
 class Focus(nn.Module):
@@ -109,8 +110,16 @@ class BottleneckCSP(nn.Module):
         a = F.conv2d(self.m(self.cv1(x)), self.cv3.weight)
         b = F.conv2d(x, self.cv2.weight)
         bn = self.bn
-        joined = F.batch_norm(torch.cat([a, b], 1), bn.running_mean, bn.running_var, bn.weight, bn.bias,
-                              self.training, 0.1 if bn.momentum is None else bn.momentum, bn.eps)
+        joined = F.batch_norm(
+            torch.cat([a, b], 1),
+            bn.running_mean,
+            bn.running_var,
+            bn.weight,
+            bn.bias,
+            self.training,
+            0.1 if bn.momentum is None else bn.momentum,
+            bn.eps,
+        )
         return self.cv4(self.act(joined))
 
 

@@ -30,9 +30,20 @@ from models.common import (
 )
 
 _CHANNEL_BLOCKS = {
-    "Conv": Conv, "DWConv": DWConv, "DWConvTranspose2d": DWConvTranspose2d, "Focus": Focus,
-    "Bottleneck": Bottleneck, "CrossConv": CrossConv, "BottleneckCSP": BottleneckCSP, "C3": C3, "C3x": C3x,
-    "C3TR": C3TR, "C3Ghost": C3Ghost, "GhostConv": GhostConv, "GhostBottleneck": GhostBottleneck, "SPP": SPP,
+    "Conv": Conv,
+    "DWConv": DWConv,
+    "DWConvTranspose2d": DWConvTranspose2d,
+    "Focus": Focus,
+    "Bottleneck": Bottleneck,
+    "CrossConv": CrossConv,
+    "BottleneckCSP": BottleneckCSP,
+    "C3": C3,
+    "C3x": C3x,
+    "C3TR": C3TR,
+    "C3Ghost": C3Ghost,
+    "GhostConv": GhostConv,
+    "GhostBottleneck": GhostBottleneck,
+    "SPP": SPP,
     "SPPF": SPPF,
 }
 _CSP = {"BottleneckCSP", "C3", "C3x", "C3TR", "C3Ghost"}
