@@ -5,7 +5,8 @@ and ``weights_only=False`` imports and calls whatever the file names. This
 reader sits between the two: it unpickles with a ``find_class`` that never
 imports anything and answers every name the pickle asks for from a fixed list:
 
-- plain containers (``OrderedDict``, ``set``, ``frozenset``, ``slice``);
+- plain containers (``OrderedDict``, ``set``, ``frozenset``, ``slice``) and
+  bytes written the Python 2 way (``_codecs.encode(text, "latin1")``);
 - the tensor rebuild functions torch writes, re-implemented here on tensors
   made from the file's own storage records (``as_strided`` checks bounds);
 - **inert stand-ins** for classes of the training code and of ``torch.nn``
@@ -29,7 +30,7 @@ import os
 import pickle
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -352,21 +353,3 @@ def load_checkpoint(path: Path) -> Any:
 def _first_line(exc: BaseException, limit: int = 150) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:limit]
-
-
-def walk_inert(obj: Any) -> Iterator[Inert]:
-    """Every stand-in reachable from ``obj`` (containers and stand-in states), each once."""
-    seen: set[int] = set()
-    stack = [obj]
-    while stack:
-        item = stack.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, Inert):
-            yield item
-            stack.extend([item.state, *item.args, *item.items])
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            stack.extend(item)
