@@ -241,7 +241,9 @@ def test_runtime_keeps_the_boxes_the_repository_would(bundles, written, name: st
     # Noise like the export's parity image (the fixture's scores were shaped on such), in 2x2 blocks at twice its
     # size so that the letterbox halves it back exactly: a random network meets smoothed noise with far weaker
     # scores than sharp noise.
-    images = [np.kron(rng.integers(0, 256, (size * 3 // 4, size)), np.ones((2, 2))).astype(np.uint8) for _ in range(3)]
+    # On the display scale [0, 1], as the runtime takes gray images.
+    blocks = [np.kron(rng.integers(0, 256, (size * 3 // 4, size)), np.ones((2, 2))) for _ in range(3)]
+    images = [(b / 255).astype(np.float32) for b in blocks]
     with olvf.load(bundles[name]) as rt:
         found = rt.detect_batch(images)
     matched = 0
