@@ -509,3 +509,11 @@ def test_a_module_tree_that_contains_itself_is_walked_once(tmp_path, written) ->
     with torch.no_grad():
         ours = read_original_yolov5(path).network(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(ours, reference_forward(fixture, batch), rtol=1e-5, atol=1e-4)
+
+
+def test_flags_that_contradict_the_checkpoint_are_refused(tmp_path, written, capsys) -> None:
+    path = written["r3-focus-csp-spp-hardswish"].path
+    assert main(["--detector", str(path), "--detector-stride", "16", "--out", str(tmp_path / "b")]) == 5
+    assert "--detector-stride 16 does not match" in _error(capsys.readouterr().err)
+    assert main(["--detector", str(path), "--detector-names", "a,b", "--out", str(tmp_path / "b")]) == 5
+    assert "--detector-names gives 2 classes but the checkpoint's head has 1" in _error(capsys.readouterr().err)
