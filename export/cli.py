@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow checkpoints that are whole pickled models (runs code from the file)",
     )
     detector = parser.add_argument_group(
-        "detector (YOLOv5u/YOLOv8 .pt from the ultralytics package, or any YOLOv5 .onnx)"
+        "detector (a .pt of the original YOLOv5 repository, read without running it; a .pt of the ultralytics "
+        "package, which needs --trust-pickle; or any YOLOv5 .onnx)"
     )
     detector.add_argument("--detector", type=Path, metavar="best.pt|model.onnx")
     detector.add_argument("--detector-imgsz", type=int, help="input size, when the file does not record it")
