@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="no export: check bundle DIR's hashes and every backend this machine has (FP16 graphs, ONNX Runtime "
         "CUDA, TensorRT engines) against ONNX Runtime on CPU",
     )
+    target.add_argument(
+        "--labels",
+        type=Path,
+        metavar="SET",
+        help="with --verify: then gate every route that passed on a labelled set (labels.csv or its folder), as "
+        "olvf-validate does: decision agreement and the study's figures against ONNX Runtime FP32",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument(
         "--precision",
@@ -122,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def verify(bundle_dir: Path) -> int:
+def verify(bundle_dir: Path, labels: Path | None = None) -> int:
     """``--verify DIR``: runs without torch, on the target."""
     from olvf.runtime.bundle import open_bundle
     from olvf.runtime.verify import verify_bundle
@@ -139,7 +146,32 @@ def verify(bundle_dir: Path) -> int:
         raise ParityError(f"{', '.join(failed)} did not reproduce the bundle within the FP16 tolerances")
     ran = sum(c.status == "pass" for c in checks)
     print(f"{ran} backend(s) checked, all within tolerance" if ran else "no backend here besides the reference")
+    if labels is not None:
+        clinical_gate(bundle_dir, labels, [c for c in checks if c.status == "pass"])
     return 0
+
+
+def clinical_gate(bundle_dir: Path, labels: Path, passed: list[Any]) -> None:
+    """The routes that reproduced the numbers must also keep the decisions, on the user's labelled set."""
+    from olvf.runtime.validation.labels import read_labels
+    from olvf.runtime.validation.routes import Route, validate_routes
+
+    reference = Route("onnxruntime-fp32", "onnxruntime", "fp32", {"device": "cpu"})
+    routes = [reference] + [Route(c.label, c.route.backend, c.route.precision, c.route.options) for c in passed]
+    if len(routes) == 1:
+        print("clinical gate: no route besides the reference to compare")
+        return
+    validation = validate_routes(
+        bundle_dir, read_labels(labels), routes, progress=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    comparison = validation.comparison
+    assert comparison is not None  # two routes or more
+    if not comparison.passed:
+        raise ParityError("clinical parity gate failed: " + "; ".join(comparison.reasons), comparison.to_dict())
+    print(
+        f"clinical gate passed on {len(validation.labelled.studies)} labelled studies: "
+        f"{', '.join(r.label for r in routes[1:])} keep the decisions of ONNX Runtime FP32"
+    )
 
 
 def engine_wanted(flag: bool | None) -> bool:
@@ -155,8 +187,10 @@ def engine_wanted(flag: bool | None) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.labels is not None and args.verify is None:
+        raise UsageError("--labels goes with --verify DIR")
     if args.verify is not None:
-        return verify(args.verify)
+        return verify(args.verify, args.labels)
     # Heavy imports only once arguments are known to be sane.
     from olvf.export import architectures
     from olvf.export.checkpoints import load_classifier

@@ -138,6 +138,7 @@ class Check:
     status: str  # "pass", "fail" or "skipped"
     figures: dict[str, Any]
     reason: str = ""
+    route: Candidate | None = None  # what was run, so that a passing route can be validated clinically next
 
     def line(self) -> str:
         if self.status == "skipped":
@@ -191,7 +192,7 @@ def verify_bundle(bundle: Any, progress: Any = lambda _line: None) -> list[Check
             progress(f"checking {route.label} against ONNX Runtime on CPU (FP32)")
             try:
                 with open_runtime(bundle, route.backend, precision=route.precision, **route.options) as candidate:
-                    checks.append(Check(route.label, "pass", compare_runtimes(candidate, reference)))
+                    checks.append(Check(route.label, "pass", compare_runtimes(candidate, reference), route=route))
             except ParityError as exc:
                 checks.append(Check(route.label, "fail", exc.figures, str(exc)))
             except (BackendError, BundleError) as exc:

@@ -9,6 +9,7 @@ deployed bundle does, not a re-implementation of it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,8 @@ from olvf.runtime.manifest import PRECISIONS, Manifest
 from olvf.runtime.pipeline import DEFAULT_BATCH, StudyPipeline
 from olvf.runtime.results import InputFailure, StudyResult
 from olvf.runtime.runners import backend_names
+from olvf.runtime.validation.compare import GateLimits, RouteComparison, compare_routes
+from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult, evaluate
 from olvf.runtime.validation.labels import LabelledSet
 from olvf.runtime.validation.predictions import PredictedVertebra, StudyPrediction
 
@@ -164,3 +167,57 @@ def route_labels(routes: Sequence[Route]) -> list[str]:
     if len(set(labels)) != len(labels):
         raise UsageError(f"each route once, please: {', '.join(labels)}")
     return labels
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Every route's figures on one labelled set, and the gate's verdict when there are several."""
+
+    labelled: LabelledSet
+    runs: dict[str, RouteRun]
+    results: dict[str, ValidationResult]
+    comparison: RouteComparison | None
+    context: dict[str, Any]
+
+
+def validate_routes(
+    bundle: Path,
+    labelled: LabelledSet,
+    routes: Sequence[Route],
+    *,
+    target_sensitivity: float | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    batch: int = DEFAULT_BATCH,
+    limits: GateLimits | None = None,
+    progress: Progress = lambda _line: None,
+) -> Validation:
+    """Run and score each route; the first is the reference the others are gated against."""
+    names = route_labels(routes)
+    runs: dict[str, RouteRun] = {}
+    results: dict[str, ValidationResult] = {}
+    for route in routes:
+        progress(f"route {route.label}: {len(labelled.studies)} studies through the pipeline")
+        run_ = run_route(bundle, labelled, route, batch=batch, progress=progress)
+        runs[route.label] = run_
+        results[route.label] = evaluate(
+            labelled,
+            run_.predictions,
+            operating_point=run_.operating_point,
+            target_sensitivity=target_sensitivity,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    comparison = compare_routes(results, reference=names[0], limits=limits) if len(routes) > 1 else None
+    context = {
+        "olvf": olvf.__version__,
+        "bundle": {"path": str(bundle), "manifest_sha256": _sha256(bundle / "manifest.json")},
+        "set": {"labels": str(labelled.source), "sha256": _sha256(labelled.source)},
+        "routes": {name: {**r.backend, "seconds": round(r.seconds, 2)} for name, r in runs.items()},
+        "missed_vertebrae": MISSED_RULE,
+    }
+    return Validation(labelled, runs, results, comparison, context)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
