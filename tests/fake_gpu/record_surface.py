@@ -184,6 +184,12 @@ def logger_stream():
         "below_min_severity_printed": "probe-info" in stdout + stderr,
     }
 
+def numpy_name(alias):
+    try:
+        return trt.nptype(getattr(trt, alias)).__name__
+    except TypeError:
+        return None
+
 def behaviour():
     class Forgetful(trt.IProgressMonitor):
         def __init__(self):
@@ -210,8 +216,8 @@ def behaviour():
             "equals list": dims == [1, 2, 3], "repr": repr(dims), "index -1": dims[-1],
         },
         "str(DataType.HALF)": str(trt.DataType.HALF),
-        "nptype": {name: (trt.nptype(getattr(trt, name)).__name__ if failure(lambda n=name: trt.nptype(getattr(trt, n))) is None else None)
-                   for name in ("float32", "float16", "int8", "int32", "int64", "uint8", "bfloat16") if hasattr(trt, name)},
+        "nptype": {name: numpy_name(name) for name in ("float32", "float16", "int8", "int32", "int64", "uint8",
+                                                      "bfloat16") if hasattr(trt, name)},
     }
 
 binary = open(os.path.join(os.path.dirname(trt.__file__), "tensorrt.so"), "rb").read()
@@ -248,8 +254,12 @@ def record_tensorrt(version: str, work: Path) -> dict:
     )
     record = json.loads(done.stdout)
     return {
-        "what": "the real TensorRT Python bindings, imported with stand-in libraries (tests/fake_gpu/record_surface.py)",
-        "source": {"wheel": wheel.name, "sha256": _sha256(wheel), "from": "https://pypi.org/project/tensorrt-cu12-bindings/"},
+        "what": "the real TensorRT Python bindings with stand-in libraries (tests/fake_gpu/record_surface.py)",
+        "source": {
+            "wheel": wheel.name,
+            "sha256": _sha256(wheel),
+            "from": "https://pypi.org/project/tensorrt-cu12-bindings/",
+        },
         **record,
     }
 
@@ -293,7 +303,8 @@ source = open(os.path.join(os.path.dirname(rt.__file__), "runtime.pyx")).read()
 returns = {}
 for name, _ in json.loads(sys.argv[1]):
     body = re.search(r"^def " + name + r"\(.*?(?=^(?:@|def |cdef class))", source, re.S | re.M)
-    returns[name] = [" ".join(line.split()) for line in re.findall(r"^\s+return \(.*$", body.group(0), re.M)] if body else []
+    found = re.findall(r"^\s+return \(.*$", body.group(0), re.M) if body else []
+    returns[name] = [" ".join(line.split()) for line in found]
 print(json.dumps({
     "version": getattr(cuda.bindings, "__version__", "?"),
     "calls_without_a_driver": calls,
