@@ -431,3 +431,23 @@ def test_the_installed_cuda_python_behaves_as_the_fake_does(monkeypatch) -> None
     from cuda.bindings import runtime as cudart
 
     assert _calls(cudart) == real["calls"], f"cuda-python {real['version']}"
+
+
+def test_the_extras_pin_the_versions_whose_real_api_was_checked() -> None:
+    """pyproject's [tensorrt] and [jetson] extras allow only versions recorded in tests/fake_gpu/surface."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    tensorrt = [_load(p)["version"] for p in TENSORRT]
+    cuda_python = [_load(p)["version"] for p in CUDA_PYTHON]
+
+    def allowed(extra: str, name: str, recorded: list[str]) -> list[str]:
+        (requirement,) = [Requirement(r) for r in extras[extra] if Requirement(r).name == name]
+        return [v for v in recorded if requirement.specifier.contains(v, prereleases=True)]
+
+    # x86: TensorRT 10 from 10.3 (JetPack 6's) to the last 10.x, never 11 (ONNX Runtime's provider is built on 10).
+    assert allowed("tensorrt", "tensorrt-cu12", tensorrt) == [v for v in tensorrt if v.startswith("10.")]
+    assert allowed("tensorrt", "cuda-python", cuda_python) == ["12.9.10"]
+    assert allowed("jetson", "cuda-python", cuda_python) == ["12.6.2.post1"]

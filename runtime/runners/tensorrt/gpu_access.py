@@ -16,9 +16,12 @@ DEV = Path("/dev")
 JETSON_RELEASE = Path("/etc/nv_tegra_release")  # present on L4T and in NVIDIA's l4t-* images
 CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
 
-# The node CUDA cannot do without: on Jetson the memory manager, on a discrete GPU the control device.
-JETSON_NODE = "nvmap"
-DISCRETE_NODE = "nvidiactl"
+# The nodes CUDA opens. The first of each is indispensable (on Jetson the memory manager, on a discrete
+# GPU the control device); the others are checked where they exist (JetPack 5 and 6 differ: nvhost-* vs
+# nvgpu/igpu0/*, and the render node of the render group).
+JETSON_NODES = ("nvmap", "nvgpu/igpu0/ctrl", "nvhost-ctrl-gpu", "dri/renderD128")
+DISCRETE_NODES = ("nvidiactl", "nvidia0", "nvidia-uvm")
+JETSON_NODE = JETSON_NODES[0]
 
 
 def on_jetson() -> bool:
@@ -39,9 +42,10 @@ def _group(gid: int) -> str:
 
 
 def gpu_access_problem() -> str | None:
-    """What keeps this process from the GPU's device node, with the fix; None when the node looks usable."""
+    """What keeps this process from the GPU's device nodes, with the fix; None when they look usable."""
     jetson = on_jetson()
-    node = DEV / (JETSON_NODE if jetson else DISCRETE_NODE)
+    names = JETSON_NODES if jetson else DISCRETE_NODES
+    node = DEV / names[0]
     if not node.exists():
         if jetson:
             return (
@@ -51,13 +55,14 @@ def gpu_access_problem() -> str | None:
         if in_container():
             return "no NVIDIA device is in this container: start it with --gpus all (or --runtime nvidia)"
         return None  # bare metal without the node: the driver is not loaded, which nvidia-smi shows
-    if os.access(node, os.R_OK | os.W_OK):
+    blocked = [DEV / n for n in names if (DEV / n).exists() and not os.access(DEV / n, os.R_OK | os.W_OK)]
+    if not blocked:
         return None
-    gid = node.stat().st_gid
+    gid = blocked[0].stat().st_gid
     groups = ", ".join(str(g) for g in sorted(set(os.getgroups()))) or "none"
     why = " (NVIDIA's Jetson containers need the video and render groups)" if jetson else ""
     return (
-        f"user {os.getuid()} cannot open {node}, which belongs to {_group(gid)}, while this process is in "
+        f"user {os.getuid()} cannot open {blocked[0]}, which belongs to {_group(gid)}, while this process is in "
         f"groups {groups}: run the container as the image's own user (no --user, or add the groups) "
         f"with --group-add {gid}{why}"
     )
