@@ -196,6 +196,7 @@ def _stderr_logger(trt: Any) -> Any:
 def _starting(trt: Any) -> Iterator[Any]:
     """TensorRT's logger, quiet while a Builder or Runtime is made (a failure is reported in one line)."""
     logger = tensorrt_logger(trt)
+    logger.errors.clear()  # only what TensorRT says now explains a failure now
     logger.quiet = True
     try:
         yield logger
@@ -204,7 +205,8 @@ def _starting(trt: Any) -> Iterator[Any]:
 
 
 def _cannot_start(trt: Any, what: str, exc: Exception) -> BackendError:
-    said = tensorrt_logger(trt).errors[-1] if tensorrt_logger(trt).errors else str(exc)
+    errors = tensorrt_logger(trt).errors
+    said = errors[-1] if errors else str(exc)
     code = re.search(r"CUDA initialization failure with error:? (\d+)", said)
     reason = f"TensorRT {trt.__version__} cannot start ({what}: {said[:240]})"
     if code is None:
