@@ -69,7 +69,8 @@ def test_no_import_cycles_in_olvf() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", sorted(m for m in MODULES if not m.endswith((".cli", "cli_main", ".__main__")))  # the entry points
+    "name",
+    sorted(m for m in MODULES if not m.endswith((".cli", "cli_main", ".__main__"))),  # the entry points
 )
 def test_only_entry_points_import_command_line_modules(name: str) -> None:
     clis = {m for m in module_imports(name) if m.endswith(".cli")}

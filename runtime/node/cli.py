@@ -3,6 +3,7 @@
     olvf-serve --bundle engines/ --ae-title OLVF --port 11112 --spool /var/spool/olvf \\
                --send-to PACS@10.0.0.5:104 --allow XRAY1@10.0.0.21 [--config olvf-serve.toml]
     olvf-serve status --spool /var/spool/olvf [--json] [--last 10]
+    olvf-serve requeue --spool /var/spool/olvf [KEY ...]      # dead-lettered results, sent again
 
 Flags override the config file (TOML, the same names with underscores; see
 the README). This module parses and prints; the node is
@@ -48,15 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-any", dest="allow_any", action="store_true", default=None, help="accept any calling AE title"
     )
-    parser.add_argument("--batch", type=int, default=None, help="most studies per ensemble call (default 8)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="most studies per ensemble call (default: 1 when the ensemble runs on the CPU, 8 on a GPU)",
+    )
     parser.add_argument("--backend", default=None, help="inference backend (default auto, as olvf-infer)")
     parser.add_argument("--device", default=None, help="device for the backend (cpu, cuda, tensorrt or a GPU index)")
-    parser.add_argument("--max-attempts", dest="max_attempts", type=int, default=None,
-                        help="failed sends before a result goes to dead-letter (default 30)")  # fmt: skip
-    parser.add_argument("--retry-first-s", dest="first_delay_s", type=float, default=None,
-                        help="wait after the first failed send, doubling after each (default 5)")  # fmt: skip
-    parser.add_argument("--retry-max-s", dest="max_delay_s", type=float, default=None,
-                        help="longest wait between sends (default 300)")  # fmt: skip
+    parser.add_argument(
+        "--max-attempts",
+        dest="max_attempts",
+        type=int,
+        default=None,
+        help="failed sends before a result goes to dead-letter (default 30)",
+    )
+    parser.add_argument(
+        "--retry-first-s",
+        dest="first_delay_s",
+        type=float,
+        default=None,
+        help="wait after the first failed send, doubling after each (default 5)",
+    )
+    parser.add_argument(
+        "--retry-max-s", dest="max_delay_s", type=float, default=None, help="longest wait between sends (default 300)"
+    )
     return parser
 
 
@@ -68,6 +85,19 @@ def build_status_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_requeue_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} requeue",
+        description="Send dead-lettered results again (after the destination was fixed); a running node picks "
+        "them up within a second.",
+    )
+    parser.add_argument("--spool", type=Path, required=True, help="the node's spool folder")
+    parser.add_argument(
+        "keys", nargs="*", metavar="KEY", help="keys (or their start, as status shows) to requeue; default all"
+    )
+    return parser
+
+
 def merged_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None]:
     from olvf.runtime.node.config import read_config_file
 
@@ -76,8 +106,19 @@ def merged_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path | No
     if args.config is not None:
         settings = read_config_file(args.config)
         base = args.config.resolve().parent
-    for key in ("bundle", "spool", "send_to", "ae_title", "host", "port", "allow", "allow_any", "batch", "backend",
-                "device"):  # fmt: skip
+    for key in (
+        "bundle",
+        "spool",
+        "send_to",
+        "ae_title",
+        "host",
+        "port",
+        "allow",
+        "allow_any",
+        "batch",
+        "backend",
+        "device",
+    ):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
@@ -119,10 +160,29 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _requeue(args: argparse.Namespace) -> int:
+    from olvf.runtime.node.spool import Spool
+
+    spool = Spool(args.spool)
+    if not spool.dead_letter.is_dir():
+        raise UsageError(f"--spool {args.spool}: no dead-letter folder there; give the spool of a node (its --spool)")
+    entries = sorted(p.name for p in spool.dead_letter.iterdir() if p.is_dir())
+    chosen = [k for k in entries if not args.keys or any(k.startswith(prefix) for prefix in args.keys)]
+    unknown = [prefix for prefix in args.keys if not any(k.startswith(prefix) for k in entries)]
+    if unknown:
+        raise UsageError(f"not in dead-letter: {', '.join(unknown)}; 'olvf-serve status' lists the keys")
+    for key in chosen:
+        spool.requeue(key)
+    print(f"{len(chosen)} result(s) put back in the queue to send")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
         return run_main(f"{PROG} status", build_status_parser(), _status, argv[1:])
+    if argv[:1] == ["requeue"]:
+        return run_main(f"{PROG} requeue", build_requeue_parser(), _requeue, argv[1:])
     return run_main(PROG, build_parser(), _serve, argv)
 
 

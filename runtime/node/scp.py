@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydicom.uid import UID, AllTransferSyntaxes
@@ -87,7 +88,8 @@ class Receiver:
         self.log = log
         self.on_stored = on_stored
         self.on_error = on_error
-        self._lock = threading.Lock()  # one durable write decision per key at a time
+        self._guard = threading.Lock()
+        self._busy: dict[str, threading.Lock] = {}  # one receive per key at a time; other keys go in parallel
 
     def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
         from pynetdicom import evt
@@ -105,7 +107,8 @@ class Receiver:
         address = str(requestor.address)
         if not self.config.admits(calling, address):
             self.log.node(f"association from {calling}@{address} rejected: calling AE title not on the allow-list")
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service user, calling AE not recognised
+            # Rejected-permanent, by the service user, "calling AE title not recognised".
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
             event.assoc.kill()  # as pynetdicom's own rejection does: waits until the reject has gone out
 
     def on_echo(self, event: Any) -> int:
@@ -120,8 +123,14 @@ class Receiver:
         calling = str(event.assoc.requestor.ae_title).strip()
         if sop_class not in RADIOGRAPH_CLASSES:
             reason = f"{_class_name(sop_class)} is not a radiograph storage class (accepted: CR, DX, Secondary Capture)"
-            self._record(key, state="refused", reason=reason, sop_class=_class_name(sop_class), sender=calling,
-                         received_at=received_ns / 1e9)  # fmt: skip
+            self._record(
+                key,
+                state="refused",
+                reason=reason,
+                sop_class=_class_name(sop_class),
+                sender=calling,
+                received_at=received_ns / 1e9,
+            )
             self.log.study(key, "refused", f"status 0x0122 SOP class not supported: {reason}")
             return SOP_CLASS_NOT_SUPPORTED
         try:
@@ -130,11 +139,17 @@ class Receiver:
             event.dataset  # noqa: B018
         except Exception as exc:  # pydicom raises many types for a garbled stream; none may be answered success
             reason = f"the data set cannot be decoded ({type(exc).__name__})"
-            self._record(key, state="refused", reason=reason, sop_class=_class_name(sop_class), sender=calling,
-                         received_at=received_ns / 1e9)  # fmt: skip
+            self._record(
+                key,
+                state="refused",
+                reason=reason,
+                sop_class=_class_name(sop_class),
+                sender=calling,
+                received_at=received_ns / 1e9,
+            )
             self.log.study(key, "refused", f"status 0xC210 cannot understand: {reason}")
             return CANNOT_UNDERSTAND
-        with self._lock:
+        with self._key_lock(key):
             held = self.spool.holds(key)
             if held is not None:
                 self.log.study(key, "duplicate", f"received again from {calling}; already {held}, not processed twice")
@@ -151,6 +166,16 @@ class Receiver:
         self.log.study(key, "received", f"{_class_name(sop_class)} from {calling}")
         self.on_stored()
         return SUCCESS
+
+    @contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._busy.setdefault(key, threading.Lock())
+        with lock:
+            yield
+        with self._guard:
+            if not lock.locked():
+                self._busy.pop(key, None)
 
     def _record(self, key: str, **fields: Any) -> None:
         try:

@@ -33,6 +33,7 @@ from olvf.runtime.node.studylog import StudyLog
 from olvf.runtime.node.worker import RESULT_FILES
 
 IDLE_POLL_S = 1.0
+ERROR_PAUSE_S = 5.0
 PER_ASSOCIATION = 32  # results sent over one association before it is released and the queue looked at again
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -73,10 +74,12 @@ class Sender:
             self.wake.clear()
             try:
                 wait = self.step(stop)
-            except OSError as exc:  # the spool itself: report, pause, go on
-                self.state.error(f"sending: spool error ({exc.strerror or exc})")
-                self.log.node(f"sending paused by a spool error ({exc.strerror or exc})", level=logging.ERROR)
-                wait = 5.0
+            except Exception as exc:  # the spool itself (OSError), or a bug: report, pause, go on
+                what = f"spool error ({exc.strerror or exc})" if isinstance(exc, OSError) else type(exc).__name__
+                self.state.error(f"sending paused by {what}")
+                self.log.node(f"sending paused by {what}; retrying in {ERROR_PAUSE_S:.0f} s", level=logging.ERROR)
+                stop.wait(ERROR_PAUSE_S)
+                continue
             if wait is None or wait > 0:
                 self.wake.wait(IDLE_POLL_S if wait is None else min(wait, IDLE_POLL_S))
 
@@ -100,8 +103,8 @@ class Sender:
         return 0.0 if len(due) > PER_ASSOCIATION else (None if next_at is None else max(0.0, next_at - now))
 
     def _associate(self) -> Any:
-        from pynetdicom import AE
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom import AE
 
         ae = AE(ae_title=self.config.ae_title)
         for sop_class in (SECONDARY_CAPTURE, COMPREHENSIVE_SR):
@@ -117,9 +120,10 @@ class Sender:
         assoc = self._associate()
         if not assoc.is_established:
             reason = (
-                "association rejected by the destination" if assoc.is_rejected
+                "association rejected by the destination"
+                if assoc.is_rejected
                 else "destination unreachable (no association)"
-            )  # fmt: skip
+            )
             self._destination_down(reason, len(due))
             for item in due:
                 self._failed(item, reason, quiet=True)
@@ -153,16 +157,16 @@ class Sender:
             try:
                 status = assoc.send_c_store(dataset)
             except ValueError:  # pynetdicom: no accepted presentation context for this SOP class
-                raise SendFailure(
-                    f"the destination accepts no {dataset.SOPClassUID.name}", permanent=True
-                ) from None
+                raise SendFailure(f"the destination accepts no {dataset.SOPClassUID.name}", permanent=True) from None
             if not status or "Status" not in status:
-                raise SendFailure("no answer from the destination (association aborted or timed out)",
-                                  association_lost=True)  # fmt: skip
+                raise SendFailure(
+                    "no answer from the destination (association aborted or timed out)", association_lost=True
+                )
             code = int(status.Status)
             if code not in STORED:
-                raise SendFailure(f"destination answered status 0x{code:04X} for the {_role(name)}",
-                                  permanent=permanent(code))  # fmt: skip
+                raise SendFailure(
+                    f"destination answered status 0x{code:04X} for the {_role(name)}", permanent=permanent(code)
+                )
             self.spool.mark_sent(entry, name)
         stored_at = time.time()
         result = read_json(entry / RESULT) or {}
@@ -196,16 +200,24 @@ class Sender:
             self.log.study(key, "dead-letter", f"{why}; results kept in dead-letter/", level=logging.ERROR)
             return
         delay = retry.delay(failures)
-        write_json(item.entry / SEND_STATE, {"failures": failures, "next_at": time.time() + delay, "last_error": reason})
+        write_json(
+            item.entry / SEND_STATE, {"failures": failures, "next_at": time.time() + delay, "last_error": reason}
+        )
         self.spool.record(key, attempts=failures, last_error=reason)
         if not quiet or failures == 1:
-            self.log.study(key, "retrying", f"{reason} (attempt {failures} of {retry.max_attempts}); next in "
-                           f"{delay:.0f} s", level=logging.WARNING)  # fmt: skip
+            self.log.study(
+                key,
+                "retrying",
+                f"{reason} (attempt {failures} of {retry.max_attempts}); next in {delay:.0f} s",
+                level=logging.WARNING,
+            )
 
     def _destination_down(self, reason: str, waiting: int) -> None:
         if not self.state.destination_down:
-            self.log.node(f"destination {self.config.destination}: {reason}; {waiting} result(s) waiting, retrying "
-                          "with backoff", level=logging.WARNING)  # fmt: skip
+            self.log.node(
+                f"destination {self.config.destination}: {reason}; {waiting} result(s) waiting, retrying with backoff",
+                level=logging.WARNING,
+            )
         self.state.destination(False, reason)
         self.state.error(f"sending to {self.config.destination}: {reason}")
 

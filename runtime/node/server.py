@@ -16,11 +16,13 @@ import logging
 import os
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from olvf.runtime.node.config import NodeConfig
+from olvf.errors import OlvfError
+from olvf.runtime.node.config import NodeConfig, auto_batch
 from olvf.runtime.node.scp import Receiver, build_ae
 from olvf.runtime.node.sender import Sender
 from olvf.runtime.node.spool import LOCK, Spool, SpoolError
@@ -28,6 +30,7 @@ from olvf.runtime.node.state import NodeState
 from olvf.runtime.node.studylog import StudyLog
 from olvf.runtime.node.worker import Worker
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 JOIN_TIMEOUT_S = 600.0  # a batch in hand on a slow CPU; SIGKILL remains for anything longer
 
 
@@ -47,6 +50,9 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._ae: Any = None
         self.runtime: Any = None
+        self.state: NodeState | None = None
+        self.worker: Worker | None = None
+        self.sender: Sender | None = None
 
     def start(self) -> None:
         import olvf
@@ -58,11 +64,16 @@ class Node:
         self._lock()
         found = self.spool.recover()
         options = {"device": self.config.device} if self.config.device else {}
-        self.runtime = olvf.load(self.config.bundle, self.config.backend, **options)
         try:
+            self.runtime = olvf.load(self.config.bundle, self.config.backend, **options)
             context = report_context(self.runtime, str(self.config.bundle))
-            pipeline = StudyPipeline(self.runtime, batch=self.config.batch)
+            if self.config.batch is None:
+                batch, batch_rule = auto_batch(self.runtime.runner.device)
+            else:
+                batch, batch_rule = self.config.batch, "--batch"
+            pipeline = StudyPipeline(self.runtime, batch=batch)
             sha = self.runtime.bundle.manifest_sha256
+            backend = f"{context.backend['name']} {context.backend['device']} {context.backend['precision']}"
             state = NodeState(
                 self.config.spool,
                 {
@@ -72,8 +83,9 @@ class Node:
                     "bundle": str(self.config.bundle),
                     "bundle_sha256": sha,
                     "demo": context.demo,
-                    "backend": f"{context.backend['name']} {context.backend['device']} {context.backend['precision']}",
-                    "batch": self.config.batch,
+                    "backend": backend,
+                    "batch": batch,
+                    "batch_rule": batch_rule,
                 },
             )
             state.set()
@@ -82,11 +94,20 @@ class Node:
             self.worker = Worker(self.config, self.spool, pipeline, context, self.log, state, self.sender.wake.set)
             receiver = Receiver(self.config, self.spool, sha, self.log, self.worker.wake.set, state.error)
             self._ae = build_ae(self.config)
-            self._ae.start_server(
-                (self.config.host, self.config.port), block=False, evt_handlers=receiver.handlers()
-            )
+            try:
+                self._ae.start_server(
+                    (self.config.host, self.config.port), block=False, evt_handlers=receiver.handlers()
+                )
+            except OSError as exc:
+                self._ae = None
+                raise OlvfError(
+                    f"cannot listen on {self.config.host}:{self.config.port} ({exc.strerror or exc}); choose another "
+                    "--port or stop what uses it (ports under 1024 need CAP_NET_BIND_SERVICE)"
+                ) from None
         except BaseException:
-            self.runtime.close()
+            if self.runtime is not None:
+                self.runtime.close()
+                self.runtime = None
             self._unlock()
             raise
         for name, target in (("worker", self.worker.run), ("sender", self.sender.run)):
@@ -97,7 +118,7 @@ class Node:
         self.log.node(
             f"listening as {self.config.ae_title} on {self.config.host}:{self.config.port} (allowed: {allowed}); "
             f"results to {self.config.destination}; bundle {sha[:8]}{' DEMO' if context.demo else ''} on "
-            f"{state._data['backend']}, batch {self.config.batch}; spool {self.config.spool}: "
+            f"{backend}, batch {batch} ({batch_rule}); spool {self.config.spool}: "
             f"{found['inbox']} waiting to screen, {found['outbox']} to send, {found['partial']} partial removed"
         )
 
@@ -107,7 +128,7 @@ class Node:
             self._ae.shutdown()
             self._ae = None
         self.stopping.set()
-        if getattr(self, "worker", None) is not None:
+        if self.worker is not None and self.sender is not None:
             self.worker.wake.set()
             self.sender.wake.set()
         for thread in self._threads:
@@ -116,27 +137,28 @@ class Node:
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
-        if getattr(self, "state", None) is not None:
-            import time
-
+        if self.state is not None:
             self.state.set(stopped_at=time.time())
         self._unlock()
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then stop cleanly."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stopping.set())
-        self.start()
+        previous = {signum: signal.signal(signum, lambda *_: self.stopping.set()) for signum in STOP_SIGNALS}
         try:
-            while not self.stopping.wait(1.0):
-                for thread in self._threads:
-                    if not thread.is_alive():  # never silently half a node: say so and stop
-                        self.log.node(f"{thread.name} ended unexpectedly; stopping", level=logging.ERROR)
-                        self.stopping.set()
+            self.start()
+            try:
+                while not self.stopping.wait(1.0):
+                    for thread in self._threads:
+                        if not thread.is_alive():  # never silently half a node: say so and stop
+                            self.log.node(f"{thread.name} ended unexpectedly; stopping", level=logging.ERROR)
+                            self.stopping.set()
+            finally:
+                self.log.node("stopping: finishing the study and the result in hand")
+                self.stop()
+                self.log.node("stopped")
         finally:
-            self.log.node("stopping: finishing the study and the result in hand")
-            self.stop()
-            self.log.node("stopped")
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _lock(self) -> None:
         path = Path(self.config.spool) / LOCK

@@ -48,8 +48,9 @@ SENT_SUFFIX = ".sent"
 # Final and holding states: an instance in one of them was received before, so a copy is acknowledged, not redone.
 HELD_STATES = frozenset({"waiting-to-send", "sent", "ignored", "failed", "dead-letter"})
 # Errors of the file system that mean "no room or no right to write": answered as out of resources.
-RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
-                             errno.EIO, errno.ENOENT})  # fmt: skip
+RESOURCE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO, errno.ENOENT}
+)
 
 
 class SpoolError(OlvfError):
@@ -274,6 +275,16 @@ class Spool:
         fsync_dir(self.dead_letter)
         fsync_dir(self.outbox)
         return target
+
+    def requeue(self, key: str) -> None:
+        """Put dead-lettered results back in the outbox, attempts reset (the destination has been fixed)."""
+        entry = self.dead_letter / key
+        for name in (REASON, SEND_STATE):
+            (entry / name).unlink(missing_ok=True)
+        self.record(key, state="waiting-to-send", reason=None, attempts=0, last_error=None, requeued_at=time.time())
+        os.replace(entry, self.outbox / key)
+        fsync_dir(self.outbox)
+        fsync_dir(self.dead_letter)
 
     # -- ledger ---------------------------------------------------------------
     def record_of(self, key: str) -> dict[str, Any] | None:

@@ -95,9 +95,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"started {_when(node.get('started_at'))}"
         )
         if node.get("destination_down_since"):
-            lines.append(
-                f"  destination DOWN since {_when(node['destination_down_since'])}: {node.get('destination_down_reason')}"
-            )
+            since, reason = _when(node["destination_down_since"]), node.get("destination_down_reason")
+            lines.append(f"  destination DOWN since {since}: {reason}")
     lines.append(
         f"queue: {queue['waiting_to_screen']} waiting to screen, {queue['waiting_to_send']} waiting to send, "
         f"{queue['dead_letter']} in dead-letter, {queue['failed']} failed"

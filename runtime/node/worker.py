@@ -79,20 +79,29 @@ class Worker:
             self.wake.clear()
             try:
                 done = self.step()
-            except OlvfError as exc:  # the bundle or the backend: nothing the inputs did
-                self._pause = min(BACKEND_PAUSE_S[1], max(BACKEND_PAUSE_S[0], self._pause * 2))
-                self.state.error(f"screening: {exc}; retrying in {self._pause:.0f} s")
-                self.log.node(f"screening stopped by {type(exc).__name__}: {exc}; the studies stay waiting, retrying "
-                              f"in {self._pause:.0f} s", level=logging.ERROR)  # fmt: skip
-                stop.wait(self._pause)
+            except (OlvfError, OSError) as exc:  # the bundle, the backend or the spool: nothing the inputs did
+                what = str(exc) if isinstance(exc, OlvfError) else f"spool error ({exc.strerror or exc})"
+                self._wait_after(f"{type(exc).__name__}: {what}", stop)
+                continue
+            except Exception as exc:  # a bug: say so and keep the node alive; the studies stay waiting
+                self._wait_after(f"unexpected {type(exc).__name__}", stop)
                 continue
             self._pause = 0.0
             if not done:
                 self.wake.wait(IDLE_POLL_S)
 
+    def _wait_after(self, what: str, stop: threading.Event) -> None:
+        self._pause = min(BACKEND_PAUSE_S[1], max(BACKEND_PAUSE_S[0], self._pause * 2))
+        self.state.error(f"screening stopped by {what}; retrying in {self._pause:.0f} s")
+        self.log.node(
+            f"screening stopped by {what}; the studies stay waiting, retrying in {self._pause:.0f} s",
+            level=logging.ERROR,
+        )
+        stop.wait(self._pause)
+
     def step(self) -> int:
         """Screen one batch of what is waiting now; returns how many instances were taken."""
-        paths = self.spool.waiting(self.config.batch)
+        paths = self.spool.waiting(self.pipeline.batch)
         screen: list[Waiting] = []
         for path in paths:
             item = self._triage(path)
@@ -117,12 +126,19 @@ class Worker:
             return None
         header = source.header
         reason = self.config.rule.reason_to_skip(
-            str(header.get("Modality") or ""), str(header.get("BodyPartExamined") or ""),
+            str(header.get("Modality") or ""),
+            str(header.get("BodyPartExamined") or ""),
             str(header.get("ViewPosition") or ""),
-        )  # fmt: skip
+        )
         if reason is not None:
-            self.spool.record(key, state="ignored", reason=reason, received_at=received_at,
-                              study=uid_hash(source.study_instance_uid), screened_at=time.time())  # fmt: skip
+            self.spool.record(
+                key,
+                state="ignored",
+                reason=reason,
+                received_at=received_at,
+                study=uid_hash(source.study_instance_uid),
+                screened_at=time.time(),
+            )
             self.spool.drop_inbox(key)
             self.log.study(key, "ignored", reason)
             return None
@@ -144,8 +160,13 @@ class Worker:
         for item, outcome in zip(batch, outcomes):
             if isinstance(outcome, InputFailure):
                 self._failed(item.key, item.received_at, str(outcome.error))
-            else:
+                continue
+            try:
                 self._results(item, outcome, started, len(batch))
+            except OSError:
+                raise  # the spool (a full disk): the study stays waiting, the worker pauses and tries again
+            except Exception as exc:  # the writers refused this study's header or findings: this study only
+                self._failed(item.key, item.received_at, f"DICOM results could not be built ({type(exc).__name__})")
 
     def _results(self, item: Waiting, study: StudyResult, started: float, batch_size: int) -> None:
         from olvf.runtime.writers.dicom_results import encode_dicom_results

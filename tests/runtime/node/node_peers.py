@@ -141,14 +141,26 @@ def write_corrupt_dx(path: Path, template: Dataset) -> Path:
     return path
 
 
-def storescu(port: int, files: Sequence[Path], *, calling: str = MODALITY_AET, called: str = NODE_AET,
-             timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def storescu(
+    port: int, files: Sequence[Path], *, calling: str = MODALITY_AET, called: str = NODE_AET, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     command = [tool("storescu"), "-nh", "-v", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def storescu_async(port: int, files: Sequence[Path], *, calling: str = MODALITY_AET) -> subprocess.Popen[str]:
-    command = [tool("storescu"), "-nh", "-v", "-aet", calling, "-aec", NODE_AET, "127.0.0.1", str(port), *map(str, files)]
+    command = [
+        tool("storescu"),
+        "-nh",
+        "-v",
+        "-aet",
+        calling,
+        "-aec",
+        NODE_AET,
+        "127.0.0.1",
+        str(port),
+        *map(str, files),
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -201,8 +213,9 @@ class Pacs:
 
     def start(self) -> None:
         log = (self.folder / "orthanc.log").open("ab")
-        self.process = subprocess.Popen([tool("Orthanc"), str(self.config_path)], cwd=self.folder, stdout=log,
-                                        stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [tool("Orthanc"), str(self.config_path)], cwd=self.folder, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -261,9 +274,22 @@ class Serve:
         self.port = free_port()
         self.log_path = folder / "serve.log"
         self.args = [
-            "--bundle", str(bundle), "--spool", str(self.spool), "--ae-title", NODE_AET, "--host", "127.0.0.1",
-            "--port", str(self.port), "--send-to", destination, "--allow", f"{MODALITY_AET}@127.0.0.1", *extra,
-        ]  # fmt: skip
+            "--bundle",
+            str(bundle),
+            "--spool",
+            str(self.spool),
+            "--ae-title",
+            NODE_AET,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--send-to",
+            destination,
+            "--allow",
+            f"{MODALITY_AET}@127.0.0.1",
+            *extra,
+        ]
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -272,8 +298,9 @@ class Serve:
         before = self.log.count(marker)
         with self.log_path.open("ab") as log:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            self.process = subprocess.Popen([sys.executable, "-m", "olvf.runtime.node", *self.args], stdout=log,
-                                            stderr=subprocess.STDOUT, env=env)  # fmt: skip
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "olvf.runtime.node", *self.args], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         self.starts += 1
         wait_until(lambda: self.log.count(marker) > before or self.process.poll() is not None, timeout, "olvf-serve")
         if self.process.poll() is not None:
@@ -311,6 +338,11 @@ class Serve:
         return Counter(str(r.get("state")) for r in self.records())
 
     def status(self) -> dict[str, Any]:
-        done = subprocess.run([sys.executable, "-m", "olvf.runtime.node", "status", "--spool", str(self.spool),
-                               "--json", "--last", "50"], capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "olvf.runtime.node", "status", "--spool", str(self.spool), "--json", "--last", "50"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return json.loads(done.stdout)

@@ -4,6 +4,8 @@ its own process with the tiny cascade bundle. Skips, naming the Debian package, 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,8 +74,9 @@ def bundle_sha(bundle: Path) -> str:
 
 def expected_results(studies, sha: str) -> dict[str, tuple[str, str]]:
     """Per source SOP Instance UID, the SC and SR UIDs the node must deliver (derived, as the writers derive them)."""
-    return {s.sop_uid: (derived_uid(s.sop_uid, sha, SC_INSTANCE), derived_uid(s.sop_uid, sha, SR_INSTANCE))
-            for s in studies}  # fmt: skip
+    return {
+        s.sop_uid: (derived_uid(s.sop_uid, sha, SC_INSTANCE), derived_uid(s.sop_uid, sha, SR_INSTANCE)) for s in studies
+    }
 
 
 def send_concurrently(port: int, files, streams: int = 4) -> list:
@@ -106,7 +109,7 @@ def assert_no_identity(text: str) -> None:
 def test_burst_with_a_ct_an_sr_and_a_corrupt_file(tmp_path, pacs, serve_factory, burst, template, cascade_bundle):
     tool("storescu")
     sha = bundle_sha(cascade_bundle)
-    node = serve_factory(pacs)
+    node = serve_factory(pacs, "--batch", "8")  # as on a GPU: studies that arrive together share one call
     node.start()
     others = tmp_path / "others"
     others.mkdir()
@@ -169,9 +172,11 @@ def test_an_unknown_calling_ae_title_is_rejected(pacs, serve_factory, burst):
     done = storescu(node.port, [burst[0].path], calling="INTRUDER")
     assert done.returncode != 0
     assert "rejected" in node.log and "INTRUDER" in node.log
-    echo = __import__("subprocess").run(
+    echo = subprocess.run(
         [tool("echoscu"), "-aet", MODALITY_AET, "-aec", "OLVFNODE", "127.0.0.1", str(node.port)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert echo.returncode == 0, echo.stdout + echo.stderr
     assert node.states() == {}
@@ -231,10 +236,12 @@ def test_results_wait_for_a_pacs_that_is_down_and_arrive_when_it_is_back(pacs, s
     wait_until(lambda: node.states()["sent"] == 12, 120, "the waiting results once Orthanc is back")
     assert_delivered_once(pacs, burst[:12], sha)
     assert "answers again" in node.log
+    # On the CPU the node screens one study per call, however many wait (the auto batch).
+    assert {r["batch"] for r in node.records()} == {1}
     assert node.terminate() == 0
 
 
-def test_past_the_retry_limit_results_go_to_dead_letter_with_the_reason(pacs, serve_factory, burst):
+def test_past_the_retry_limit_results_go_to_dead_letter_with_the_reason(pacs, serve_factory, burst, cascade_bundle):
     pacs.stop()
     node = serve_factory(pacs, "--retry-first-s", "0.2", "--retry-max-s", "0.5", "--max-attempts", "3")
     node.start()
@@ -243,10 +250,22 @@ def test_past_the_retry_limit_results_go_to_dead_letter_with_the_reason(pacs, se
     for record in node.records():
         assert "destination unreachable" in record["reason"] and "gave up after 3 attempts" in record["reason"]
         entry = node.spool / "dead-letter" / record["key"]
-        assert sorted(p.name for p in entry.iterdir()) == ["reason.json", "result.json", "sc.dcm", "send.json",
-                                                           "sr.dcm"]  # fmt: skip
+        assert sorted(p.name for p in entry.iterdir()) == [
+            "reason.json",
+            "result.json",
+            "sc.dcm",
+            "send.json",
+            "sr.dcm",
+        ]
         assert "gave up after 3 attempts" in (entry / "reason.json").read_text()
     assert node.status()["queue"]["dead_letter"] == 2
+    # The PACS is back: the operator sends the dead-lettered results again, and they arrive once.
+    pacs.start()
+    requeue = [sys.executable, "-m", "olvf.runtime.node", "requeue", "--spool", str(node.spool)]
+    done = subprocess.run(requeue, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "2 result(s) put back in the queue to send"
+    wait_until(lambda: node.states()["sent"] == 2, 60, "the requeued results")
+    assert_delivered_once(pacs, burst[:2], bundle_sha(cascade_bundle))
     assert node.terminate() == 0
 
 
@@ -257,6 +276,8 @@ def test_sigterm_finishes_the_study_in_hand_and_stops(pacs, serve_factory, burst
     wait_until(lambda: "screened" in node.log or "sent:" in node.log, 120, "screening to start")
     node.signal(signal.SIGTERM)
     assert node.process.wait(timeout=120) == 0
+    settings = node.status()["node"]
+    assert settings["batch"] == 1 and "the ensemble runs on the CPU" in settings["batch_rule"]
     assert "node: stopped" in node.log
     # Nothing half-done: every instance is waiting, waiting to be sent, or sent, each exactly once.
     spool = node.spool

@@ -8,7 +8,15 @@ import pytest
 
 from olvf.errors import UsageError
 from olvf.runtime.node.cli import build_parser, main, merged_settings
-from olvf.runtime.node.config import Destination, Peer, RetryPolicy, ScreeningRule, build_config, read_config_file
+from olvf.runtime.node.config import (
+    Destination,
+    Peer,
+    RetryPolicy,
+    ScreeningRule,
+    auto_batch,
+    build_config,
+    read_config_file,
+)
 
 REQUIRED = ["--bundle", "b", "--spool", "s", "--send-to", "PACS@10.0.0.5:104", "--allow", "XRAY1"]
 
@@ -31,7 +39,7 @@ def test_the_config_file_is_read_and_flags_override_it(tmp_path):
     file = tmp_path / "olvf-serve.toml"
     file.write_text(
         'bundle = "engines"\nspool = "/var/spool/olvf"\nsend_to = "PACS@pacs.local:11112"\nallow = ["XRAY1@10.1.1.1"]\n'
-        "port = 4242\nbatch = 4\n[screen]\nmodalities = [\"dx\"]\nrequire_view = true\n"
+        'port = 4242\nbatch = 4\n[screen]\nmodalities = ["dx"]\nrequire_view = true\n'
         "[retry]\nfirst_delay_s = 1\nmax_delay_s = 60\nmax_attempts = 5\n"
     )
     config = config_from(["--config", str(file), "--port", "5555"])
@@ -103,6 +111,28 @@ def test_a_strict_rule_wants_body_part_and_view_stated():
     assert "no view position" in rule.reason_to_skip("DX", "LSPINE", "")
 
 
+def test_the_batch_is_one_study_on_a_cpu_and_eight_on_a_gpu_unless_given():
+    assert config_from(REQUIRED).batch is None
+    assert auto_batch("cpu")[0] == 1 and auto_batch("cuda:0")[0] == 8
+    assert config_from([*REQUIRED, "--batch", "3"]).batch == 3
+
+
 def test_retries_back_off_doubling_up_to_the_longest_wait():
     policy = RetryPolicy(first_delay_s=2, max_delay_s=30, max_attempts=9)
     assert [policy.delay(n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_a_node_without_its_bundle_stops_before_it_listens(tmp_path, capsys):
+    from peers import free_port
+
+    argv = [
+        "--bundle",
+        str(tmp_path / "missing"),
+        "--spool",
+        str(tmp_path / "spool"),
+        "--send-to",
+        "PACS@127.0.0.1:104",
+    ]
+    assert main([*argv, "--allow", "XRAY1", "--port", str(free_port())]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("olvf-serve: error: ") and str(tmp_path / "missing") in err and "Traceback" not in err

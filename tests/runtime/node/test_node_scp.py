@@ -40,8 +40,14 @@ class Scp:
     def __init__(self, root: Path, allowed: tuple[Peer, ...] = (Peer(MODALITY_AET),)) -> None:
         tool("storescu")
         quiet_dicom_warnings()
-        self.config = NodeConfig(bundle=root, spool=root, destination=Destination.parse("PACS@127.0.0.1:104"),
-                                 ae_title=NODE_AET, port=free_port(), allowed=allowed)  # fmt: skip
+        self.config = NodeConfig(
+            bundle=root,
+            spool=root,
+            destination=Destination.parse("PACS@127.0.0.1:104"),
+            ae_title=NODE_AET,
+            port=free_port(),
+            allowed=allowed,
+        )
         self.spool = Spool(root)
         self.spool.create()
         self.errors: list[str] = []
@@ -86,8 +92,11 @@ def scp_factory():
 def test_an_instance_is_on_disk_before_success_and_a_copy_is_acknowledged_once(tmp_path, scp_factory, studies):
     scp = scp_factory(tmp_path / "spool")
     first = scp.send(studies[0].path, studies[0].path, studies[1].path)
-    assert first.stdout.count("Received Store Response (Success)") + first.stderr.count(
-        "Received Store Response (Success)") == 3  # fmt: skip
+    assert (
+        first.stdout.count("Received Store Response (Success)")
+        + first.stderr.count("Received Store Response (Success)")
+        == 3
+    )
     inbox = sorted(p.name for p in scp.spool.inbox.iterdir())
     assert len(inbox) == 2 and scp.stored == 2
     # Stored as received: the same bytes a reader gets from the modality's file, meta included.
@@ -131,8 +140,9 @@ def tiny_filesystem(tmp_path):
     """A 2 MiB tmpfs mounted for the test (needs root, as in CI); skipped with the reason where it cannot be."""
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); the ENOSPC test covers it")
     try:
@@ -141,9 +151,7 @@ def tiny_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
-def test_a_tiny_spool_filesystem_answers_out_of_resources_and_keeps_no_half_file(
-    tiny_filesystem, scp_factory, studies
-):
+def test_a_tiny_spool_filesystem_answers_out_of_resources_and_keeps_no_half_file(tiny_filesystem, scp_factory, studies):
     scp = scp_factory(tiny_filesystem / "spool")
     fits = scp.send(studies[0].path)  # 1.6 MB on a 2 MiB file system
     assert "Received Store Response (Success)" in fits.stdout + fits.stderr
