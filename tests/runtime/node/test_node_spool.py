@@ -85,3 +85,22 @@ def test_status_counts_the_queue_and_gives_time_to_result(tmp_path):
     text = "\n".join(status_lines(status))
     assert "1 waiting to screen, 1 waiting to send" in text and "p50 2.50 s, p95 3.85 s" in text
     assert "modality CT is not screened" in text and "sending: unreachable" in text
+
+
+def test_one_node_per_spool(tmp_path):
+    from olvf.runtime.node.config import Destination, NodeConfig
+    from olvf.runtime.node.server import Node, spool_in_use
+    from olvf.runtime.node.spool import SpoolError
+
+    config = NodeConfig(bundle=tmp_path, spool=tmp_path, destination=Destination.parse("PACS@127.0.0.1:104"))
+    Spool(tmp_path).create()
+    first, second = Node(config), Node(config)
+    assert not spool_in_use(tmp_path)
+    first._lock()
+    try:
+        assert spool_in_use(tmp_path)
+        with pytest.raises(SpoolError, match="in use by another olvf-serve"):
+            second._lock()
+    finally:
+        first._unlock()
+    assert not spool_in_use(tmp_path)
