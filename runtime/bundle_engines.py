@@ -13,13 +13,11 @@ container's first start, as well as by ``olvf-export --engine``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 from olvf.errors import BundleError, ParityError
 from olvf.runtime.atomic import write_bytes_atomic, write_text_atomic
 from olvf.runtime.bundle import Bundle, open_bundle, sha256_file
+from olvf.runtime.bundle_update import bundle_lock, check_writable
 from olvf.runtime.manifest import MANIFEST_NAME, EngineSpec, Manifest
 from olvf.runtime.runners.tensorrt.builder import BuildPlan, build_engine, build_plan, source_graph
 from olvf.runtime.runners.tensorrt.device import DeviceFacts, device_facts, import_tensorrt, select_device
@@ -61,34 +60,10 @@ def engines_needed(bundle: Bundle, here: DeviceFacts) -> list[str]:
 
 
 def _check_writable(path: Path) -> None:
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise BundleError(
-            f"cannot write engines into {path} (read-only); give olvf write access to the bundle folder "
-            "(in Docker: mount it without :ro)"
-        )
+    check_writable(path, "engines")
 
 
-@contextlib.contextmanager
-def _build_lock(folder: Path, progress: Progress) -> Iterator[None]:
-    """One build per bundle at a time: two containers starting together must not both rebuild.
-
-    The lock is on the bundle folder itself, so no lock file is left in it.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, builds stay atomic on their own
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress("another olvf is building engines into this bundle; waiting for it")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+_build_lock = bundle_lock
 
 
 def build_bundle_engines(

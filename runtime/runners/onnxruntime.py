@@ -123,6 +123,11 @@ class OnnxRuntimeRunner(Runner):
     @classmethod
     def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, **options: Any) -> OnnxRuntimeRunner:
         graph = bundle.manifest.graph(role, precision)
+        if graph.format != "onnx":
+            raise BackendError(
+                f"{graph.file} is an OpenVINO graph ({graph.precision}); run it with backend openvino "
+                "(pip install 'olvf[openvino]')"
+            )
         if options.get("device") == "tensorrt" and "tensorrt" not in options:
             options["tensorrt"] = TensorRTProviderSettings(
                 cache_dir=bundle.path / ORT_TRT_CACHE,
