@@ -43,22 +43,34 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(data, q)), 2) for q in (50, 95, 99)}
 
 
-def measure(variant: Variant, study: Path, out: Path, runs: int, warmup: int) -> dict[str, Any]:
-    for _ in range(warmup):
-        variant.study(study, out / "warmup")
-    totals: list[float] = []
-    stages: dict[str, list[float]] = {s: [] for s in STAGES}
-    for _ in range(runs):
-        start = time.perf_counter()
-        times = variant.study(study, out / variant.name)
-        totals.append((time.perf_counter() - start) * 1e3)
-        for stage in STAGES:
-            stages[stage].append(times.get(stage, 0.0))
+def measure_interleaved(variants: dict[str, Variant], study: Path, out: Path, plan: Plan) -> dict[str, Any]:
+    """Every variant one study at a time in turn, ``plan.runs`` rounds (naive only in its first rounds).
+
+    On a shared machine the load moves during a run; in turns, every variant
+    meets the same load, so their ratios hold even where absolute times wander.
+    """
+    for name, variant in variants.items():
+        for _ in range(1 if name == "naive" else plan.warmup):
+            variant.study(study, out / "warmup")
+    totals: dict[str, list[float]] = {name: [] for name in variants}
+    stages: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in variants}
+    for round_ in range(plan.runs):
+        for name, variant in variants.items():
+            if name == "naive" and round_ >= plan.naive_runs:
+                continue
+            start = time.perf_counter()
+            times = variant.study(study, out / name)
+            totals[name].append((time.perf_counter() - start) * 1e3)
+            for stage in STAGES:
+                stages[name][stage].append(times.get(stage, 0.0))
     return {
-        **percentiles(totals),
-        "runs": runs,
-        "stages": {s: percentiles(v) for s, v in stages.items()},
-        "notes": variant.notes,
+        name: {
+            **percentiles(totals[name]),
+            "runs": len(totals[name]),
+            "stages": {s: percentiles(v) for s, v in stages[name].items()},
+            "notes": variant.notes,
+        }
+        for name, variant in variants.items()
     }
 
 
@@ -240,20 +252,22 @@ def _run(
         # Skipped with the runner's one-line reason when the engines are not this machine's.
         builders["olvf-tensorrt-fp16"] = lambda: olvf_variant(bundle, "tensorrt", None)
     results: dict[str, Any] = {}
-    for name, build in builders.items():
-        if variants and name not in variants:
-            continue
-        progress(f"variant {name}")
-        try:
-            variant = build()
-        except olvf.OlvfError as exc:
-            results[name] = {"skipped": str(exc)}
-            continue
-        try:
-            runs = plan.naive_runs if name == "naive" else plan.runs
-            results[name] = measure(variant, study, work / "out", runs, plan.warmup if name != "naive" else 1)
-        finally:
+    started: dict[str, Variant] = {}
+    try:
+        for name, build in builders.items():
+            if variants and name not in variants:
+                continue
+            progress(f"starting variant {name}")
+            try:
+                started[name] = build()
+            except olvf.OlvfError as exc:
+                results[name] = {"skipped": str(exc)}
+        progress(f"measuring {', '.join(started)} interleaved, one study each in turn")
+        results.update(measure_interleaved(started, study, work / "out", plan))
+    finally:
+        for variant in started.values():
             variant.close()
+    results = {name: results[name] for name in builders if name in results}  # the table's order
     with olvf.load(bundle, backend="onnxruntime") as rt:
         crops = len(rt.infer(study).detections)
     operations = study_operations(bundle, crops)

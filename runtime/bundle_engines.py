@@ -13,6 +13,7 @@ container's first start, as well as by ``olvf-export --engine``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import secrets
@@ -63,7 +64,8 @@ def _check_writable(path: Path) -> None:
     check_writable(path, "engines")
 
 
-_build_lock = bundle_lock
+def _build_lock(folder: Path, progress: Progress) -> contextlib.AbstractContextManager[None]:
+    return bundle_lock(folder, progress, "another olvf is building engines into this bundle")
 
 
 def build_bundle_engines(

@@ -21,7 +21,9 @@ Progress = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def bundle_lock(folder: Path, progress: Progress = lambda _line: None) -> Iterator[None]:
+def bundle_lock(
+    folder: Path, progress: Progress = lambda _line: None, waiting: str = "another olvf is updating this bundle"
+) -> Iterator[None]:
     """One update per bundle at a time: two processes starting together must not both rebuild.
 
     The lock is on the bundle folder itself, so no lock file is left in it.
@@ -36,7 +38,7 @@ def bundle_lock(folder: Path, progress: Progress = lambda _line: None) -> Iterat
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress("another olvf is updating this bundle; waiting for it")
+            progress(f"{waiting}; waiting for it")
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

@@ -13,6 +13,7 @@ Standard library only: read by ``olvf.load``'s backend choice at every start.
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
@@ -89,3 +90,11 @@ def describe_kind(kind: dict[str, Any]) -> str:
 
 def has_native_bf16() -> bool:
     return any(f in cpu_flags() for f in BF16_ISA)
+
+
+def usable_cores() -> int:
+    """Cores this process may use (its affinity, not the machine's count): more threads only contend."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

@@ -111,13 +111,13 @@ class GraphSpec:
             raise ValueError(f"graph {self.file}: an OpenVINO IR graph names its weights file, an ONNX graph none")
         if self.weights:
             bundle_member(self.weights, "graph weights file")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"graph {self.file}: max_batch must be a whole number >= 1, got {self.max_batch!r}")
 
     @property
     def members(self) -> tuple[str, ...]:
         """Every file the graph is made of."""
         return (self.file, self.weights) if self.weights else (self.file,)
-        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
-            raise ValueError(f"graph {self.file}: max_batch must be a whole number >= 1, got {self.max_batch!r}")
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ ever left; an existing folder is replaced only with ``force``.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 from olvf.errors import OlvfError
 from olvf.runtime.atomic import staged_directory
+from olvf.runtime.cpu import usable_cores
 from olvf.runtime.results import StudyResult
 from olvf.runtime.writers.overlay import encode_png, render_heatmap, render_study
 from olvf.runtime.writers.report import DEMO_WARNING, ReportContext, build_report, heatmap_caption, heatmap_name
@@ -26,10 +28,18 @@ def write_study(study: StudyResult, context: ReportContext, folder: Path, *, for
     """Draw and write one study's folder atomically; returns its report."""
     start = perf_counter()
     overlay, layout, marks = render_study(study, DEMO_WARNING if context.demo else None)
-    images = {OVERLAY: encode_png(overlay)}
     pixels = study.radiograph.pixels
-    for i, (mark, level) in enumerate(zip(marks, study.detections.levels)):
-        images[heatmap_name(level)] = encode_png(render_heatmap(pixels, mark, heatmap_caption(study, i)))
+
+    def heatmap(i: int) -> bytes:
+        return encode_png(render_heatmap(pixels, marks[i], heatmap_caption(study, i)))
+
+    # PNG encoding is most of the writing and OpenCV releases the GIL while it encodes: the overlay and the
+    # heatmaps are drawn and encoded on every core this process may use (they sit idle between studies).
+    with ThreadPoolExecutor(max_workers=min(usable_cores(), 1 + len(marks))) as pool:
+        overlay_png = pool.submit(encode_png, overlay)
+        heatmaps = list(pool.map(heatmap, range(len(marks))))
+        images = {OVERLAY: overlay_png.result()}
+    images.update({heatmap_name(level): data for level, data in zip(study.detections.levels, heatmaps)})
     try:
         with staged_directory(folder, force=force) as staging:
             for name, data in images.items():
