@@ -52,8 +52,11 @@ class RouteCheck:
         return (
             f"{self.route}: {f['vertebrae']} vertebrae of {f['studies']} studies, decisions agree "
             f"{f['decision_agreement']:.2%}, MRI changed in {f['mri_changed']}, fused Grad-CAM r >= "
-            f"{f['gradcam_min_r']:.3f} (per model >= {f['gradcam_model_min_r']:.3f}), probabilities within "
-            f"{f['probabilities_max_abs_diff']:.1e}, {f['speedup']:.2f}x the reference's ensemble speed: {verdict}"
+            f"{f['gradcam_min_r']:.3f} (1st percentile {f['gradcam_p01_r']:.3f}; per model >= "
+            f"{f['gradcam_model_min_r']:.3f}, 1st percentile {f['gradcam_model_p01_r']:.3f}), probabilities within "
+            f"{f['probabilities_max_abs_diff']:.1e}, accuracy {f['metric_change']['accuracy']:+.3f}, fresh "
+            f"sensitivity {f['metric_change']['fresh_sensitivity']:+.3f}, {f['speedup']:.2f}x the reference's "
+            f"ensemble speed: {verdict}"
         )
 
 
@@ -97,8 +100,12 @@ def compare_studies(
         j = np.array([got_at[level] for level in common], np.int64)
         rc, gc = ref.classification, got.classification
         if len(common):
-            agree += int((rc.predictions[i] == gc.predictions[j]).sum())
+            same = rc.predictions[i] == gc.predictions[j]
+            agree += int(same.sum())
             prob_diff = max(prob_diff, float(np.abs(rc.probabilities[i] - gc.probabilities[j]).max()))
+            # Maps are compared where both show the same class; a changed decision is counted above, and its
+            # map (of another class) would say nothing about the arithmetic of the maps.
+            i, j = i[same], j[same]
             fused_r.extend(correlation(rc.cam[i], gc.cam[j]).tolist())
             for name in rc.cams:
                 model_r.extend(correlation(rc.cams[name][i], gc.cams[name][j]).tolist())
@@ -120,6 +127,7 @@ def compare_studies(
         "gradcam_min_r": float(min(fused_r)) if fused_r else 1.0,
         "gradcam_p01_r": float(np.percentile(fused_r, 1)) if fused_r else 1.0,
         "gradcam_model_min_r": float(min(model_r)) if model_r else 1.0,
+        "gradcam_model_p01_r": float(np.percentile(model_r, 1)) if model_r else 1.0,
         "metrics_reference": ref_metrics,
         "metrics_candidate": got_metrics,
         "metric_change": {k: got_metrics[k] - ref_metrics[k] for k in ref_metrics},
