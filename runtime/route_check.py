@@ -62,6 +62,8 @@ class RouteCheck:
 
 def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson r of each pair of maps (N, H, W); two flat maps agree (1), a flat and a shaped one do not (0)."""
+    if len(a) == 0:
+        return np.zeros(0)
     x = a.reshape(len(a), -1).astype(np.float64)
     y = b.reshape(len(b), -1).astype(np.float64)
     x = x - x.mean(axis=1, keepdims=True)

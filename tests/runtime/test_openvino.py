@@ -189,3 +189,26 @@ def test_openvino_writes_nothing_into_the_home_folder(tiny_int8_bundle: Path, tm
     env = {**os.environ, "HOME": str(home)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     assert list(home.iterdir()) == []
+
+
+def test_olvf_export_quantize_and_check_routes(tiny_bundle: Path, tmp_path, capsys) -> None:
+    import shutil
+
+    from conftest import write_calibration_images
+
+    from olvf.errors import ParityError
+    from olvf.export.cli import main
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    films = write_calibration_images(tmp_path / "films", 16, (96, 96))
+    assert main(["--quantize", str(bundle), "--calibration", str(films)]) == 0
+    out = capsys.readouterr().out
+    assert "INT8 graph ensemble_int8." in out and "'crops': 16" in out
+    assert main(["--calibration", str(films), "--out", str(tmp_path / "x")]) == 2  # calibrates nothing
+    code = main(["--check-routes", str(bundle), "--studies", "2"])
+    out = capsys.readouterr().out
+    assert code in (0, ParityError.exit_code)
+    assert "openvino-int8: 2 vertebrae of 2 studies, decisions agree" in out
+    assert ("openvino-bf16: skipped" in out) == (NO_BF16 is not None)
+    recorded = open_bundle(bundle).manifest.verified_routes
+    assert bool(recorded) == ("recorded in" in out) and (code == 0 or not recorded)

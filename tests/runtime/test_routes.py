@@ -161,6 +161,7 @@ def test_map_correlation() -> None:
     assert np.allclose(correlation(maps, -maps), -1.0)
     flat = np.zeros((1, 8, 8))
     assert correlation(flat, flat)[0] == 1.0 and correlation(flat, maps[:1])[0] == 0.0
+    assert correlation(maps[:0], maps[:0]).shape == (0,)  # no vertebra where both routes show the same class
 
 
 def test_studies_compared_with_themselves_agree_and_fp16_stays_close(cascade_bundle: Path) -> None:
