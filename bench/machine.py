@@ -69,6 +69,8 @@ def versions() -> dict[str, str]:
         "torchvision",
         "ultralytics-opencv-headless",
         "tensorrt",
+        "openvino",
+        "nncf",
     ):
         try:
             found[name] = metadata.version(name)
