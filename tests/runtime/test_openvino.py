@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_openvino_or_skip
 
 import olvf
 from olvf.errors import BackendError, BundleError, InputError, OlvfError
 from olvf.runtime.bundle import open_bundle
 
-openvino = pytest.importorskip("openvino", reason="needs OpenVINO: pip install 'olvf[openvino]'")
+openvino = import_openvino_or_skip()
 
 from olvf.runtime.runners.openvino import bf16_unavailable, import_openvino  # noqa: E402
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import import_openvino_or_skip
 
 import olvf
 from olvf.errors import BundleError
@@ -18,7 +19,7 @@ from olvf.runtime.cpu import cpu_kind
 from olvf.runtime.route_check import compare_studies, correlation, judge, verify_demo_route
 from olvf.runtime.routes import record_verified_route
 
-pytest.importorskip("openvino", reason="needs OpenVINO: pip install 'olvf[openvino]'")
+import_openvino_or_skip()
 
 FIGURES = {"decision_agreement": 1.0, "mri_changed": 0, "gradcam_min_r": 0.99, "speedup": 3.1}
 
