@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from olvf.errors import BackendError, BundleError, InputError, OlvfError
-from olvf.runtime.bundle import Bundle, open_bundle, sha256_file
-from olvf.runtime.bundle_update import bundle_lock, check_writable, replace_manifest
+from olvf.runtime.bundle import open_bundle, sha256_file
+from olvf.runtime.bundle_update import check_writable, update_manifest
 from olvf.runtime.crops import extract_crops
 from olvf.runtime.manifest import GraphSpec, Manifest
 
@@ -270,38 +270,45 @@ def add_int8_graph(bundle_dir: str | Path, calibration: Path | None = None, *, p
     import olvf
 
     folder = Path(bundle_dir)
-    open_bundle(folder, verify=False)  # a folder that is no bundle gets its own message first
+    bundle = open_bundle(folder)
+    manifest = bundle.manifest
     import_nncf()  # before minutes of work, not after
     check_writable(folder, "an INT8 graph")
-    with bundle_lock(folder, progress):
-        bundle = open_bundle(folder)
-        manifest = bundle.manifest
-        if not manifest.has("ensemble"):
-            raise BundleError(f"bundle {folder} has no classifiers to quantise")
-        source = manifest.graph("ensemble", "fp32")
-        with olvf.load(folder, backend="onnxruntime", precision="fp32", device="cpu") as rt:
-            calibration = calibration_for(rt, calibration, manifest.demo, progress)
-        token = secrets.token_hex(3)
-        xml = folder / f"ensemble_int8.{token}.xml"
-        written = [xml, xml.with_suffix(".bin")]
-        try:
-            record = quantize_graph(
-                bundle.file(source.file), xml, calibration, [m.class_maps_output for m in manifest.models], progress
-            )
-            new = _with_int8(bundle, source, xml, record)
-            replace_manifest(folder, new)
-        except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
-    for name in {f for g in manifest.graphs if g.precision == "int8" for f in g.members}:
+    if not manifest.has("ensemble"):
+        raise BundleError(f"bundle {folder} has no classifiers to quantise")
+    source = manifest.graph("ensemble", "fp32")
+    with olvf.load(folder, backend="onnxruntime", precision="fp32", device="cpu") as rt:
+        calibration = calibration_for(rt, calibration, manifest.demo, progress)
+    # New names: the bundle stays valid as it is until its manifest is replaced, which takes the lock briefly.
+    xml = folder / f"ensemble_int8.{secrets.token_hex(3)}.xml"
+    written = [xml, xml.with_suffix(".bin")]
+    retired: set[str] = set()
+    try:
+        record = quantize_graph(
+            bundle.file(source.file), xml, calibration, [m.class_maps_output for m in manifest.models], progress
+        )
+        hashes = {path.name: sha256_file(path) for path in written}
+
+        def add(current: Manifest) -> Manifest:
+            if current.files.get(source.file) != manifest.files[source.file]:
+                raise BundleError(f"{source.file} changed while it was quantised; quantise it again")
+            retired.update(f for g in current.graphs if g.precision == "int8" for f in g.members)
+            return _with_int8(current, source, xml, record, hashes)
+
+        new = update_manifest(folder, add, "an INT8 graph")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    for name in retired:
         (folder / name).unlink(missing_ok=True)
     progress(f"      INT8 graph {xml.name} added ({record['calibration']['crops']} calibration crops)")
     return new
 
 
-def _with_int8(bundle: Bundle, source: GraphSpec, xml: Path, record: dict[str, Any]) -> Manifest:
-    manifest = bundle.manifest
+def _with_int8(
+    manifest: Manifest, source: GraphSpec, xml: Path, record: dict[str, Any], hashes: dict[str, str]
+) -> Manifest:
     graph = GraphSpec(
         role="ensemble",
         file=xml.name,
@@ -317,7 +324,7 @@ def _with_int8(bundle: Bundle, source: GraphSpec, xml: Path, record: dict[str, A
     )
     retired = {f for g in manifest.graphs if g.precision == "int8" for f in g.members}
     files = {k: v for k, v in manifest.files.items() if k not in retired}
-    files.update({name: sha256_file(bundle.path / name) for name in graph.members})
+    files.update(hashes)
     graphs = tuple(g for g in manifest.graphs if g.precision != "int8") + (graph,)
     routes = tuple(r for r in manifest.verified_routes if not set(r.graphs) & retired)
     return dataclasses.replace(manifest, graphs=graphs, files=files, verified_routes=routes)

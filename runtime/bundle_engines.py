@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,6 @@ from typing import Any
 from olvf.errors import BundleError, ParityError
 from olvf.runtime.atomic import write_bytes_atomic, write_text_atomic
 from olvf.runtime.bundle import Bundle, open_bundle, sha256_file
-from olvf.runtime.bundle_update import bundle_lock, check_writable
 from olvf.runtime.manifest import MANIFEST_NAME, EngineSpec, Manifest
 from olvf.runtime.runners.tensorrt.builder import BuildPlan, build_engine, build_plan, source_graph
 from olvf.runtime.runners.tensorrt.device import DeviceFacts, device_facts, import_tensorrt, select_device
@@ -61,11 +61,34 @@ def engines_needed(bundle: Bundle, here: DeviceFacts) -> list[str]:
 
 
 def _check_writable(path: Path) -> None:
-    check_writable(path, "engines")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise BundleError(
+            f"cannot write engines into {path} (read-only); give olvf write access to the bundle folder "
+            "(in Docker: mount it without :ro)"
+        )
 
 
-def _build_lock(folder: Path, progress: Progress) -> contextlib.AbstractContextManager[None]:
-    return bundle_lock(folder, progress, "another olvf is building engines into this bundle")
+@contextlib.contextmanager
+def _build_lock(folder: Path, progress: Progress) -> Iterator[None]:
+    """One build per bundle at a time: two containers starting together must not both rebuild.
+
+    The lock is on the bundle folder itself, so no lock file is left in it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, builds stay atomic on their own
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("another olvf is building engines into this bundle; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def build_bundle_engines(

@@ -211,4 +211,4 @@ def verify_demo_route(
         return result, None
     seeds = result.figures["phantoms"]["seeds"]
     evidence = f"{studies} phantom studies with known truth (seeds {seeds[0]}-{seeds[1]}), the demo's labelled set"
-    return result, record_verified_route(bundle_dir, name, result.figures, evidence=evidence, progress=progress)
+    return result, record_verified_route(bundle_dir, name, result.figures, evidence=evidence)

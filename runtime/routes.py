@@ -15,7 +15,6 @@ current graphs (:func:`usable_routes`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from olvf.errors import BundleError
 from olvf.runtime.bundle import open_bundle
-from olvf.runtime.bundle_update import bundle_lock, check_writable, replace_manifest
+from olvf.runtime.bundle_update import update_manifest
 from olvf.runtime.cpu import cpu_kind, same_kind
 from olvf.runtime.manifest import Manifest, VerifiedRoute
 
@@ -111,7 +110,6 @@ def record_verified_route(
     figures: dict[str, Any],
     *,
     evidence: str,
-    progress: Callable[[str], None] = lambda _line: None,
 ) -> Manifest:
     """Record in the bundle that route ``name`` passed its check on this CPU; return the new manifest.
 
@@ -120,35 +118,36 @@ def record_verified_route(
     Grad-CAM correlation, limits, and ``speedup`` against the reference where
     measured); ``evidence``: what it was checked on (a labelled set's size and
     hash). A record for the same route and kind of CPU is replaced. The
-    manifest is replaced atomically under the bundle's lock.
+    manifest is replaced atomically under the bundle's lock
+    (:func:`olvf.runtime.bundle_update.update_manifest`).
     """
     chosen = route(name)
     if chosen.name not in REDUCED:
         raise BundleError(f"{name} computes in FP32 and needs no verification; record only {', '.join(REDUCED)}")
     folder = Path(bundle_dir)
-    open_bundle(folder, verify=False)
-    check_writable(folder, "the verified route")
+    bundle = open_bundle(folder)
+    checked = route_graphs(bundle.manifest, name)
+    for member in checked:
+        bundle.file(member)  # the route was checked on these bytes: prove they are the listed ones
     here = cpu_kind()
-    with bundle_lock(folder, progress):
-        bundle = open_bundle(folder)  # under the lock: another update may just have finished
-        manifest = bundle.manifest
-        graphs = route_graphs(manifest, name)
-        for member in graphs:
-            bundle.file(member)  # the route was checked on these bytes: prove they are the listed ones
-        record = VerifiedRoute(
-            route=name,
-            backend=chosen.backend,
-            precision=chosen.precision,
-            cpu=here,
-            graphs=graphs,
-            figures=dict(figures),
-            evidence=evidence,
-            verified=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        kept = tuple(r for r in manifest.verified_routes if not (r.route == name and same_kind(r.cpu, here)))
-        new = dataclasses.replace(manifest, verified_routes=(*kept, record))
-        replace_manifest(folder, new)
-    return new
+    record = VerifiedRoute(
+        route=name,
+        backend=chosen.backend,
+        precision=chosen.precision,
+        cpu=here,
+        graphs=checked,
+        figures=dict(figures),
+        evidence=evidence,
+        verified=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+    def add(current: Manifest) -> Manifest:
+        if route_graphs(current, name) != checked:  # another olvf replaced a graph meanwhile
+            raise BundleError(f"the graphs of {name} changed while it was checked; check it again")
+        kept = tuple(r for r in current.verified_routes if not (r.route == name and same_kind(r.cpu, here)))
+        return dataclasses.replace(current, verified_routes=(*kept, record))
+
+    return update_manifest(folder, add, "the verified route")
 
 
 def describe(record: VerifiedRoute) -> str:
