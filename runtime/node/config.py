@@ -242,10 +242,11 @@ def build_config(settings: Mapping[str, Any], *, base: Path | None = None) -> No
             "(or --allow-any to accept every calling AE title, for a closed network only)"
         )
     screen = dict(settings.get("screen") or {})
-    rule = ScreeningRule(
-        **{k: _upper(_strings(screen[k], f"screen.{k}")) for k in ("modalities", "body_parts", "views") if k in screen},
-        **{k: bool(screen[k]) for k in ("require_body_part", "require_view") if k in screen},
-    )
+    given: dict[str, Any] = {
+        k: _upper(_strings(screen[k], f"screen.{k}")) for k in ("modalities", "body_parts", "views") if k in screen
+    }
+    given.update({k: bool(screen[k]) for k in ("require_body_part", "require_view") if k in screen})
+    rule = ScreeningRule(**given)
     retry_settings = dict(settings.get("retry") or {})
     retry = RetryPolicy(
         **{

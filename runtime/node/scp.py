@@ -192,12 +192,13 @@ def _class_name(uid: str) -> str:
 def build_ae(config: NodeConfig) -> Any:
     """A pynetdicom AE that accepts Verification and every storage class in the syntaxes decodable here."""
     from pynetdicom import AE, AllStoragePresentationContexts
-    from pynetdicom.sop_class import Verification
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import
 
     ae = AE(ae_title=config.ae_title)
     syntaxes = decodable_transfer_syntaxes()
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, syntaxes)
+        if context.abstract_syntax is not None:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
     ae.add_supported_context(Verification)
     ae.require_called_aet = True
     ae.maximum_associations = 16

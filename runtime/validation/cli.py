@@ -33,6 +33,7 @@ from olvf.runtime.validation.report import fmt, write_report
 from olvf.runtime.validation.routes import (
     RouteRun,
     parse_route,
+    record_passed_routes,
     restore_operating_point,
     route_labels,
     set_operating_point,
@@ -201,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
             f"gate passed: {', '.join(names[1:])} agree with {names[0]} (decision agreement >= "
             f"{args.min_agreement:g}, no figure outside the reference's 95% interval)"
         )
+        record_passed_routes(args.bundle, validation, progress=print)
     return 0
 
 

@@ -32,6 +32,9 @@ from olvf.runtime.validation.labels import LabelledSet
 from olvf.runtime.validation.predictions import PredictedVertebra, StudyPrediction
 
 Progress = Callable[[str], None]
+ROUTE_PRECISIONS = (*PRECISIONS, "bf16")  # BF16 is arithmetic on the FP32 graph, not a graph of its own
+# Routes whose answers may be compared with the bundle's: they compute in FP32.
+FP32_REFERENCES = ("onnxruntime-fp32", "openvino-fp32", "torch", "torch-fp32")
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,8 @@ def parse_route(text: str) -> Route:
             f"route {text!r}: unknown backend {backend!r}; routes are BACKEND[-PRECISION], BACKEND one of "
             f"{', '.join(names)}"
         )
-    if precision and precision not in PRECISIONS:
-        raise UsageError(f"route {text!r}: unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+    if precision and precision not in ROUTE_PRECISIONS:
+        raise UsageError(f"route {text!r}: unknown precision {precision!r}; one of {', '.join(ROUTE_PRECISIONS)}")
     options: dict[str, Any] = {"device": "cpu"} if backend == "onnxruntime" else {}
     return Route(text, backend, precision or None, options)
 
@@ -221,3 +224,29 @@ def validate_routes(
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_passed_routes(bundle: Path, validation: Validation, progress: Progress = lambda _line: None) -> list[str]:
+    """Record as verified, on this kind of CPU, every reduced-precision route that passed the gate against an FP32
+    reference; ``auto`` runs only such routes. Returns the routes recorded."""
+    from olvf.runtime.routes import REDUCED, record_verified_route
+
+    comparison = validation.comparison
+    if comparison is None or comparison.reference not in FP32_REFERENCES:
+        return []
+    recorded = []
+    reference_seconds = validation.runs[comparison.reference].seconds
+    for difference in comparison.differences:
+        if not difference.passed or difference.route not in REDUCED:
+            continue
+        figures = {
+            **difference.to_dict(),
+            "speedup": round(reference_seconds / max(validation.runs[difference.route].seconds, 1e-9), 3),
+            "limits": comparison.limits.to_dict(),
+        }
+        studies = len(validation.labelled.studies)
+        evidence = f"olvf-validate on {studies} labelled studies (labels sha256 {validation.context['set']['sha256']})"
+        record_verified_route(bundle, difference.route, figures, evidence=evidence)
+        progress(f"{difference.route}: recorded in {bundle} as verified on this kind of CPU")
+        recorded.append(difference.route)
+    return recorded
