@@ -194,3 +194,28 @@ def test_the_demo_check_records_a_route_only_when_it_passes(int8_copy: Path) -> 
         assert recorded is not None and [r.route for r in manifest.verified_routes] == ["openvino-int8"]
     else:
         assert recorded is None and manifest.verified_routes == ()
+
+
+def _validation(reference: str, passed: bool):
+    """What olvf-validate hands over after a gate, reduced to what recording reads."""
+    from types import SimpleNamespace
+
+    from olvf.runtime.validation.compare import GateLimits
+
+    difference = SimpleNamespace(route="openvino-int8", passed=passed, to_dict=lambda: {"class_agreement": 1.0})
+    comparison = SimpleNamespace(reference=reference, differences=(difference,), limits=GateLimits())
+    runs = {reference: SimpleNamespace(seconds=9.0), "openvino-int8": SimpleNamespace(seconds=3.0)}
+    return SimpleNamespace(
+        comparison=comparison, runs=runs, labelled=SimpleNamespace(studies=[1] * 120), context={"set": {"sha256": "ab"}}
+    )
+
+
+def test_olvf_validate_records_only_routes_that_passed_against_an_fp32_reference(int8_copy: Path) -> None:
+    from olvf.runtime.validation.routes import record_passed_routes
+
+    assert record_passed_routes(int8_copy, _validation("onnxruntime-fp32", passed=False)) == []
+    assert record_passed_routes(int8_copy, _validation("onnxruntime-fp16", passed=True)) == []
+    assert open_bundle(int8_copy).manifest.verified_routes == ()
+    assert record_passed_routes(int8_copy, _validation("onnxruntime-fp32", passed=True)) == ["openvino-int8"]
+    (record,) = open_bundle(int8_copy).manifest.verified_routes
+    assert record.figures["speedup"] == 3.0 and "120 labelled studies" in record.evidence

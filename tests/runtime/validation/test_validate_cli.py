@@ -139,7 +139,8 @@ def test_export_verify_gates_numerically_passing_routes_on_a_labelled_set(bundle
     assert export_main(["--verify", str(bundle), "--labels", str(levels_only)]) == 0
     out = capsys.readouterr().out
     assert "ONNX Runtime CPU, FP16 graphs: pass" in out
-    assert "clinical gate passed on 6 labelled studies: ONNX Runtime CPU, FP16 graphs keep the decisions" in out
+    assert "clinical gate passed on 6 labelled studies: ONNX Runtime CPU, FP16 graphs" in out
+    assert "keep the decisions of ONNX Runtime FP32" in out
 
 
 def test_labels_without_verify_is_a_usage_error(levels_only, capsys) -> None:
