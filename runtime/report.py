@@ -38,7 +38,7 @@ from olvf.runtime.session import StudyResult
 SCHEMA = "olvf-report/1"
 REGIONS = ("centre", "upper_endplate", "lower_endplate", "anterior", "posterior", "outside_box")
 SIDES = ("left", "right")
-DEMO_WARNING = "DEMO bundle: random weights, not for diagnosis"
+DEMO_WARNING = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
 CROP_MODE_NOTE = "the bundle has no detector: each image was classified as one vertebral-body crop"
 
 

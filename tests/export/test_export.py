@@ -16,7 +16,7 @@ from olvf.errors import ParityError
 from olvf.export import architectures
 from olvf.export.checkpoints import load_classifier
 from olvf.export.cli import main
-from olvf.export.demo import demo_model, synthetic_crops
+from olvf.export.demo import demo_model, load_demo_classifiers, synthetic_crops
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.export.pipeline import export_bundle
 from olvf.runtime.bundle import sha256_file
@@ -126,13 +126,18 @@ def test_existing_bundle_is_not_replaced_without_force(exported_bundle, checkpoi
 
 def test_demo_export_is_labelled_and_reproducible(tmp_path, capsys) -> None:
     out = tmp_path / "demo"
-    assert main(["--demo", "--out", str(out), "--seed", "5"]) == 0
+    assert main(["--demo", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
+    classifiers = load_demo_classifiers()
     assert manifest["demo"] is True
-    assert [m["source"]["demo_seed"] for m in manifest["models"]] == [5, 6, 7]
+    assert [m["source"]["demo_seed"] for m in manifest["models"]] == [0, 1, 2]
+    assert {m["source"]["sha256"] for m in manifest["models"]} == {classifiers.sha256}
+    # The demo's operating point is the one chosen with its heads, not the generic 0.5.
+    assert manifest["operating_points"] == {"fresh": classifiers.fresh_threshold} != {"fresh": 0.5}
     assert [(g["role"], g["precision"]) for g in manifest["graphs"]] == [("detector", "fp32"), ("ensemble", "fp32")]
     err = capsys.readouterr().err
     assert "not for diagnosis" in err and "pass" in err and f"bundle written to {out}" in err
+    # The torch backend rebuilds the models from the manifest: the seeds and the committed heads.
     with olvf.load(out, backend="torch") as reference, olvf.load(out) as rt:
         crops = synthetic_crops(3, (224, 224), seed=3).numpy()
         np.testing.assert_allclose(rt.classify(crops).probabilities, reference.classify(crops).probabilities, atol=1e-4)
@@ -152,8 +157,9 @@ def test_demo_weights_depend_only_on_the_seed() -> None:
         (["--demo", "--resnet50", "R.pt"], 1, "--demo builds its own weights"),
         (["--demo", "--max-batch", "0"], 1, "--max-batch must be at least 1"),
         (["--demo", "--fresh-threshold", "1.5"], 1, "--fresh-threshold"),
+        (["--demo", "--input-size", "192"], 1, "--demo: the demo heads were trained on 224x224 crops"),
     ],
-    ids=["missing-checkpoints", "demo-and-checkpoints", "max-batch", "threshold"],
+    ids=["missing-checkpoints", "demo-and-checkpoints", "max-batch", "threshold", "demo-preprocessing"],
 )
 def test_cli_usage_errors_are_one_line(argv, code, message, tmp_path, capsys) -> None:
     assert main([*argv, "--out", str(tmp_path / "b")]) == code
