@@ -118,14 +118,14 @@ def torch_detector(bundle: Path) -> Callable[[np.ndarray, Runtime], Detections] 
 
 def _members(rt: Runtime) -> list[tuple[Any, Any]]:
     from olvf.export import architectures
-    from olvf.export.demo import demo_model
+    from olvf.export.demo import rebuild_demo_model
 
     members = []
     for spec in rt.manifest.models:
         if "demo_seed" not in spec.source:
             raise olvf.BackendError("the torch variants need a demo bundle (its models are rebuilt from seeds)")
         arch = architectures.get(spec.architecture)
-        members.append((arch, demo_model(arch, int(spec.source["demo_seed"]), spec.preprocessing.input_size)))
+        members.append((arch, rebuild_demo_model(arch, spec.source, spec.preprocessing.input_size)))
     return members
 
 

@@ -49,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument(
         "--demo",
         action="store_true",
-        help="no input files: seeded random classifiers and a detector trained on phantoms (unless --detector), "
-        "labelled DEMO everywhere",
+        help="no input files: classifiers and a detector trained on phantoms only (export/demo_classifiers.md, "
+        "export/demo_detector.md; unless --detector), labelled DEMO everywhere, not for diagnosis",
     )
-    sources.add_argument("--seed", type=int, default=0, help="demo weights seed (default 0)")
     sources.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -152,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fresh-threshold",
         type=float,
-        default=0.5,
-        help="fresh-fracture probability at or above which MRI is recommended (default 0.5)",
+        default=None,
+        help="fresh-fracture probability at or above which MRI is recommended (default 0.5; with --demo, the "
+        "operating point chosen for the demo heads on validation phantoms)",
     )
     return parser
 
@@ -278,7 +278,13 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports only once arguments are known to be sane.
     from olvf.export import architectures
     from olvf.export.checkpoints import load_classifier
-    from olvf.export.demo import demo_detector_source, demo_members, require_ultralytics
+    from olvf.export.demo import (
+        check_demo_preprocessing,
+        demo_detector_source,
+        demo_members,
+        load_demo_classifiers,
+        require_ultralytics,
+    )
     from olvf.export.pipeline import DetectorSource, ExportOptions, Member, export_bundle
 
     def progress(line: str) -> None:
@@ -288,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         raise UsageError("--max-batch must be at least 1")
     for flag, value in (("--fresh-threshold", args.fresh_threshold), ("--conf", args.conf), ("--iou", args.iou)):
-        if not 0.0 < value < 1.0:
+        if value is not None and not 0.0 < value < 1.0:
             raise UsageError(f"{flag} must lie between 0 and 1")
     if not 0.0 <= args.crop_margin <= 1.0:
         raise UsageError("--crop-margin must lie between 0 and 1")
@@ -314,24 +320,21 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or ("fp16" if engines else "fp32")
     if engines and precision == "fp32":
         raise OlvfError("--engine builds FP16 engines, which need the FP16 graphs: drop --precision fp32")
-    options = ExportOptions(
-        precision=precision,
-        max_batch=args.max_batch,
-        opset=args.opset,
-        preprocessing=preprocessing,
-        fresh_threshold=args.fresh_threshold,
-        crop_margin=args.crop_margin,
-    )
+    fresh_threshold = 0.5 if args.fresh_threshold is None else args.fresh_threshold
     if args.demo:
         if any(given.values()):
             raise OlvfError("--demo builds its own weights; drop it, or drop the checkpoint flags")
         if args.detector is None:
             require_ultralytics()  # before minutes of work, not after
-        progress(f"building demo classifiers (seed {args.seed}; random weights, not for diagnosis)")
-        members = [
-            Member(arch, model, {"demo_seed": seed, "note": "seeded random weights, BatchNorm calibrated"})
-            for arch, model, seed in demo_members(args.seed, size)
-        ]
+        classifiers = load_demo_classifiers()
+        check_demo_preprocessing(preprocessing, classifiers)
+        if args.fresh_threshold is None:
+            fresh_threshold = classifiers.fresh_threshold
+        progress(
+            "building demo classifiers (backbones from their seeds, heads trained on phantoms only, not for "
+            f"diagnosis: export/demo_classifiers.md; MRI operating point p(fresh) >= {fresh_threshold:g})"
+        )
+        members = [Member(arch, model, source) for arch, model, source in demo_members(classifiers)]
     elif not any(given.values()) and args.detector is not None:
         members = []
     else:
@@ -348,6 +351,14 @@ def run(args: argparse.Namespace) -> int:
             members.append(
                 Member(arch, loaded.module, {"file": path.name, "sha256": loaded.sha256, "form": loaded.form})
             )
+    options = ExportOptions(
+        precision=precision,
+        max_batch=args.max_batch,
+        opset=args.opset,
+        preprocessing=preprocessing,
+        fresh_threshold=fresh_threshold,
+        crop_margin=args.crop_margin,
+    )
     detector = None
     if args.detector is not None:
         detector = DetectorSource(

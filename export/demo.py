@@ -1,26 +1,41 @@
-"""Demo weights: the real architectures with seeded random weights, labelled as a demo everywhere.
+"""Demo weights: the real architectures, trained heads on seeded random backbones, labelled DEMO everywhere.
 
-Nothing trained can be shipped or downloaded, yet a new installation, CI and
-the end-to-end tests need a bundle. Random initialisation alone leaves
-BatchNorm statistics at their defaults, so activations grow without bound
-through fifty layers and every probability saturates at 0 or 1. The
-statistics are therefore calibrated on seeded synthetic crops, which keeps
-activations in the range trained networks have; the decisions still mean
-nothing, and every report of a demo bundle says so.
+Nothing trained on patients can be shipped or downloaded, yet a new
+installation, CI and the end-to-end tests need a bundle whose verdicts mean
+something on the phantoms ``olvf-phantom`` draws. Whole trained backbones
+(about 100 MB each) cannot be committed, so the demo classifiers are built in
+two parts:
 
-Residual branches also start scaled down (``RESIDUAL_GAIN``), as torchvision's
-``zero_init_residual`` does but not to zero. A random fifty-layer ResNet at
-full gain is chaotic: it amplifies FP16 rounding until class maps differ by
-about 20 % between FP16 and FP32, which trained networks do not do. At gain
-0.2 the demo is as well-conditioned as a trained network and can pass the
-same FP16 parity gate.
+1. **Backbones regenerated from their seeds** (``demo_model``): torchvision's
+   own random initialisation under ``torch.manual_seed``, which is the same on
+   every CPU. Random initialisation alone leaves BatchNorm statistics at their
+   defaults, so activations grow without bound through fifty layers and every
+   probability saturates; the statistics are therefore calibrated on seeded
+   synthetic crops. Residual branches also start scaled down
+   (``RESIDUAL_GAIN``), as torchvision's ``zero_init_residual`` does but not to
+   zero: a random fifty-layer ResNet at full gain is chaotic and amplifies FP16
+   rounding until class maps differ by about 20 % between FP16 and FP32; at
+   gain 0.2 the demo passes the same FP16 parity gate as a trained network.
+2. **Heads trained on phantom vertebrae** (``demo_classifiers.pt``, a plain
+   ``state_dict`` of the three linear heads read with ``weights_only``):
+   random deep features are rich enough that a linear head on them separates
+   the phantoms' normal, old and fresh bodies (measured in
+   ``demo_classifiers.md``, made by ``export/dev/train_demo_classifiers.py``).
+   The file also holds the fresh operating point chosen on validation
+   phantoms, and each backbone's logits on fixed crops: a backbone rebuilt
+   with another torch that initialises differently would silently turn the
+   heads into noise, so it is refused instead (float rounding of the
+   calibration on another CPU moves them far less than the tolerance).
 
-The demo *detector*, by contrast, is trained and does find the phantoms'
-vertebrae and name their levels: a YOLOv5u-nano made from phantoms by
+The demo *detector* is trained too and does find the phantoms' vertebrae and
+name their levels: a YOLOv5u-nano made from phantoms by
 ``export/dev/train_demo_detector.py`` (in the repository, not installed), committed as ``demo_detector.pt`` (a
 plain FP16 ``state_dict``, no pickled code) with ``demo_detector.md``
 recording how. It goes through the same ultralytics export and parity gate
 as a user's checkpoint.
+
+Both were trained on synthetic phantoms only: a demo bundle is not for
+diagnosis, and every report of one says so.
 """
 
 from __future__ import annotations
@@ -37,11 +52,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from olvf.errors import BackendError, CheckpointError
+from olvf.errors import BackendError, CheckpointError, UsageError
 from olvf.export.architectures import STUDY_ENSEMBLE, Architecture
 from olvf.export.synthetic import synthetic_crops
 from olvf.runtime.bundle import sha256_file
-from olvf.runtime.config import DEFAULT_CONF, DEFAULT_IOU
+from olvf.runtime.config import DEFAULT_CONF, DEFAULT_IOU, Preprocessing
 
 if TYPE_CHECKING:
     from olvf.export.pipeline import DetectorSource  # pipeline imports this module (through parity)
@@ -77,11 +92,164 @@ def demo_model(arch: Architecture, seed: int, input_size: tuple[int, int] = (224
     return calibrate_batchnorm(model, synthetic_crops(8, input_size, seed))
 
 
-def demo_members(
-    seed: int = 0, input_size: tuple[int, int] = (224, 224), architectures: tuple[Architecture, ...] = STUDY_ENSEMBLE
-) -> list[tuple[Architecture, nn.Module, int]]:
-    """The study's three architectures with demo weights, each with the seed that made it."""
-    return [(arch, demo_model(arch, seed + i, input_size), seed + i) for i, arch in enumerate(architectures)]
+# --------------------------------------------------------------------------- the demo classifiers
+
+DEMO_CLASSIFIERS = Path(__file__).with_name("demo_classifiers.pt")
+DEMO_CLASSIFIERS_NAME = "export/demo_classifiers.pt"  # as the manifest and the record name it
+DEMO_CLASSIFIERS_FORMAT = "olvf demo classifiers 1"
+DEMO_NOTE = "trained on synthetic phantoms only, not for diagnosis"
+# A backbone rebuilt from its seed must reproduce the logits the heads were trained with. Float rounding of
+# the BatchNorm calibration on another CPU moves them by about 1e-5; another initialisation moves them by units.
+CHECK_ATOL = 0.05
+CHECK_CROPS = 4
+
+
+@dataclass(frozen=True)
+class DemoHead:
+    """One trained head: the backbone seed it belongs to, its tensors, and the model's logits on check crops."""
+
+    architecture: str
+    seed: int
+    state_dict: dict[str, torch.Tensor]
+    check_logits: torch.Tensor  # (CHECK_CROPS, 3)
+
+
+@dataclass(frozen=True)
+class DemoClassifiers:
+    """The committed demo heads (``demo_classifiers.pt``) and what they were trained with."""
+
+    heads: dict[str, DemoHead]
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    residual_gain: float
+    fresh_threshold: float  # the operating point on the ensemble's p(fresh), chosen on validation phantoms
+    check_seed: int
+    sha256: str
+    path: Path
+
+
+def load_demo_classifiers(path: Path = DEMO_CLASSIFIERS) -> DemoClassifiers:
+    """Read the committed heads with ``weights_only`` (no code runs) and check what they promise."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"the demo classifier heads {path} are missing from this installation; reinstall olvf, or remake "
+            "them with: python export/dev/train_demo_classifiers.py train --out export/demo_classifiers.pt"
+        )
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which, not a traceback
+        raise CheckpointError(f"{path} is not a readable demo classifier file ({exc.__class__.__name__})") from None
+    if not isinstance(saved, dict) or saved.get("format") != DEMO_CLASSIFIERS_FORMAT:
+        raise CheckpointError(f"{path} is not an olvf demo classifier file (format {DEMO_CLASSIFIERS_FORMAT!r})")
+    if saved["residual_gain"] != RESIDUAL_GAIN:
+        raise CheckpointError(
+            f"{path} was trained on backbones with residual gain {saved['residual_gain']}, this olvf builds "
+            f"{RESIDUAL_GAIN}; retrain the heads (export/dev/train_demo_classifiers.py)"
+        )
+    heads = {
+        name: DemoHead(name, int(entry["seed"]), dict(entry["state_dict"]), entry["check_logits"])
+        for name, entry in saved["models"].items()
+    }
+    pre = saved["preprocessing"]
+    return DemoClassifiers(
+        heads=heads,
+        input_size=(int(pre["input_size"][0]), int(pre["input_size"][1])),
+        mean=tuple(float(v) for v in pre["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in pre["std"]),  # type: ignore[arg-type]
+        interpolation=str(pre["interpolation"]),
+        residual_gain=float(saved["residual_gain"]),
+        fresh_threshold=float(saved["operating_points"]["fresh"]),
+        check_seed=int(saved["check_seed"]),
+        sha256=sha256_file(path),
+        path=path,
+    )
+
+
+def check_crops(classifiers: DemoClassifiers) -> torch.Tensor:
+    """The fixed inputs whose logits a rebuilt demo classifier must reproduce."""
+    return synthetic_crops(CHECK_CROPS, classifiers.input_size, classifiers.check_seed)
+
+
+def demo_classifier(arch: Architecture, classifiers: DemoClassifiers) -> nn.Module:
+    """The backbone regenerated from its seed with the trained head on top; refused if it is not the same backbone."""
+    head = classifiers.heads.get(arch.name)
+    if head is None:
+        raise CheckpointError(f"{classifiers.path} has no demo head for {arch.name}")
+    model = demo_model(arch, head.seed, classifiers.input_size)
+    prefix = f"{arch.head}."
+    expected = {k for k in model.state_dict() if k.startswith(prefix)}
+    if set(head.state_dict) != expected:
+        raise CheckpointError(
+            f"{classifiers.path}: the {arch.name} head has tensors {sorted(head.state_dict)}, "
+            f"expected {sorted(expected)}"
+        )
+    model.load_state_dict({k: v.float() for k, v in head.state_dict.items()}, strict=False)
+    with torch.no_grad():
+        logits = model(check_crops(classifiers))
+    drift = float((logits - head.check_logits.float()).abs().max())
+    if not drift <= CHECK_ATOL:
+        raise CheckpointError(
+            f"the {arch.name} backbone rebuilt from seed {head.seed} is not the one its demo head was trained on "
+            f"(logits on the check crops differ by {drift:.3g} > {CHECK_ATOL}; torch {torch.__version__} may "
+            "initialise differently): install the torch that olvf[export] pins, or retrain the heads"
+        )
+    return model
+
+
+def demo_source(arch: Architecture, classifiers: DemoClassifiers) -> dict[str, object]:
+    """The manifest's record of where a demo classifier came from; enough to rebuild it."""
+    return {
+        "demo_seed": classifiers.heads[arch.name].seed,
+        "demo_weights": DEMO_CLASSIFIERS_NAME,
+        "sha256": classifiers.sha256,
+        "record": "export/demo_classifiers.md",
+        "format": f"backbone: torchvision {arch.name} from the seed, residual gain {classifiers.residual_gain}, "
+        "BatchNorm calibrated on synthetic crops; head: trained on phantom vertebrae (state_dict, weights_only)",
+        "note": DEMO_NOTE,
+    }
+
+
+def check_demo_preprocessing(preprocessing: Preprocessing, classifiers: DemoClassifiers) -> None:
+    """The demo heads only mean something on crops prepared as they were trained on."""
+    trained = (
+        tuple(classifiers.input_size),
+        tuple(classifiers.mean),
+        tuple(classifiers.std),
+        classifiers.interpolation,
+    )
+    given = (
+        tuple(preprocessing.input_size),
+        tuple(preprocessing.mean),
+        tuple(preprocessing.std),
+        preprocessing.interpolation,
+    )
+    if trained != given:
+        raise UsageError(
+            f"--demo: the demo heads were trained on {classifiers.input_size[0]}x{classifiers.input_size[1]} crops, "
+            f"{classifiers.interpolation} resizing, mean {classifiers.mean}, std {classifiers.std}; drop "
+            "--input-size, --mean, --std and --interpolation"
+        )
+
+
+def demo_members(classifiers: DemoClassifiers | None = None) -> list[tuple[Architecture, nn.Module, dict[str, object]]]:
+    """The study's three architectures as demo classifiers, each with its manifest source."""
+    classifiers = classifiers or load_demo_classifiers()
+    return [(arch, demo_classifier(arch, classifiers), demo_source(arch, classifiers)) for arch in STUDY_ENSEMBLE]
+
+
+def rebuild_demo_model(arch: Architecture, source: dict[str, object], input_size: tuple[int, int]) -> nn.Module:
+    """A demo model from a manifest source: trained demo heads where the source names them, else seeded random."""
+    if "demo_weights" not in source:
+        return demo_model(arch, int(source["demo_seed"]), input_size)  # type: ignore[call-overload]
+    classifiers = load_demo_classifiers()
+    if classifiers.sha256 != source.get("sha256"):
+        raise BackendError(
+            f"this installation's {DEMO_CLASSIFIERS_NAME} is not the one the bundle was exported with "
+            "(sha256 differs from the manifest's source); re-export the demo bundle"
+        )
+    return demo_classifier(arch, classifiers)
 
 
 # --------------------------------------------------------------------------- the demo detector

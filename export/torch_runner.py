@@ -1,7 +1,7 @@
 """PyTorch as a backend: the reference every other backend is compared with.
 
 A bundle holds ONNX graphs, not PyTorch weights, so this backend rebuilds the
-models from the bundle's recorded sources: demo bundles from their seeds,
+models from the bundle's recorded sources: demo bundles from their seeds (and the committed demo heads),
 others from the original checkpoints, passed as ``checkpoints={name: path}``
 and verified against the sha256 recorded at export.
 """
@@ -17,7 +17,7 @@ import torch
 from olvf.errors import BackendError
 from olvf.export import architectures
 from olvf.export.checkpoints import load_classifier
-from olvf.export.demo import demo_model
+from olvf.export.demo import rebuild_demo_model
 from olvf.export.fused import INPUT_NAME, FusedEnsemble
 from olvf.runtime.bundle import Bundle
 from olvf.runtime.runners.base import Runner, TensorSpec
@@ -53,7 +53,7 @@ class TorchRunner(Runner):
         for spec in manifest.models:
             arch = architectures.get(spec.architecture)
             if "demo_seed" in spec.source:
-                model = demo_model(arch, int(spec.source["demo_seed"]), spec.preprocessing.input_size)
+                model = rebuild_demo_model(arch, spec.source, spec.preprocessing.input_size)
             elif checkpoints and spec.name in checkpoints:
                 loaded = load_classifier(checkpoints[spec.name], arch, trust_pickle=trust_pickle)
                 if loaded.sha256 != spec.source.get("sha256"):

@@ -1,10 +1,12 @@
 """End to end: ``olvf-export --demo`` with no input files, then phantom DICOM files through ``rt.infer``.
 
-The demo bundle's detector was trained on phantoms (export/demo_detector.md);
-here it must find the lumbar vertebrae of phantoms it never saw (other seeds),
-stored as hospitals store radiographs: MONOCHROME2, MONOCHROME1, JPEG 2000
-compressed, at the default matrix and a coarser one. The bundle is built once
-per session through the CLI (about a minute on two cores).
+The demo bundle's detector and classifier heads were trained on phantoms
+(export/demo_detector.md, export/demo_classifiers.md); here they must find
+the lumbar vertebrae of phantoms they never saw (other seeds), stored as
+hospitals store radiographs: MONOCHROME2, MONOCHROME1, JPEG 2000 compressed,
+at the default matrix and a coarser one, and tell fractured from normal and
+fresh from old. The README's Quick start is run as written. The bundle is
+built once per session through the CLI (about a minute on two cores).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import olvf
-from olvf.export.demo import DEMO_DETECTOR, DEMO_DETECTOR_NAME
-from olvf.phantom import LEVELS, make_phantom, write_dicom
+from olvf.export.demo import DEMO_CLASSIFIERS, DEMO_CLASSIFIERS_NAME, DEMO_DETECTOR, DEMO_DETECTOR_NAME
+from olvf.phantom import CLASSES, LEVELS, make_phantom, write_dicom
 from olvf.runtime.detection import LUMBAR, box_iou
 
 needs_ultralytics = pytest.mark.skipif(
@@ -30,6 +33,8 @@ needs_ultralytics = pytest.mark.skipif(
 
 RECORD = DEMO_DETECTOR.with_suffix(".md")
 MIN_IOU = 0.5
+# Where a fracture's Grad-CAM should peak: on the deformed endplate or a wall (the report's regions).
+ENDPLATE_OR_WALL = {"upper_endplate", "lower_endplate", "anterior", "posterior"}
 
 
 @pytest.fixture(scope="session")
@@ -107,9 +112,91 @@ def test_demo_manifest_says_demo_and_names_the_committed_detector(demo_bundle: P
     committed = hashlib.sha256(DEMO_DETECTOR.read_bytes()).hexdigest()
     assert detector["source"]["sha256"] == committed
     assert {g["role"] for g in manifest["graphs"]} >= {"ensemble", "detector"}
+    # The classifiers: seeded backbones with the committed heads, and the operating point chosen with them.
+    committed_heads = hashlib.sha256(DEMO_CLASSIFIERS.read_bytes()).hexdigest()
+    for model in manifest["models"]:
+        assert model["source"]["demo_weights"] == DEMO_CLASSIFIERS_NAME
+        assert model["source"]["sha256"] == committed_heads and "not for diagnosis" in model["source"]["note"]
+    stored = torch.load(DEMO_CLASSIFIERS, map_location="cpu", weights_only=True)["operating_points"]["fresh"]
+    assert manifest["operating_points"] == {"fresh": stored}
     # The detector passed the same parity gate as a user's checkpoint, on a phantom radiograph among its inputs.
     parity = manifest["parity"]["detector_fp32.onnx"]
     assert parity["min_matched_iou"] >= 0.99 and parity["boxes_per_image"][0][0] > 0
+
+
+def _console(name: str):
+    """An installed command's ``main``, as the README runs it (wherever the package keeps it)."""
+    from importlib.metadata import entry_points
+
+    return entry_points(group="console_scripts")[name].load()
+
+
+@pytest.mark.slow
+@needs_ultralytics
+def test_quick_start_finds_the_fresh_l2_and_recommends_mri(demo_bundle: Path, tmp_path: Path, capsys) -> None:
+    """The README's first command: olvf-phantom --seed 1 --fracture L2:fresh, then olvf-infer on the demo."""
+    film = tmp_path / "phantom.dcm"
+    assert _console("olvf-phantom")([str(film), "--seed", "1", "--fracture", "L2:fresh"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "olvf-out"
+    assert _console("olvf-infer")(["--bundle", str(demo_bundle), "--out", str(out), "--json", str(film)]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    calls = {v["level"]: v["prediction"] for v in report["vertebrae"]}
+    assert calls == {"T12": "normal", "L1": "normal", "L2": "fresh", "L3": "normal", "L4": "normal", "L5": "normal"}
+    assert report["mri_recommended"] is True and report["mri_levels"] == ["L2"], report["mri_reason"]
+    l2 = next(v for v in report["vertebrae"] if v["level"] == "L2")
+    assert l2["gradcam"]["target"] == "fresh" and l2["gradcam"]["peak_region"] in ENDPLATE_OR_WALL, l2["gradcam"]
+    assert "trained on synthetic phantoms only" in report["warning"] and "not for diagnosis" in report["warning"]
+
+
+# Seeds the demo classifiers never saw (they were trained on 400000+, export/demo_classifiers.md); one fresh and
+# one old fracture each, at levels that move along the spine; a matrix inside the training range.
+HELD_OUT = range(40, 52)
+HELD_OUT_SIZE = (1600, 1300)
+
+
+def _held_out(seed: int):
+    i = seed - HELD_OUT.start
+    return make_phantom(seed, {LEVELS[i % 6]: "fresh", LEVELS[(i + 3) % 6]: "old"}, HELD_OUT_SIZE)
+
+
+@pytest.mark.slow
+@needs_ultralytics
+def test_demo_separates_fractured_from_normal_and_fresh_from_old(demo_runtime, tmp_path: Path) -> None:
+    """Held-out phantoms through the whole cascade; a missed vertebra counts as normal with p = 0."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    phantoms = [_held_out(seed) for seed in HELD_OUT]
+    paths = []
+    for phantom in phantoms:
+        paths.append(tmp_path / f"{phantom.seed}.dcm")
+        write_dicom(phantom, paths[-1])
+    truth, probabilities, peaks = [], [], []
+    for phantom, result in zip(phantoms, demo_runtime.infer_many(paths)):
+        for vertebra in phantom.levels:
+            truth.append(CLASSES.index(vertebra.label))
+            found = [i for i, level in enumerate(result.detections.levels) if level == vertebra.level]
+            probabilities.append(result.classification.probabilities[found[0]] if found else [1.0, 0.0, 0.0])
+            if found and vertebra.label == "fresh" and result.classification.labels[found[0]] == "fresh":
+                peaks.append(_peak_region(demo_runtime, result, found[0]))
+    y, p = np.asarray(truth), np.asarray(probabilities)
+    fracture_auc = metrics.roc_auc_score(y > 0, 1 - p[:, 0])
+    fresh_auc = metrics.roc_auc_score(y == 2, p[:, 2])
+    fresh_vs_old = metrics.roc_auc_score(y[y > 0] == 2, p[y > 0, 2])
+    threshold = demo_runtime.manifest.operating_points["fresh"]
+    called = p[:, 2] >= threshold
+    sensitivity, specificity = called[y == 2].mean(), (~called[y != 2]).mean()
+    figures = (
+        f"fracture AUC {fracture_auc:.3f}, fresh AUC {fresh_auc:.3f}, fresh vs old AUC {fresh_vs_old:.3f}, "
+        f"at p(fresh) >= {threshold}: sensitivity {sensitivity:.2f}, specificity {specificity:.2f}; peaks {peaks}"
+    )
+    print(figures)
+    assert fracture_auc > 0.95 and fresh_auc > 0.95 and fresh_vs_old > 0.9, figures
+    assert sensitivity >= 10 / 12 and specificity >= 0.85, figures
+    assert sum(region in ENDPLATE_OR_WALL for region in peaks) >= 0.75 * len(peaks) > 0, figures
+
+
+def _peak_region(rt, result, index: int) -> str:
+    return result.cam_regions.peak_regions[index]
 
 
 def test_committed_weights_match_their_record() -> None:

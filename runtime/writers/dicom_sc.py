@@ -38,7 +38,7 @@ from olvf.runtime.writers.findings import StudyFindings
 SC_SERIES_NUMBER = 9001  # far above a modality's own series numbers, next to the SR's 9002
 MANUFACTURER = "olvf"
 DEMO_PREFIX = "DEMO - "
-DEMO_TEXT = "DEMO bundle: random weights, not for diagnosis"
+DEMO_TEXT = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
 MAX_LO = 64  # characters in a Long String such as Series Description
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from olvf.runtime.session import Runtime
 
 SCHEMA = "olvf-report/1"
-DEMO_WARNING = "DEMO bundle: random weights, not for diagnosis"
+DEMO_WARNING = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
 CROP_MODE_NOTE = "the bundle has no detector: each image was classified as one vertebral-body crop"
 
 

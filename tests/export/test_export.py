@@ -16,7 +16,7 @@ from olvf.errors import ParityError
 from olvf.export import architectures
 from olvf.export.checkpoints import load_classifier
 from olvf.export.cli import main
-from olvf.export.demo import demo_model
+from olvf.export.demo import demo_model, load_demo_classifiers
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.export.pipeline import export_bundle
 from olvf.export.synthetic import synthetic_crops
@@ -127,13 +127,18 @@ def test_existing_bundle_is_not_replaced_without_force(exported_bundle, checkpoi
 
 def test_demo_export_is_labelled_and_reproducible(tmp_path, capsys) -> None:
     out = tmp_path / "demo"
-    assert main(["--demo", "--out", str(out), "--seed", "5"]) == 0
+    assert main(["--demo", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
+    classifiers = load_demo_classifiers()
     assert manifest["demo"] is True
-    assert [m["source"]["demo_seed"] for m in manifest["models"]] == [5, 6, 7]
+    assert [m["source"]["demo_seed"] for m in manifest["models"]] == [0, 1, 2]
+    assert {m["source"]["sha256"] for m in manifest["models"]} == {classifiers.sha256}
+    # The demo's operating point is the one chosen with its heads, not the generic 0.5.
+    assert manifest["operating_points"] == {"fresh": classifiers.fresh_threshold} != {"fresh": 0.5}
     assert [(g["role"], g["precision"]) for g in manifest["graphs"]] == [("detector", "fp32"), ("ensemble", "fp32")]
     err = capsys.readouterr().err
     assert "not for diagnosis" in err and "pass" in err and f"bundle written to {out}" in err
+    # The torch backend rebuilds the models from the manifest: the seeds and the committed heads.
     with olvf.load(out, backend="torch") as reference, olvf.load(out) as rt:
         crops = synthetic_crops(3, (224, 224), seed=3).numpy()
         np.testing.assert_allclose(rt.classify(crops).probabilities, reference.classify(crops).probabilities, atol=1e-4)
@@ -156,8 +161,9 @@ def test_demo_weights_depend_only_on_the_seed() -> None:
         (["--demo", "--fresh-threshold", "1.5"], 2, "--fresh-threshold"),
         (["--demo", "--std", "0,0,0"], 2, "std values must be positive"),
         (["--demo", "--input-size", "16"], 2, "each >= 32"),
+        (["--demo", "--input-size", "192"], 2, "--demo: the demo heads were trained on 224x224 crops"),
     ],
-    ids=["missing-checkpoints", "demo-and-checkpoints", "max-batch", "threshold", "std", "input-size"],
+    ids=["missing-checkpoints", "demo-and-checkpoints", "max-batch", "threshold", "std", "input-size", "demo-prep"],
 )
 def test_cli_usage_errors_are_one_line(argv, code, message, tmp_path, capsys) -> None:
     assert main([*argv, "--out", str(tmp_path / "b")]) == code

@@ -220,7 +220,7 @@ def test_summary_for_people(cascade_bundle: Path, films: Path, tmp_path: Path) -
     code, out, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(tmp_path), str(films / "m2.dcm")])
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0] == "DEMO bundle: random weights, not for diagnosis"
+    assert lines[0] == "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
     assert f"m2.dcm  ->  {tmp_path / 'm2'}/overlay.png" in out
     for level in LEVELS:
         assert any(line.split()[:1] == [level] for line in lines), level
@@ -448,7 +448,7 @@ def test_progress_goes_to_a_terminal_only(capsys) -> None:
 def test_without_a_detector_each_image_is_one_crop(tiny_bundle: Path, tmp_path: Path) -> None:
     code, out, err = run_cli(["--bundle", str(tiny_bundle), "--out", str(tmp_path), *map(str, crop_paths())])
     assert code == 0 and err == ""
-    assert out.startswith("DEMO bundle: random weights, not for diagnosis")
+    assert out.startswith("DEMO bundle: trained on synthetic phantoms only, not for diagnosis")
     assert "each image was classified as one vertebral-body crop" in out
     for path in crop_paths():
         assert path.name in out

@@ -100,7 +100,8 @@ def test_box_outline_has_the_class_colour_at_the_scaled_box(label: str) -> None:
 
 
 def test_demo_banner_is_on_top_only_for_demo_bundles() -> None:
-    image, layout = draw(np.zeros((36, 36), np.float32), demo="DEMO bundle: random weights, not for diagnosis")
+    banner = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
+    image, layout = draw(np.zeros((36, 36), np.float32), demo=banner)
     assert tuple(image[1, -2]) == DEMO_BACKGROUND and layout.top > 0
     plain, _ = draw(np.zeros((36, 36), np.float32), demo=None)
     assert not (plain[: layout.top] == DEMO_BACKGROUND).all(axis=2).any()
