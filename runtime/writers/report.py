@@ -7,6 +7,7 @@ defined is in :mod:`olvf.runtime.cam_regions`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -141,6 +142,11 @@ def build_report(
         report["warning"] = DEMO_WARNING  # first, where nobody can miss it
     report.update(
         {
+            # Which input this folder holds: its real path and content (olvf.runtime.writers.study_folder).
+            "source": {
+                "path": None if info["kind"] == "array" else os.path.realpath(study.source),
+                "sha256": info.get("sha256"),
+            },
             "mode": "cascade" if study.cascade else "crop",
             "mri_recommended": decision["mri_recommended"],
             "mri_reason": decision["reason"],
