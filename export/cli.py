@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="no export: check bundle DIR's hashes and every backend this machine has (FP16 graphs, ONNX Runtime "
         "CUDA, TensorRT engines) against ONNX Runtime on CPU",
     )
+    signing = parser.add_argument_group("signing (Ed25519; see olvf.runtime.signing)")
+    signing.add_argument(
+        "--sign",
+        type=Path,
+        metavar="KEY",
+        help="sign the bundle with this Ed25519 private key (PEM; openssl genpkey -algorithm ed25519), so that "
+        "devices with OLVF_TRUSTED_KEYS run it",
+    )
+    signing.add_argument(
+        "--resign",
+        type=Path,
+        metavar="DIR",
+        help="no export: check bundle DIR's files and sign its manifest as it is now with --sign KEY (after "
+        "olvf-validate --write-operating-point, or to sign a bundle exported unsigned)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument(
         "--precision",
@@ -153,7 +168,32 @@ def engine_wanted(flag: bool | None) -> bool:
     return reason is None
 
 
+def resign(bundle_dir: Path, key: Any) -> int:
+    """``--resign DIR --sign KEY``: every file checked, then the manifest as it is signed."""
+    from olvf.runtime.bundle import open_bundle
+    from olvf.runtime.bundle_update import bundle_lock, check_writable
+    from olvf.runtime.signing import write_signature
+
+    bundle = open_bundle(bundle_dir, trusted=[])
+    with bundle_lock(bundle_dir, doing="signing"):
+        bundle = open_bundle(bundle_dir, trusted=[])
+        bundle.verify_all()
+        check_writable(bundle_dir, "the signature")
+        identity = write_signature(bundle_dir, key)
+    print(f"bundle {bundle_dir}: {len(bundle.manifest.files)} files verified, manifest signed by key {identity}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    key = None
+    if args.sign is not None:
+        from olvf.runtime.signing import load_private_key
+
+        key = load_private_key(args.sign)  # before minutes of export
+    if args.resign is not None:
+        if key is None:
+            raise UsageError("--resign DIR needs --sign KEY (the private key to sign with)")
+        return resign(args.resign, key)
     if args.verify is not None:
         return verify(args.verify)
     # Heavy imports only once arguments are known to be sane.
@@ -237,11 +277,22 @@ def run(args: argparse.Namespace) -> int:
             scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="olvf-demo-detector-")))
             detector = demo_detector_source(scratch, conf=args.conf, iou=args.iou)
         finish = None
-        if engines:
-            from olvf.runtime.bundle_engines import build_bundle_engines
+        if engines or key is not None:
 
             def finish(staging: Path) -> Any:
-                return build_bundle_engines(staging, progress=progress, max_batch=args.max_batch)
+                from olvf.runtime.manifest import read_manifest
+
+                if engines:
+                    from olvf.runtime.bundle_engines import build_bundle_engines
+
+                    manifest = build_bundle_engines(staging, progress=progress, max_batch=args.max_batch)
+                else:
+                    manifest = read_manifest(staging)
+                if key is not None:
+                    from olvf.runtime.signing import write_signature
+
+                    progress(f"bundle signed by key {write_signature(staging, key)}")
+                return manifest
 
         export_bundle(
             args.out,

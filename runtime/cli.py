@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bundle", type=Path, default=Path("engines"), help="bundle folder (default engines/)")
     parser.add_argument(
+        "--trusted-keys",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="run only a bundle signed by one of these Ed25519 public keys (PEM or OpenSSH files, or folders of "
+        "them; repeatable); default: those OLVF_TRUSTED_KEYS names, if any",
+    )
+    parser.add_argument(
         "--backend",
         default="auto",
         help="auto (default: TensorRT, else ONNX Runtime on the GPU, else on CPU) or one of "
@@ -189,7 +197,9 @@ def _load(args: argparse.Namespace) -> Runtime:
     options: dict[str, Any] = {}
     if args.device is not None:
         options["device"] = int(args.device) if args.device.isdigit() else args.device
-    return olvf.load(args.bundle, backend=args.backend, precision=args.precision, **options)
+    return olvf.load(
+        args.bundle, backend=args.backend, precision=args.precision, trusted_keys=args.trusted_keys, **options
+    )
 
 
 def dicom_source(path: Path, progress: Progress) -> DicomSource | None:

@@ -48,7 +48,12 @@ def report_context(rt: Runtime, bundle_label: str) -> ReportContext:
             "precision": rt.detector.precision or manifest.graph_for("detector", rt.precision).precision,
         }
     return ReportContext(
-        bundle={"path": bundle_label, "manifest_sha256": rt.bundle.manifest_sha256, "demo": manifest.demo},
+        bundle={
+            "path": bundle_label,
+            "manifest_sha256": rt.bundle.manifest_sha256,
+            "demo": manifest.demo,
+            "signature": rt.bundle.signature.to_dict(),
+        },
         backend={
             "name": rt.backend,
             "device": rt.runner.device,

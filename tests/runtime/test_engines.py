@@ -31,7 +31,7 @@ from olvf.phantom import make_phantom, write_dicom
 from olvf.runtime.bundle import open_bundle
 from olvf.runtime.bundle_engines import build_bundle_engines
 from olvf.runtime.cli import main as infer_main
-from olvf.runtime.manifest import MANIFEST_NAME, read_manifest
+from olvf.runtime.manifest import MANIFEST_NAME, read_manifest, seal_manifest
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -112,7 +112,7 @@ def test_tensorrt_11_needs_the_fp16_graph(tiny_bundle: Path, tmp_path: Path, mon
     raw = json.loads((bundle / MANIFEST_NAME).read_text())
     raw["graphs"] = [g for g in raw["graphs"] if g["precision"] == "fp32"]
     raw["files"].pop("ensemble_fp16.onnx")
-    (bundle / MANIFEST_NAME).write_text(json.dumps(raw))
+    (bundle / MANIFEST_NAME).write_text(seal_manifest(raw))
     assert len(read_manifest(bundle).graphs) == len(manifest.graphs) - 1
     with pytest.raises(BundleError, match="TensorRT 11 builds FP16 engines only from an FP16 graph.*--precision fp16"):
         build_bundle_engines(bundle)
@@ -224,7 +224,7 @@ def test_an_engine_built_from_an_older_graph_is_stale(cascade_bundle: Path, tmp_
     raw = json.loads((bundle / MANIFEST_NAME).read_text())
     for engine in raw["engines"]:
         engine["source_sha256"] = "0" * 64  # as if the graph had been re-exported since
-    (bundle / MANIFEST_NAME).write_text(json.dumps(raw))
+    (bundle / MANIFEST_NAME).write_text(seal_manifest(raw))
     with pytest.raises(BundleError, match="is stale.*--rebuild-engines"):
         olvf.load(bundle, backend="tensorrt")
 
