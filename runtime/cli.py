@@ -55,7 +55,7 @@ from olvf.cli_main import run_main
 from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError, UsageError
 from olvf.runtime.batch import Progress, expand_inputs
 from olvf.runtime.cam_regions import RegionGeometry
-from olvf.runtime.pipeline import DEFAULT_BATCH, DEFAULT_BATCH_MEMORY, StudyPipeline
+from olvf.runtime.pipeline import CPU_MAX_CROPS, DEFAULT_BATCH, DEFAULT_BATCH_MEMORY, StudyPipeline
 from olvf.runtime.results import InputFailure
 from olvf.runtime.runners import backend_names
 from olvf.runtime.session import Runtime
@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help=f"a batch is run once its images hold this many MiB (default {DEFAULT_BATCH_MEMORY // 2**20}); "
         "with --batch it bounds memory whatever the number of inputs",
+    )
+    parser.add_argument(
+        "--max-crops",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"vertebra crops per ensemble call (default {CPU_MAX_CROPS} on CPU, the graph's maximum on a GPU); "
+        "fewer lowers the backend's memory",
     )
     engines = parser.add_argument_group("TensorRT engines (built on this machine, kept in the bundle)")
     engines.add_argument(
@@ -350,7 +358,11 @@ def run(args: argparse.Namespace) -> int:
         if jobs:
             with _load(args) as rt:
                 pipeline = StudyPipeline(
-                    rt, batch=args.batch, batch_memory=args.batch_memory, geometry=_geometry(args.anterior)
+                    rt,
+                    batch=args.batch,
+                    batch_memory=args.batch_memory,
+                    geometry=_geometry(args.anterior),
+                    max_crops=args.max_crops,
                 )
                 printer.context, why = report_context(rt, str(args.bundle)), rt.selection.brief
                 for outcome in pipeline.run([Path(source) for source in jobs]):

@@ -153,6 +153,9 @@ _NATIVE_SYNTAXES: dict[tuple[bool | None, bool | None], UID] = {
 }
 _PYDICOM_DIR = str(Path(pydicom.__file__).parent)
 _CHUNK = 1 << 20
+# Pixel-wise steps run on row blocks of about this many pixels, so that their float64 temporaries
+# stay a few MB whatever the image: a 40-megapixel film is read in about 11 bytes per pixel, not 34.
+_BLOCK_PIXELS = 1 << 20
 _NOT_REGULAR = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
     (stat.S_ISSOCK, "a socket"),
@@ -312,6 +315,13 @@ def _read_head(path: Path) -> bytes:
     return _open_checked(path, DEFAULT_LIMITS)[0]
 
 
+def _row_blocks(shape: tuple[int, ...]) -> Iterator[slice]:
+    per_row = max(1, int(np.prod(shape[1:])))
+    step = max(1, _BLOCK_PIXELS // per_row)
+    for start in range(0, shape[0], step):
+        yield slice(start, start + step)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -467,6 +477,7 @@ def _dicom_radiograph(
     if geometry.frames > 1:
         notes.append(f"{geometry.frames} frames; used frame 0 (a radiograph is a single frame)")
     stored, decoded_as = _decode_first_frame(header, ts, geometry, notes)
+    del ds.PixelData  # decoded: the encoded bytes (as large as the image) are not needed any more
     if decoded_as in GRAY:
         pixels, window, inverted = _gray_pipeline(stored, header, geometry, conversion, notes)
     else:
@@ -516,7 +527,7 @@ def _gray_pipeline(
     if geometry.photometric == "MONOCHROME1":
         inverted = conversion.invert_monochrome1
         if inverted:
-            pixels = 1.0 - pixels
+            np.subtract(1.0, pixels, out=pixels)
         else:
             notes.append("MONOCHROME1 left as stored (bright = less dense), as the display conversion says")
     elif str(header.get("PresentationLUTShape", "")).upper() == "INVERSE":
@@ -857,10 +868,12 @@ def _decode_first_frame(header: _Header, ts: UID, geometry: _Geometry, notes: li
 
 
 def _to_gray(array: np.ndarray, photometric: str) -> np.ndarray:
-    values = array.astype(np.float64)
-    if photometric == "RGB":
-        return values @ _BT601
-    return values[..., 0]  # YBR that pydicom left as YBR: Y is the luma already
+    if photometric != "RGB":
+        return array[..., 0].astype(np.float32)  # YBR that pydicom left as YBR: Y is the luma already
+    gray = np.empty(array.shape[:2], np.float32)
+    for rows in _row_blocks(array.shape):
+        gray[rows] = array[rows].astype(np.float64) @ _BT601
+    return gray
 
 
 def _modality(stored: np.ndarray, header: _Header, notes: list[str]) -> np.ndarray:
@@ -889,7 +902,7 @@ def _modality(stored: np.ndarray, header: _Header, notes: list[str]) -> np.ndarr
                     "export the image again"
                 )
     with np.errstate(over="ignore", invalid="ignore"):
-        values = apply_modality_lut(stored, ds)
+        values = _rescaled(stored, header) if not sequence else apply_modality_lut(stored, ds)
         low, high = float(np.min(values)), float(np.max(values))
     if not (math.isfinite(low) and math.isfinite(high) and math.isfinite(high - low)):
         raise InputError(
@@ -909,6 +922,23 @@ def _modality(stored: np.ndarray, header: _Header, notes: list[str]) -> np.ndarr
             f"{shown}: blank image after the Modality LUT (every pixel is {low:g}); "
             "check that the right image was exported"
         )
+    return values
+
+
+def _rescaled(stored: np.ndarray, header: _Header) -> np.ndarray:
+    """Rescale Slope/Intercept applied as pydicom's apply_modality_lut does, in float32 where that is exact enough.
+
+    float32 holds every 16-bit value times a slope exactly to 7 digits; values beyond 2**24 get float64.
+    """
+    slope_raw, intercept_raw = header.get("RescaleSlope"), header.get("RescaleIntercept")
+    slope = 1.0 if slope_raw is None else float(_finite(slope_raw) or 1.0)
+    intercept = 0.0 if intercept_raw is None else float(_finite(intercept_raw) or 0.0)
+    extreme = max(abs(float(stored.min())), abs(float(stored.max()))) * abs(slope) + abs(intercept)
+    values = stored.astype(np.float32 if extreme < 2**24 else np.float64)
+    if slope != 1.0:
+        values *= slope
+    if intercept != 0.0:
+        values += intercept
     return values
 
 
@@ -959,9 +989,12 @@ def _voi_lut(values: np.ndarray, ds: Dataset, notes: list[str]) -> tuple[np.ndar
         first -= 2**16
         notes.append(f"VOI LUT first mapped value read as signed ({first})")
     lut = _lut_data(item, ds, bits)
-    index = np.clip(np.rint(values).astype(np.int64) - first, 0, entries - 1)  # LUTs map integers
     low, high = float(lut.min()), float(lut.max())
-    pixels = (lut[index].astype(np.float64) - low) / (high - low)
+    scaled = (lut.astype(np.float64) - low) / (high - low)
+    pixels = np.empty(values.shape, np.float32)
+    for rows in _row_blocks(values.shape):
+        index = np.clip(np.rint(values[rows]).astype(np.int64) - first, 0, entries - 1)  # LUTs map integers
+        pixels[rows] = scaled[index]
     if high > 2**bits - 1 or high < 2 ** (bits - 1):
         notes.append(
             f"VOI LUT values span {low:g}..{high:g} although its descriptor declares {bits} bits; scaled by the values"
@@ -990,15 +1023,17 @@ def _window(values: np.ndarray, ds: Dataset, notes: list[str]) -> tuple[np.ndarr
         )
     function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
     try:
-        windowed = apply_windowing(values, ds, index=0)
         # The output range depends on bits, sign and rescale (PS3.3 C.11.2.1.2);
         # windowing the extremes asks pydicom for the range it used.
         black, white = apply_windowing(np.array([-np.inf, np.inf]), ds, index=0)
+        if black == white:
+            raise _Malformed("its output range is empty")
+        pixels = np.empty(values.shape, np.float32)
+        for rows in _row_blocks(values.shape):
+            windowed = apply_windowing(values[rows].astype(np.float64), ds, index=0)
+            pixels[rows] = np.clip((windowed - black) / (white - black), 0.0, 1.0)
     except ValueError as exc:  # width out of range for the function, unknown function
         raise _Malformed(_one_line(exc)) from None
-    if black == white:
-        raise _Malformed("its output range is empty")
-    pixels = np.clip((windowed - black) / (white - black), 0.0, 1.0)
     centre, width = centres[0], widths[0]
     _require_contrast(pixels, f"centre {centre:g}, width {width:g} maps every pixel to one value")
     explanations = ds.get("WindowCenterWidthExplanation")
@@ -1021,12 +1056,13 @@ def _window(values: np.ndarray, ds: Dataset, notes: list[str]) -> tuple[np.ndarr
 
 
 def _percentile_window(values: np.ndarray, percentiles: tuple[float, float], reason: str) -> tuple[np.ndarray, dict]:
-    values = values.astype(np.float64, copy=False)
     low, high = (float(v) for v in np.percentile(values, percentiles))
     if not high > low:  # most pixels share one value; stretch the whole range instead
         low, high = float(values.min()), float(values.max())
         reason += "; percentiles coincide, used min/max"
-    pixels = np.clip((values - low) / (high - low), 0.0, 1.0)
+    pixels = np.empty(values.shape, np.float32)
+    for rows in _row_blocks(values.shape):
+        pixels[rows] = np.clip((values[rows].astype(np.float64) - low) / (high - low), 0.0, 1.0)
     window = _window_record(
         "percentile fallback",
         centre=(low + high) / 2,
@@ -1232,7 +1268,7 @@ def _read_image(path: Path, kind: str, conversion: DisplayConversion, min_side: 
         )
     rows, columns = image.shape[:2]
     _require_min_side(rows, columns, min_side, path)
-    gray = image.astype(np.float64) @ _BT601 if colour else image.astype(np.float64)
+    gray = _to_gray(image, "RGB") if colour else image.astype(np.float32)
     _require_not_blank(gray, path)
     bits = image.dtype.itemsize * 8
     if bits == 8:
@@ -1293,7 +1329,8 @@ def _finish(pixels: np.ndarray, path: Path) -> np.ndarray:
             f"{printable(path)}: the display conversion gives pixel values that are not finite numbers; "
             "the header's window or LUT is damaged, export the image again"
         )
-    out = np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
+    out = np.ascontiguousarray(pixels, dtype=np.float32)
+    np.clip(out, 0.0, 1.0, out=out)
     if out.min() == out.max():
         raise InputError(
             f"{printable(path)}: the display conversion makes every pixel {float(out.min()):g} (no contrast); "
