@@ -132,11 +132,12 @@ def expand_argument(argument: str, exclude: Sequence[Path] = ()) -> Expanded:
     if path.is_dir():
         files = folder_files(path, exclude)
         if not files:
-            what = (
-                "is an olvf results folder, not radiographs"
-                if is_results_folder(path) or os.path.realpath(path) in {os.path.realpath(p) for p in exclude}
-                else "folder holds no DICOM, PNG, JPEG or TIFF file"
+            own = (
+                is_results_folder(path)
+                or os.path.realpath(path) in {os.path.realpath(p) for p in exclude}
+                or any(is_results_folder(child) for child in path.iterdir() if child.is_dir())
             )
+            what = "holds olvf results, not radiographs" if own else "folder holds no DICOM, PNG, JPEG or TIFF file"
             return Expanded(argument, (), InputError(f"{shown}: {what}; check the folder"))
         return Expanded(argument, tuple(files))
     if os.path.lexists(path) or not _GLOB_CHARS & set(argument):
