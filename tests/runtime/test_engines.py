@@ -315,9 +315,9 @@ def test_rebuild_engines_without_tensorrt_says_what_to_install(tiny_bundle: Path
     assert err.count("\n") == 1
 
 
-def test_no_input_and_nothing_to_build_is_an_input_error(tiny_bundle: Path) -> None:
+def test_no_input_and_nothing_to_build_is_an_argument_error(tiny_bundle: Path) -> None:
     code, _, err = _run(infer_main, ["--bundle", str(tiny_bundle)])
-    assert code == 3 and "no INPUT given" in err
+    assert code == 2 and "no INPUT given" in err
 
 
 def test_the_jetson_entrypoint_works_in_a_fresh_process(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
