@@ -18,8 +18,10 @@ Replacing an existing folder (``force``) is crash-safe:
   SIGTERM held back between the two renames; a SIGKILL or power cut in
   between leaves the ``.old`` folder, which :func:`clean_stale` puts back.
 
-Each staging folder is locked (``flock``) by the process building it. A
-staging or ``.old`` folder whose lock nobody holds was left by a process
+Each staging folder has a lock file beside it (``.NAME.TOKEN.lock``,
+``flock``-ed by the process building it and removed with it; not the folder
+itself, which the work inside may lock, as an engine build locks a bundle).
+A staging or ``.old`` folder whose lock nobody holds was left by a process
 that died (SIGKILL, a crash, a power cut): :func:`clean_stale`, run before
 every commit in the same folder, removes it, or restores a ``.old`` folder
 whose target is missing. Locks are released by the kernel when a process
@@ -29,6 +31,7 @@ where process ids would not.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -48,6 +51,7 @@ from olvf.errors import OutputExistsError
 
 STAGING_SUFFIX = ".partial"
 RETIRED_SUFFIX = ".old"
+LOCK_SUFFIX = ".lock"
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
@@ -127,25 +131,39 @@ def folder_lock(folder: Path) -> Iterator[None]:
 # --- staging folders ------------------------------------------------------------------
 
 
+def _lock_path(parent: Path, name: str, token: str) -> Path:
+    return Path(parent) / f".{name}.{token}{LOCK_SUFFIX}"
+
+
 class Staging:
-    """A new, empty folder beside ``target``, locked by this process until :meth:`close`."""
+    """A new, empty folder beside ``target``, owned by this process (its lock file held) until :meth:`close`."""
 
     def __init__(self, target: Path) -> None:
         self.target = Path(target)
         token = f"olvf{os.getpid()}-{secrets.token_hex(4)}"
         self.path = self.target.parent / f".{self.target.name}.{token}{STAGING_SUFFIX}"
-        os.mkdir(self.path, 0o777 & ~_umask())  # mkdtemp's 0700 would hide results from their other readers
-        self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        self.retired = self.target.parent / f".{self.target.name}.{token}{RETIRED_SUFFIX}"
+        self.lock = _lock_path(self.target.parent, self.target.name, token)
+        # The lock first: a staging folder without a held lock is a dead process's.
+        self._fd: int | None = os.open(self.lock, os.O_CREAT | os.O_RDWR, 0o600)
         _try_flock(self._fd, block=True)
+        try:
+            os.mkdir(self.path, 0o777 & ~_umask())  # mkdtemp's 0700 would hide results from their other readers
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
+        """Give up ownership: the lock file goes (before the lock, so nobody takes a lock on a file going away)."""
         if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.lock)
             os.close(self._fd)
             self._fd = None
 
     def discard(self) -> None:
-        self.close()
         shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
 
 
 @functools.cache
@@ -194,9 +212,9 @@ def commit(staging: Staging, target: Path, *, replace: bool) -> None:
     An existing target is replaced only with ``replace``, crash-safely (module docstring).
     """
     target = Path(target)
-    staging.close()
     if not os.path.lexists(target):
         os.rename(staging.path, target)
+        staging.close()
         return
     if not replace:
         raise OutputExistsError(f"{target} already exists; pass --force to replace it")
@@ -204,18 +222,21 @@ def commit(staging: Staging, target: Path, *, replace: bool) -> None:
         raise OutputExistsError(f"{target} exists and is not a folder; choose another --out")
     if _exchange(staging.path, target):
         shutil.rmtree(staging.path, ignore_errors=True)  # the old results, now in the staging folder's place
+        staging.close()
         return
-    retired = staging.path.with_name(staging.path.name[: -len(STAGING_SUFFIX)] + RETIRED_SUFFIX)
     with _signals_held():
-        os.rename(target, retired)
+        os.rename(target, staging.retired)
         os.rename(staging.path, target)
-    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(staging.retired, ignore_errors=True)
+    staging.close()
 
 
-def _owner_gone(path: Path) -> bool:
-    """Whether nobody holds ``path``'s lock any more (its process died); False when that cannot be told."""
+def _owner_gone(lock: Path) -> bool:
+    """Whether nobody holds the lock file any more (its process died, or it is gone); False when unknown."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return True  # the owner never got as far, or finished: nobody owns what is left
     except OSError:
         return False
     try:
@@ -241,16 +262,18 @@ def clean_stale(parent: Path, name: str | None = None) -> list[Path]:
         entries = list(os.scandir(parent))
     except OSError:
         return cleaned
-    for entry in entries:
+    for entry in sorted(entries, key=lambda e: not e.name.endswith(RETIRED_SUFFIX)):  # restore before removing
+        # Lock files go with their folders; one alone (its owner died before making the folder) is left:
+        # it is empty, and removing it could race with an owner about to lock it.
         suffix = next((s for s in (STAGING_SUFFIX, RETIRED_SUFFIX) if entry.name.endswith(s)), None)
-        if suffix is None or not entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+        if suffix is None or not entry.name.startswith("."):
             continue
         stem = entry.name[1 : -len(suffix)]
         target_name, _, token = stem.rpartition(".")
         if not token.startswith("olvf") or (name is not None and target_name != name):
             continue
-        path = Path(entry.path)
-        if not _owner_gone(path):
+        path, lock = Path(entry.path), _lock_path(Path(parent), target_name, token)
+        if not entry.is_dir(follow_symlinks=False) or not _owner_gone(lock):
             continue
         target = Path(parent) / target_name
         if suffix == RETIRED_SUFFIX and not os.path.lexists(target):
@@ -258,6 +281,11 @@ def clean_stale(parent: Path, name: str | None = None) -> list[Path]:
         else:
             shutil.rmtree(path, ignore_errors=True)
         cleaned.append(path)
+        with contextlib.suppress(OSError):
+            if not any(
+                os.path.lexists(Path(parent) / f".{target_name}.{token}{s}") for s in (STAGING_SUFFIX, RETIRED_SUFFIX)
+            ):
+                os.unlink(lock)
     return cleaned
 
 
