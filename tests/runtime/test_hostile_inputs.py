@@ -223,3 +223,10 @@ def test_a_backend_error_in_a_per_input_stage_still_stops_the_run(cascade_bundle
     monkeypatch.setattr(StudyPipeline, "_prepare_detection", broken)
     with olvf.load(cascade_bundle) as rt, pytest.raises(BackendError, match="CUDA error"):
         list(StudyPipeline(rt).run([tmp_path / "a.dcm"]))
+
+
+def test_the_results_olvf_refuses_are_those_its_writers_make() -> None:
+    from olvf.runtime.dicom_header import OLVF_MANUFACTURER
+    from olvf.runtime.writers.dicom_sc import MANUFACTURER
+
+    assert MANUFACTURER == OLVF_MANUFACTURER
