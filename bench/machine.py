@@ -69,6 +69,8 @@ def versions() -> dict[str, str]:
         "torchvision",
         "ultralytics-opencv-headless",
         "tensorrt",
+        "openvino",
+        "nncf",
     ):
         try:
             found[name] = metadata.version(name)
@@ -132,3 +134,57 @@ def torch_bf16_gflops(size: int = 2048, repeats: int = 15) -> float | None:
         a @ b
         times.append(time.perf_counter() - start)
     return 2 * size**3 / min(times) / 1e9
+
+
+def _best_gops(run: Any, operations: float, repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return operations / min(times) / 1e9
+
+
+def openvino_gemm_gops(precision: str, size: int = 2048, repeats: int = 15, threads: int | None = None) -> float | None:
+    """A matrix product through OpenVINO's CPU plugin in ``precision`` (fp32, bf16, int8): the ceiling the
+    OpenVINO variants run against. None where OpenVINO is missing, or for BF16 where the CPU lacks it.
+
+    INT8 is the pattern OpenVINO turns into an 8-bit product, as in a quantised graph: activations through a
+    256-level FakeQuantize (unsigned), weights through a 255-level one (signed) into the MatMul.
+    """
+    try:
+        from olvf.runtime.runners.openvino import bf16_unavailable, import_openvino
+
+        ov = import_openvino()
+    except ImportError:
+        return None
+    from openvino import opset13 as ops
+
+    from olvf.runtime.runners.onnxruntime import default_threads
+
+    core = ov.Core()
+    if precision == "bf16" and bf16_unavailable(core) is not None:
+        return None
+    rng = np.random.default_rng(0)
+    x = ops.parameter([size, size], ov.Type.f32, name="x")
+    weights = ops.constant(rng.standard_normal((size, size), dtype=np.float32))
+    if precision == "int8":
+
+        def fq(node: Any, low: float, high: float, levels: int) -> Any:
+            lo, hi = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+            return ops.fake_quantize(node, lo, hi, lo, hi, levels)
+
+        product = ops.matmul(fq(x, 0.0, 4.0, 256), fq(weights, -4.0, 4.0, 255), False, False)
+    else:
+        product = ops.matmul(x, weights, False, False)
+    model = ov.Model([product], [x], "gemm")
+    hint = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision]
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads or default_threads(), "NUM_STREAMS": 1},
+    )
+    request = compiled.create_infer_request()
+    data = np.abs(rng.standard_normal((size, size), dtype=np.float32))
+    return _best_gops(lambda: request.infer({"x": data}), 2 * size**3, repeats)

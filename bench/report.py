@@ -26,19 +26,26 @@ def markdown(report: dict[str, Any]) -> str:
             else ""
         )
         + f"; FP32 floor = operations / ceiling = **{report['floor_ms']} ms** per study.",
+        "OpenVINO GEMM ceilings (the OpenVINO variants' own floors use them): "
+        + ", ".join(
+            f"{p.upper()} {report['ceiling'].get(f'openvino_{p}_gemm_gops') or 'n/a'}" for p in ("fp32", "bf16", "int8")
+        )
+        + " G(FL)OP/s (n/a: OpenVINO missing, or no native BF16 on this CPU).",
         "",
         "## End to end, per study (decode and writing included)",
         "",
-        "| variant | p50 ms | p95 ms | p99 ms | x floor | x faster than naive | Grad-CAM share | runs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | p50 ms | p95 ms | p99 ms | x FP32 floor | x own floor | x faster than ORT FP32 "
+        "| x faster than naive | read+write share | Grad-CAM share | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in report["variants"].items():
         if "skipped" in v:
-            lines.append(f"| {name} | skipped: {v['skipped']} | | | | | | |")
+            lines.append(f"| {name} | skipped: {v['skipped']} | | | | | | | | | |")
             continue
         lines.append(
             f"| {name} | {v['p50_ms']} | {v['p95_ms']} | {v['p99_ms']} | {v['ratio_to_floor']} | "
-            f"{v['speedup_vs_naive']} | {v['gradcam_share']:.2%} | {v['runs']} |"
+            f"{v.get('ratio_to_own_floor', '')} | {v.get('speedup_vs_ort_fp32')} | {v['speedup_vs_naive']} | "
+            f"{v.get('read_write_share', 0):.1%} | {v['gradcam_share']:.2%} | {v['runs']} |"
         )
     lines += [
         "",
@@ -57,6 +64,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- Cold start (fresh process: import, bundle load with hash checks, first study): {cold['cold_start_ms']} ms; "
         f"peak resident memory {cold['peak_rss_mib']} MiB; torch imported: {cold['torch_imported']}.",
+        "- Peak resident memory of a fresh process running one study, by route: "
+        + ", ".join(f"{k} {m['peak_rss_mib']} MiB" for k, m in report.get("memory", {}).items())
+        + ".",
         f"- Stream of {stream['studies']} studies: {stream['sequential_per_s']} studies/s one after another, "
         f"{stream['overlapped_per_s']} studies/s with reading and writing overlapped with inference.",
         "- Fused ensemble alone, by crops per call (ms): "

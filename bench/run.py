@@ -43,26 +43,38 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(data, q)), 2) for q in (50, 95, 99)}
 
 
-def measure(variant: Variant, study: Path, out: Path, runs: int, warmup: int) -> dict[str, Any]:
-    for _ in range(warmup):
-        variant.study(study, out / "warmup")
-    totals: list[float] = []
-    stages: dict[str, list[float]] = {s: [] for s in STAGES}
-    for _ in range(runs):
-        start = time.perf_counter()
-        times = variant.study(study, out / variant.name)
-        totals.append((time.perf_counter() - start) * 1e3)
-        for stage in STAGES:
-            stages[stage].append(times.get(stage, 0.0))
+def measure_interleaved(variants: dict[str, Variant], study: Path, out: Path, plan: Plan) -> dict[str, Any]:
+    """Every variant one study at a time in turn, ``plan.runs`` rounds (naive only in its first rounds).
+
+    On a shared machine the load moves during a run; in turns, every variant
+    meets the same load, so their ratios hold even where absolute times wander.
+    """
+    for name, variant in variants.items():
+        for _ in range(1 if name == "naive" else plan.warmup):
+            variant.study(study, out / "warmup")
+    totals: dict[str, list[float]] = {name: [] for name in variants}
+    stages: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in variants}
+    for round_ in range(plan.runs):
+        for name, variant in variants.items():
+            if name == "naive" and round_ >= plan.naive_runs:
+                continue
+            start = time.perf_counter()
+            times = variant.study(study, out / name)
+            totals[name].append((time.perf_counter() - start) * 1e3)
+            for stage in STAGES:
+                stages[name][stage].append(times.get(stage, 0.0))
     return {
-        **percentiles(totals),
-        "runs": runs,
-        "stages": {s: percentiles(v) for s, v in stages.items()},
-        "notes": variant.notes,
+        name: {
+            **percentiles(totals[name]),
+            "runs": len(totals[name]),
+            "stages": {s: percentiles(v) for s, v in stages[name].items()},
+            "notes": variant.notes,
+        }
+        for name, variant in variants.items()
     }
 
 
-def cold_start(bundle: Path, study: Path) -> dict[str, Any]:
+def cold_start(bundle: Path, study: Path, backend: str = "onnxruntime", precision: str | None = None) -> dict[str, Any]:
     """A fresh process: import, load the bundle (hashes checked), first study; its peak memory.
 
     Peak memory is VmHWM, which starts afresh at exec; getrusage's ru_maxrss
@@ -72,7 +84,7 @@ def cold_start(bundle: Path, study: Path) -> dict[str, Any]:
         "import json, re, sys, time\n"
         "start = time.perf_counter()\n"
         "import olvf\n"
-        f"rt = olvf.load({str(bundle)!r}, backend='onnxruntime')\n"
+        f"rt = olvf.load({str(bundle)!r}, backend={backend!r}, precision={precision!r})\n"
         f"rt.infer({str(study)!r})\n"
         "first = (time.perf_counter() - start) * 1e3\n"
         "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
@@ -165,6 +177,23 @@ def study_operations(bundle: Path, crops: int) -> dict[str, float]:
     }
 
 
+def own_floor(name: str, operations: dict[str, float], ceiling: dict[str, Any]) -> float | None:
+    """An OpenVINO variant's floor (ms) at its own precision's ceiling, the detector at FP32 unless the
+    variant is BF16; None for variants without one (or where the ceiling could not be measured)."""
+    if not name.startswith("olvf-openvino-"):
+        return None
+    precision = name.rsplit("-", 1)[1]
+    ensemble_ceiling = ceiling.get(f"openvino_{precision}_gemm_gops")
+    detector_ceiling = ceiling.get(f"openvino_{'bf16' if precision == 'bf16' else 'fp32'}_gemm_gops")
+    if not ensemble_ceiling or not detector_ceiling:
+        return None
+    ms = (
+        operations["detector_gflop"] / detector_ceiling
+        + operations["crops"] * operations["classifiers_gflop_per_crop"] / ensemble_ceiling
+    ) * 1e3
+    return round(ms, 1)
+
+
 def make_study(folder: Path) -> tuple[Path, int]:
     """The benchmark's study: a full-size 12-bit phantom with a fresh fracture; returns it and its vertebrae."""
     from olvf.phantom import make_phantom, write_dicom
@@ -196,15 +225,22 @@ def _run(
         "versions": machine.versions(),
         "bundle": {"path": str(bundle), "manifest_sha256": manifest_hash},
     }
-    progress("measuring the machine's ceiling (FP32 GEMM through ONNX Runtime)")
-    ceiling = {"ort_fp32_gemm_gflops": round(machine.ort_gemm_gflops(), 1)}
+    progress("measuring the machine's ceilings (FP32 GEMM through ONNX Runtime; FP32, BF16, INT8 through OpenVINO)")
+    ceiling: dict[str, Any] = {"ort_fp32_gemm_gflops": round(machine.ort_gemm_gflops(), 1)}
     bf16 = machine.torch_bf16_gflops()
     if bf16 is not None:
         ceiling["torch_bf16_gemm_gflops"] = round(bf16, 1)
+    for precision in ("fp32", "bf16", "int8"):
+        measured = machine.openvino_gemm_gops(precision)
+        ceiling[f"openvino_{precision}_gemm_gops"] = round(measured, 1) if measured is not None else None
 
     builders: dict[str, Callable[[], Variant]] = {
         "olvf-onnxruntime-fp32": lambda: olvf_variant(bundle, "onnxruntime", "fp32"),
         "olvf-onnxruntime-fp16": lambda: olvf_variant(bundle, "onnxruntime", "fp16"),
+        # Explicit precisions, verified or not: the benchmark measures speed; auto's choice is olvf-validate's.
+        "olvf-openvino-fp32": lambda: olvf_variant(bundle, "openvino", "fp32"),
+        "olvf-openvino-bf16": lambda: olvf_variant(bundle, "openvino", "bf16"),
+        "olvf-openvino-int8": lambda: olvf_variant(bundle, "openvino", "int8"),
         "torch-batched": lambda: torch_batched_variant(bundle),
         "naive": lambda: naive_variant(bundle),
     }
@@ -216,32 +252,49 @@ def _run(
         # Skipped with the runner's one-line reason when the engines are not this machine's.
         builders["olvf-tensorrt-fp16"] = lambda: olvf_variant(bundle, "tensorrt", None)
     results: dict[str, Any] = {}
-    for name, build in builders.items():
-        if variants and name not in variants:
-            continue
-        progress(f"variant {name}")
-        try:
-            variant = build()
-        except olvf.OlvfError as exc:
-            results[name] = {"skipped": str(exc)}
-            continue
-        try:
-            runs = plan.naive_runs if name == "naive" else plan.runs
-            results[name] = measure(variant, study, work / "out", runs, plan.warmup if name != "naive" else 1)
-        finally:
+    started: dict[str, Variant] = {}
+    try:
+        for name, build in builders.items():
+            if variants and name not in variants:
+                continue
+            progress(f"starting variant {name}")
+            try:
+                started[name] = build()
+            except olvf.OlvfError as exc:
+                results[name] = {"skipped": str(exc)}
+        progress(f"measuring {', '.join(started)} interleaved, one study each in turn")
+        results.update(measure_interleaved(started, study, work / "out", plan))
+    finally:
+        for variant in started.values():
             variant.close()
+    results = {name: results[name] for name in builders if name in results}  # the table's order
     with olvf.load(bundle, backend="onnxruntime") as rt:
         crops = len(rt.infer(study).detections)
     operations = study_operations(bundle, crops)
     floor_ms = operations["study_gflop"] / ceiling["ort_fp32_gemm_gflops"] * 1e3
     naive = results.get("naive", {}).get("p50_ms")
-    for figures in results.values():
+    reference = results.get("olvf-onnxruntime-fp32", {}).get("p50_ms")
+    for name, figures in results.items():
         if "p50_ms" in figures:
+            own = own_floor(name, operations, ceiling)
             figures["ratio_to_floor"] = round(figures["p50_ms"] / floor_ms, 2)
+            if own is not None:
+                figures["own_floor_ms"] = own
+                figures["ratio_to_own_floor"] = round(figures["p50_ms"] / own, 2)
             figures["speedup_vs_naive"] = round(naive / figures["p50_ms"], 2) if naive else None
+            figures["speedup_vs_ort_fp32"] = round(reference / figures["p50_ms"], 2) if reference else None
             figures["gradcam_share"] = round(figures["stages"]["gradcam"]["p50_ms"] / figures["p50_ms"], 4)
-    progress("cold start and peak memory in a fresh process")
+            stages = figures["stages"]
+            figures["read_write_share"] = round(
+                (stages["read"]["p50_ms"] + stages["write"]["p50_ms"]) / figures["p50_ms"], 4
+            )
+    progress("cold start and peak memory in fresh processes (ONNX Runtime FP32, and each OpenVINO precision)")
     cold = cold_start(bundle, study)
+    memory = {"olvf-onnxruntime-fp32": cold}
+    for precision in ("fp32", "bf16", "int8"):
+        name = f"olvf-openvino-{precision}"
+        if "p50_ms" in results.get(name, {}) and (not variants or name in variants):
+            memory[name] = cold_start(bundle, study, "openvino", precision)
     progress(f"throughput over a stream of {plan.stream} studies")
     stream = throughput(bundle, study, work / "stream", plan.stream)
     progress("ensemble latency against batch size")
@@ -256,6 +309,7 @@ def _run(
         "floor_ms": round(floor_ms, 1),
         "variants": results,
         "cold_start": cold,
+        "memory": memory,
         "throughput": stream,
         "ensemble_latency_ms_by_batch": batches,
         "threads": machine.cpu_facts()["usable"],

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow checkpoints that are whole pickled models (runs code from the file)",
     )
     detector = parser.add_argument_group(
-        "detector (YOLOv5u/YOLOv8 .pt from the ultralytics package, or any YOLOv5 .onnx)"
+        "detector (a .pt of the original YOLOv5 repository, read without running it; a .pt of the ultralytics "
+        "package, which needs --trust-pickle; or any YOLOv5 .onnx)"
     )
     detector.add_argument("--detector", type=Path, metavar="best.pt|model.onnx")
     detector.add_argument("--detector-imgsz", type=int, help="input size, when the file does not record it")
@@ -112,6 +113,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="no export: check bundle DIR's files and sign its manifest as it is now with --sign KEY (after "
         "olvf-validate --write-operating-point, or to sign a bundle exported unsigned)",
     )
+    target.add_argument(
+        "--labels",
+        type=Path,
+        metavar="SET",
+        help="with --verify: then gate every route that passed on a labelled set (labels.csv or its folder), as "
+        "olvf-validate does: decision agreement and the study's figures against ONNX Runtime FP32",
+    )
+    cpu = parser.add_argument_group("CPU reduced precision (pip install 'olvf[quantize]': OpenVINO and NNCF)")
+    cpu.add_argument(
+        "--int8",
+        action="store_true",
+        help="also make an INT8 graph of the ensemble (NNCF post-training quantisation), calibrated on "
+        "--calibration (phantoms for --demo); auto runs it only once a check on a labelled set verified it",
+    )
+    cpu.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FOLDER|SET.csv",
+        help="radiographs to calibrate INT8 on: a folder, or a labelled set's CSV with a 'path' column; "
+        "the bundle's detector finds the vertebrae, crops are cut as olvf-infer cuts them",
+    )
+    cpu.add_argument(
+        "--quantize",
+        type=Path,
+        metavar="DIR",
+        help="no export: add an INT8 graph to bundle DIR (calibrated on --calibration; phantoms for a demo bundle)",
+    )
+    cpu.add_argument(
+        "--check-routes",
+        type=Path,
+        metavar="DIR",
+        help="no export: run each reduced-precision CPU route this machine has (OpenVINO BF16, INT8) against "
+        "ONNX Runtime FP32 on phantom studies and print the figures; a demo bundle records the ones that pass "
+        "as verified (real bundles are verified on labelled radiographs with olvf-validate)",
+    )
+    cpu.add_argument("--studies", type=int, default=100, help="phantom studies for --check-routes (default 100)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument(
         "--precision",
@@ -136,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def verify(bundle_dir: Path) -> int:
+def verify(bundle_dir: Path, labels: Path | None = None) -> int:
     """``--verify DIR``: runs without torch, on the target."""
     from olvf.runtime.bundle import open_bundle
     from olvf.runtime.verify import verify_bundle
@@ -153,6 +190,80 @@ def verify(bundle_dir: Path) -> int:
         raise ParityError(f"{', '.join(failed)} did not reproduce the bundle within the FP16 tolerances")
     ran = sum(c.status == "pass" for c in checks)
     print(f"{ran} backend(s) checked, all within tolerance" if ran else "no backend here besides the reference")
+    if labels is not None:
+        clinical_gate(bundle_dir, labels, [c for c in checks if c.status == "pass"])
+    return 0
+
+
+def clinical_gate(bundle_dir: Path, labels: Path, passed: list[Any]) -> None:
+    """The routes that reproduced the numbers must also keep the decisions, on the user's labelled set."""
+    from olvf.runtime.validation.labels import read_labels
+    from olvf.runtime.validation.routes import Route, validate_routes
+
+    reference = Route("onnxruntime-fp32", "onnxruntime", "fp32", {"device": "cpu"})
+    routes = [reference] + [Route(c.label, c.route.backend, c.route.precision, c.route.options) for c in passed]
+    if len(routes) == 1:
+        print("clinical gate: no route besides the reference to compare")
+        return
+    validation = validate_routes(
+        bundle_dir, read_labels(labels), routes, progress=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    comparison = validation.comparison
+    assert comparison is not None  # two routes or more
+    if not comparison.passed:
+        raise ParityError("clinical parity gate failed: " + "; ".join(comparison.reasons), comparison.to_dict())
+    print(
+        f"clinical gate passed on {len(validation.labelled.studies)} labelled studies: "
+        f"{', '.join(r.label for r in routes[1:])} keep the decisions of ONNX Runtime FP32"
+    )
+
+
+def quantize(bundle_dir: Path, calibration: Path | None) -> int:
+    """``--quantize DIR``: no torch needed."""
+    from olvf.export.quantize import add_int8_graph
+
+    print(f"adding an INT8 graph to {bundle_dir}", file=sys.stderr, flush=True)
+    manifest = add_int8_graph(bundle_dir, calibration, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    graph = manifest.graph("ensemble", "int8")
+    print(f"{bundle_dir}: INT8 graph {graph.file} added; calibration {graph.quantization['calibration']}")
+    print("auto runs it once verified: olvf-validate on a labelled set (demo: olvf-export --check-routes DIR)")
+    return 0
+
+
+def check_routes(bundle_dir: Path, studies: int) -> int:
+    """``--check-routes DIR``: each reduced-precision route this machine can run, against ONNX Runtime FP32."""
+    from olvf.runtime.bundle import open_bundle
+    from olvf.runtime.route_check import verify_demo_route
+    from olvf.runtime.routes import REDUCED
+
+    if studies < 1:
+        raise UsageError("--studies must be at least 1")
+    manifest = open_bundle(bundle_dir).manifest
+    failed, checked = [], 0
+    for name in REDUCED:
+        precision = name.rsplit("-", 1)[1]
+        if precision == "int8" and not any(g.precision == "int8" for g in manifest.graphs):
+            print(f"  {name}: skipped: the bundle has no INT8 graph (olvf-export --quantize {bundle_dir})")
+            continue
+        print(f"checking {name} against ONNX Runtime FP32 on {studies} phantom studies", file=sys.stderr, flush=True)
+        try:
+            result, recorded = verify_demo_route(
+                bundle_dir, name, studies=studies, progress=lambda line: print(line, file=sys.stderr, flush=True)
+            )
+        except BackendError as exc:  # OpenVINO missing, no native BF16 here: not a disagreement, but said
+            print(f"  {name}: skipped: {exc}")
+            continue
+        checked += 1
+        print(f"  {result.line()}")
+        if recorded is not None:
+            print(f"  {name}: recorded in {bundle_dir}/manifest.json as verified on this kind of CPU")
+        elif result.passed:
+            print(f"  {name}: not recorded: verify a real bundle on labelled radiographs with olvf-validate")
+        else:
+            failed.append(name)
+    if failed:
+        raise ParityError(f"{', '.join(failed)} changed the bundle's answers beyond the limits; auto will not run it")
+    print(f"{checked} route(s) checked" if checked else "no reduced-precision route runs on this machine")
     return 0
 
 
@@ -194,8 +305,16 @@ def run(args: argparse.Namespace) -> int:
         if key is None:
             raise UsageError("--resign DIR needs --sign KEY (the private key to sign with)")
         return resign(args.resign, key)
+    if args.labels is not None and args.verify is None:
+        raise UsageError("--labels goes with --verify DIR")
     if args.verify is not None:
-        return verify(args.verify)
+        return verify(args.verify, args.labels)
+    if args.quantize is not None:
+        return quantize(args.quantize, args.calibration)
+    if args.check_routes is not None:
+        return check_routes(args.check_routes, args.studies)
+    if args.calibration is not None and not args.int8:
+        raise UsageError("--calibration calibrates INT8: give it with --int8 or --quantize DIR")
     # Heavy imports only once arguments are known to be sane.
     from olvf.export import architectures
     from olvf.export.checkpoints import load_classifier
@@ -219,6 +338,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--input-size/--mean/--std: {exc}") from None
     check_replaceable(args.out, force=args.force)
+    if args.int8:  # before minutes of export, not after
+        from olvf.export.quantize import import_nncf
+
+        import_nncf()
+        if args.calibration is None and not args.demo:
+            raise OlvfError(
+                "--int8 needs --calibration FOLDER|SET.csv: radiographs like the ones it will see "
+                "(phantoms calibrate only the demo)"
+            )
     # Unasked, engines follow the hardware, but never against an explicit --precision fp32.
     engines = engine_wanted(args.engine if args.engine is not None or args.precision != "fp32" else False)
     if engines and args.engine is None:
@@ -276,22 +404,34 @@ def run(args: argparse.Namespace) -> int:
             progress("building the demo detector (YOLOv5u-nano trained on phantoms: export/demo_detector.md)")
             scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="olvf-demo-detector-")))
             detector = demo_detector_source(scratch, conf=args.conf, iou=args.iou)
+        steps: list[Any] = []
+        if args.int8:
+            from olvf.export.quantize import add_int8_graph
+
+            if not members:
+                raise OlvfError("--int8 quantises the classifiers: give them (or --demo)")
+            steps.append(lambda staging: add_int8_graph(staging, args.calibration, progress=progress))
+        if engines:
+            from olvf.runtime.bundle_engines import build_bundle_engines
+
+            steps.append(lambda staging: build_bundle_engines(staging, progress=progress, max_batch=args.max_batch))
+        if key is not None:
+
+            def sign(staging: Path) -> Any:
+                from olvf.runtime.manifest import read_manifest
+                from olvf.runtime.signing import write_signature
+
+                progress(f"bundle signed by key {write_signature(staging, key)}")  # last: it signs what is there
+                return read_manifest(staging)
+
+            steps.append(sign)
         finish = None
-        if engines or key is not None:
+        if steps:
 
             def finish(staging: Path) -> Any:
-                from olvf.runtime.manifest import read_manifest
-
-                if engines:
-                    from olvf.runtime.bundle_engines import build_bundle_engines
-
-                    manifest = build_bundle_engines(staging, progress=progress, max_batch=args.max_batch)
-                else:
-                    manifest = read_manifest(staging)
-                if key is not None:
-                    from olvf.runtime.signing import write_signature
-
-                    progress(f"bundle signed by key {write_signature(staging, key)}")
+                manifest = None
+                for step in steps:
+                    manifest = step(staging)
                 return manifest
 
         export_bundle(

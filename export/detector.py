@@ -1,15 +1,19 @@
 """The vertebra detector: from either YOLOv5 lineage to a checked ONNX graph in the bundle.
 
+- A checkpoint of the original ultralytics/yolov5 repository (``best.pt``,
+  output ``(N, anchors, 5 + nc)``) is read without running code from it and
+  rebuilt with olvf's own modules (:mod:`olvf.export.yolov5_original`), then
+  exported to ONNX here.
 - An ``ultralytics`` checkpoint (``.pt``; YOLOv5u, YOLOv8 and later heads) goes
   through the ultralytics exporter, offline: no automatic pip installs, no
   settings file in the user's home, nothing written beside the checkpoint.
-  Such a checkpoint is a pickled model, so it needs ``trust_pickle``.
-- A model trained with the original ultralytics/yolov5 repository cannot be
-  loaded by the ``ultralytics`` package; its users export it with that
-  repository's ``export.py`` and pass the ``.onnx``, which is validated and
-  copied as it is.
+  Such a checkpoint is a pickled model of a package olvf does not rebuild, so
+  it needs ``trust_pickle``.
+- An ONNX file of either lineage is validated and copied as it is.
 
-Image size, stride and class names come from the ONNX metadata both exporters
+Both ``.pt`` routes end in the same checks: the ONNX checker, then the
+PyTorch model against ONNX Runtime on raw outputs and on boxes after NMS.
+Image size, stride and class names come from the ONNX metadata the exporters
 write, else from the caller, else a clear error asks for them.
 """
 
@@ -31,6 +35,7 @@ import numpy as np
 import onnx
 
 from olvf.errors import CheckpointError, ParityError
+from olvf.export.yolov5_original import DEFAULT_IMGSZ, FORMAT, OriginalYolov5
 from olvf.runtime import tolerances
 from olvf.runtime.bundle import sha256_file
 from olvf.runtime.config import DEFAULT_CONF
@@ -167,12 +172,6 @@ def _load_ultralytics(pt_path: Path) -> Any:
         model = YOLO(str(pt_path), task="detect")
     except Exception as exc:  # ultralytics raises TypeError, ModuleNotFoundError, AttributeError, ...
         text = str(exc)
-        if "yolov5" in text.lower() or (isinstance(exc, ModuleNotFoundError) and "models" in text):
-            raise CheckpointError(
-                f"{pt_path.name} was trained with the original ultralytics/yolov5 repository, which the ultralytics "
-                "package cannot load; export it to ONNX with that repository's export.py and pass the .onnx "
-                "(README: 'Detectors from the original YOLOv5 repository')"
-            ) from None
         first = text.splitlines()[0][:150] if text else type(exc).__name__
         raise CheckpointError(f"{pt_path.name} is not an ultralytics detector checkpoint ({first})") from None
     if getattr(model, "task", "detect") != "detect":
@@ -189,7 +188,9 @@ def _trained_imgsz(model: Any) -> int | None:
 
 
 @dataclass(frozen=True)
-class UltralyticsExport:
+class DetectorExport:
+    """A detector graph written and measured against its PyTorch source (FP16 figures when one was made)."""
+
     graph: DetectorGraph
     figures: dict[str, Any]
     fp16_figures: dict[str, Any] | None = None
@@ -208,7 +209,7 @@ def export_ultralytics(
     fp16_out: Path | None = None,
     fp16_conf: float = DEFAULT_CONF,
     max_batch: int = 32,
-) -> UltralyticsExport:
+) -> DetectorExport:
     """Export ``pt_path`` to ``out`` (ONNX, dynamic batch) and compare it with the PyTorch model.
 
     With ``fp16_out`` an FP16 graph is written there too and compared at the
@@ -247,6 +248,21 @@ def export_ultralytics(
             from olvf.export.detector_fp16 import export_fp16_detector
 
             export_fp16_detector(network, fp16_out, imgsz=size, opset=opset, max_batch=max_batch)
+    return measure_graphs(graph, expected, batch, out, conf=conf, iou=iou, fp16_out=fp16_out, fp16_conf=fp16_conf)
+
+
+def measure_graphs(
+    graph: DetectorGraph,
+    expected: np.ndarray,
+    batch: np.ndarray,
+    out: Path,
+    *,
+    conf: float,
+    iou: float,
+    fp16_out: Path | None,
+    fp16_conf: float,
+) -> DetectorExport:
+    """Run the written graph(s) on ``batch`` and compare with PyTorch's raw output ``expected``."""
     got = run_graph(out, batch)
     figures = compare_detections(expected, got, graph.layout, len(graph.names), conf=conf, iou=iou)
     figures["raw_max_abs_diff"] = float(np.abs(expected - got).max())
@@ -255,7 +271,77 @@ def export_ultralytics(
         half = run_graph(fp16_out, batch)
         fp16_figures = compare_detections(expected, half, graph.layout, len(graph.names), conf=fp16_conf, iou=iou)
         fp16_figures["raw_max_abs_diff"] = float(np.abs(expected - half).max())
-    return UltralyticsExport(graph, figures, fp16_figures)
+    return DetectorExport(graph, figures, fp16_figures)
+
+
+def export_original_yolov5(
+    source: OriginalYolov5,
+    out: Path,
+    *,
+    imgsz: int | None,
+    names: tuple[str, ...] | None,
+    opset: int,
+    radiograph: np.ndarray | None,
+    conf: float,
+    iou: float,
+    fp16_out: Path | None = None,
+    fp16_conf: float = DEFAULT_CONF,
+    max_batch: int = 32,
+) -> DetectorExport:
+    """Export a detector rebuilt from an original-repository checkpoint to ``out`` and measure it.
+
+    The graph has the repository's own ONNX layout and metadata: input
+    ``images`` (N, 3, S, S), output ``output0`` (N, anchors, 5 + nc), the
+    stride, class names and image size in the file.
+    """
+    import torch
+
+    from olvf.export.detector_onnx import export_detector_onnx
+
+    size = imgsz or source.trained_imgsz or DEFAULT_IMGSZ
+    if size % source.stride:
+        raise CheckpointError(
+            f"image size {size} is not a multiple of the detector's stride {source.stride}; "
+            f"pass --detector-imgsz with a multiple of {source.stride}"
+        )
+    if names is not None and len(names) != len(source.names):
+        raise CheckpointError(
+            f"--detector-names gives {len(names)} classes but the checkpoint's head has {len(source.names)} "
+            f"({', '.join(source.names)})"
+        )
+    class_names = tuple(names) if names is not None else source.names
+    export_detector_onnx(source.network, out, imgsz=size, opset=opset, max_batch=max_batch)
+    _write_metadata(
+        out,
+        {
+            "stride": str(source.stride),
+            "names": repr(dict(enumerate(class_names))),
+            "imgsz": repr([size, size]),
+            "olvf.source": FORMAT,
+        },
+    )
+    graph = inspect_detector(out)
+    if graph.layout != "yolov5" or not graph.dynamic_batch:
+        raise CheckpointError(f"the exported graph has layout {graph.layout}, not the original (N, anchors, 5+nc)")
+    batch, _ = sample_inputs(size, radiograph)
+    with torch.no_grad():
+        expected = source.network(torch.from_numpy(batch)).numpy()
+    if fp16_out is not None:
+        export_detector_onnx(source.network, fp16_out, imgsz=size, opset=opset, max_batch=max_batch, half=True)
+    return measure_graphs(graph, expected, batch, out, conf=conf, iou=iou, fp16_out=fp16_out, fp16_conf=fp16_conf)
+
+
+def _write_metadata(path: Path, values: dict[str, str]) -> None:
+    """Add ``values`` to the file's metadata, then hold it to the full ONNX checker."""
+    model = onnx.load(str(path))
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise CheckpointError(f"exported detector fails the ONNX checker: {str(exc).splitlines()[0][:200]}") from None
 
 
 def sample_inputs(imgsz: int, radiograph: np.ndarray | None, seed: int = 0) -> tuple[np.ndarray, list[Letterbox]]:

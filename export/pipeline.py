@@ -101,7 +101,7 @@ def _feature_shape(fused: FusedEnsemble, index: int, size: tuple[int, int]) -> t
 
 @dataclass(frozen=True)
 class DetectorSource:
-    """A detector to put in the bundle: an ultralytics ``.pt`` or an ONNX file, plus what it may not record."""
+    """A detector to put in the bundle (a ``.pt`` of either YOLOv5 lineage, or ONNX), plus what it may not record."""
 
     path: Path
     imgsz: int | None = None
@@ -256,25 +256,58 @@ def _export_detector(
         if options.precision == "fp16":
             progress("      the detector stays FP32: from an ONNX file there is no PyTorch model to export in FP16")
     else:
-        progress(f"exporting detector {path.name} with ultralytics (offline)")
-        result = det.export_ultralytics(
-            path,
-            staging / name,
-            imgsz=source.imgsz,
-            opset=options.opset,
-            trust_pickle=source.trust_pickle,
-            radiograph=source.radiograph,
-            conf=min(source.conf, 0.001),
-            iou=source.iou,
-            fp16_out=staging / half_name if options.precision == "fp16" else None,
-            fp16_conf=source.conf,
-            max_batch=options.max_batch,
-        )
+        if not path.is_file():
+            raise CheckpointError(f"detector checkpoint {path} does not exist or is not a file")
+        from olvf.export.yolov5_original import FORMAT, read_original_yolov5
+
+        # Read without running anything: an original-repository model is rebuilt, an ultralytics one is not.
+        original = read_original_yolov5(path)
+        fp16_out = staging / half_name if options.precision == "fp16" else None
+        if original is not None:
+            progress(
+                f"exporting detector {path.name} (original YOLOv5 repository: rebuilt by olvf from its recorded "
+                f"definition and {original.weights!r} weights; no code from the file runs)"
+            )
+            if source.stride is not None and source.stride != original.stride:
+                raise CheckpointError(
+                    f"--detector-stride {source.stride} does not match {path.name}'s stride {original.stride}; "
+                    "drop --detector-stride (the checkpoint records it)"
+                )
+            result = det.export_original_yolov5(
+                original,
+                staging / name,
+                imgsz=source.imgsz,
+                names=source.names,
+                opset=options.opset,
+                radiograph=source.radiograph,
+                conf=min(source.conf, 0.001),
+                iou=source.iou,
+                fp16_out=fp16_out,
+                fp16_conf=source.conf,
+                max_batch=options.max_batch,
+            )
+            origin_record: dict[str, Any] = {"format": FORMAT, **original.record()}
+        else:
+            progress(f"exporting detector {path.name} with ultralytics (offline)")
+            result = det.export_ultralytics(
+                path,
+                staging / name,
+                imgsz=source.imgsz,
+                opset=options.opset,
+                trust_pickle=source.trust_pickle,
+                radiograph=source.radiograph,
+                conf=min(source.conf, 0.001),
+                iou=source.iou,
+                fp16_out=fp16_out,
+                fp16_conf=source.conf,
+                max_batch=options.max_batch,
+            )
+            origin_record = {"format": "ultralytics"}
         graph, figures, half_figures = result.graph, result.figures, result.fp16_figures
         det.check_detector_parity(figures, "fp32", name)
         if half_figures is not None:
             det.check_detector_parity(half_figures, "fp16", half_name)
-        origin = dict(source.origin or {"file": path.name, "sha256": sha256_file(path), "format": "ultralytics"})
+        origin = dict(source.origin or {"file": path.name, "sha256": sha256_file(path), **origin_record})
         progress(
             f"      {name}: raw output max |diff| {figures['raw_max_abs_diff']:.1e}, boxes per image "
             f"{figures['boxes_per_image']}, min matched IoU {figures['min_matched_iou']:.3f}: pass"

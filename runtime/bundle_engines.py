@@ -121,6 +121,7 @@ def _build(
     token = secrets.token_hex(3)  # new names: the live engines stay valid until the manifest moves
     written: list[Path] = []
     specs: list[EngineSpec] = []
+    evidence: dict[str, str] = {}  # engine file -> how its precision was established
     try:
         for role in wanted:
             graph = source_graph(manifest, role, plan)
@@ -138,6 +139,7 @@ def _build(
                 profile=profile,
                 timing_cache=timing_cache,
                 progress=progress,
+                fp32_graph_bytes=_fp32_graph_bytes(bundle, role),
             )
             timing_cache = built.timing_cache
             name = f"{role}.{machine_tag(here)}.{token}{ENGINE_SUFFIX}"
@@ -150,7 +152,7 @@ def _build(
                     file=name,
                     source_graph=graph.file,
                     source_sha256=manifest.files[graph.file],
-                    precision="fp16" if built.half_layers else "fp32",
+                    precision=built.precision.precision,
                     tensorrt_version=here.tensorrt_version,
                     gpu_name=here.gpu_name,
                     compute_capability=here.compute_capability,
@@ -160,9 +162,10 @@ def _build(
                     built=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 )
             )
+            evidence[name] = built.precision.evidence
             progress(
                 f"   {role} engine built in {time.monotonic() - started:.0f} s: {len(built.data) / 2**20:.1f} MiB, "
-                f"{built.half_layers} of {built.layers} layers FP16"
+                f"{built.precision.precision} ({built.precision.evidence})"
             )
         # The timing cache only speeds up later builds: kept even if verification refuses the engines.
         write_bytes_atomic(cache_path, timing_cache, force=True)
@@ -177,7 +180,7 @@ def _build(
         figures = verify(trial)
         replaced_keys = {f"tensorrt:{name}" for name in replaced}
         parity = {k: v for k, v in manifest.parity.items() if k not in replaced_keys}
-        parity.update({f"tensorrt:{spec.file}": figures for spec in specs})
+        parity.update({f"tensorrt:{spec.file}": {**figures, "precision_check": evidence[spec.file]} for spec in specs})
         new = dataclasses.replace(candidate, parity=parity)
         new.validate()
         write_text_atomic(bundle.path / MANIFEST_NAME, new.to_json(), force=True)
@@ -189,6 +192,15 @@ def _build(
     for name in retired:
         (bundle.path / name).unlink(missing_ok=True)
     return new
+
+
+def _fp32_graph_bytes(bundle: Bundle, role: str) -> int | None:
+    """Size of the role's FP32 ONNX graph: what an FP16 engine must be well under (see the precision check)."""
+    graphs = [g for g in bundle.manifest.graphs if g.role == role and g.precision == "fp32"]
+    if not graphs:
+        return None
+    path = bundle.path / graphs[0].file  # only its size: no need to hash it
+    return path.stat().st_size if path.is_file() else None
 
 
 def verify_engines(bundle: Bundle, *, device: int = 0) -> dict[str, Any]:
@@ -211,8 +223,13 @@ def verify_engines(bundle: Bundle, *, device: int = 0) -> dict[str, Any]:
 
 def describe(spec: EngineSpec) -> str:
     """One line about an engine, for listings."""
+    layers = (
+        f"{spec.half_layers}/{spec.layers} layers FP16"
+        if spec.half_layers or spec.precision != "fp16"
+        else "FP16 not shown per layer (see the manifest's precision_check)"
+    )
     return (
-        f"{spec.role}: {spec.file} ({spec.precision}, {spec.half_layers}/{spec.layers} layers FP16, "
+        f"{spec.role}: {spec.file} ({spec.precision}, {layers}, "
         f"batch {spec.profile.get('min', ['?'])[0]}..{spec.profile.get('max', ['?'])[0]}) "
         f"for {spec.gpu_name} sm{spec.compute_capability}, TensorRT {spec.tensorrt_version}"
     )

@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         default="auto",
-        help="auto (default: TensorRT, else ONNX Runtime on the GPU, else on CPU) or one of "
-        + ", ".join(backend_names()),
+        help="auto (default: TensorRT, else ONNX Runtime on the GPU, else a CPU route the bundle verified, else "
+        "ONNX Runtime on CPU) or one of " + ", ".join(backend_names()),
     )
     parser.add_argument(
         "--device",
@@ -138,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         "N: the GPU index for TensorRT and auto",
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "fp16"), default=None, help="graph to run (default fp32 on CPU, fp16 on GPU)"
+        "--precision",
+        choices=("fp32", "fp16", "bf16", "int8"),
+        default=None,
+        help="graph to run (default fp32 on CPU, fp16 on GPU); bf16 and int8 with --backend openvino",
     )
     parser.add_argument(
         "--batch",

@@ -43,7 +43,9 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 CLASS_NAMES: tuple[str, ...] = ("normal", "old", "fresh")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
+#: how a graph is stored: ONNX (one file), or OpenVINO IR (``file`` the .xml, ``weights`` the .bin)
+GRAPH_FORMATS = ("onnx", "openvino-ir")
 CLASSIFIER_FLAGS = "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt"  # what adds classifiers to a bundle
 INTEGRITY_KEY = "integrity"
 
@@ -130,7 +132,12 @@ class EnsembleSpec:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """One ONNX file of the bundle."""
+    """One graph of the bundle: an ONNX file, or an OpenVINO IR pair (the INT8 graphs).
+
+    ``quantization`` (INT8 graphs only): how it was quantised and on what
+    calibration set (its size and hash), see :mod:`olvf.export.quantize`.
+    Bundles written before these fields existed read as ONNX, unquantised.
+    """
 
     role: str
     file: str
@@ -140,13 +147,27 @@ class GraphSpec:
     input_shape: tuple[int | str, ...]
     output_names: tuple[str, ...]
     max_batch: int
+    format: str = "onnx"
+    weights: str = ""
+    quantization: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bundle_member(self.file, "graph file")
         if self.precision not in PRECISIONS:
             raise ValueError(f"graph {self.file}: unknown precision {self.precision!r}")
+        if self.format not in GRAPH_FORMATS:
+            raise ValueError(f"graph {self.file}: unknown format {self.format!r}")
+        if (self.format == "openvino-ir") != bool(self.weights):
+            raise ValueError(f"graph {self.file}: an OpenVINO IR graph names its weights file, an ONNX graph none")
+        if self.weights:
+            bundle_member(self.weights, "graph weights file")
         if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"graph {self.file}: max_batch must be a whole number >= 1, got {self.max_batch!r}")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Every file the graph is made of."""
+        return (self.file, self.weights) if self.weights else (self.file,)
 
 
 @dataclass(frozen=True)
@@ -176,6 +197,21 @@ class EngineSpec:
 
 
 @dataclass(frozen=True)
+class VerifiedRoute:
+    """A reduced-precision CPU route that kept the bundle's decisions on a labelled set (see
+    :mod:`olvf.runtime.routes`): valid on the kind of CPU it was checked on, for the graphs it ran."""
+
+    route: str  # e.g. "openvino-int8"
+    backend: str
+    precision: str
+    cpu: dict[str, Any]  # olvf.runtime.cpu.cpu_kind() of the machine that checked it
+    graphs: dict[str, str]  # graph file -> sha256 it ran
+    figures: dict[str, Any]
+    evidence: str  # what it was checked on (a labelled set's size and hash, or the demo's phantoms)
+    verified: str  # UTC time
+
+
+@dataclass(frozen=True)
 class Manifest:
     """The whole ``manifest.json``."""
 
@@ -196,6 +232,7 @@ class Manifest:
     engines: tuple[EngineSpec, ...] = ()
     #: earlier fresh operating points, newest last, each with when, why and by what it was replaced
     operating_point_history: tuple[dict[str, Any], ...] = ()
+    verified_routes: tuple[VerifiedRoute, ...] = ()
     schema_version: int = SCHEMA_VERSION
     kind: str = "olvf-bundle"
 
@@ -227,10 +264,12 @@ class Manifest:
         if not candidates:
             have = ", ".join(f"{g.role}/{g.precision}" for g in self.graphs) or "none"
             wanted = role if precision is None else f"{role}/{precision}"
-            raise BundleError(
-                f"bundle has no {wanted} graph (it has: {have}); "
-                f"re-export with olvf-export --precision {precision or 'fp32'}"
+            how = (
+                "add one with olvf-export --quantize BUNDLE --calibration RADIOGRAPHS (or export with --int8)"
+                if precision == "int8"
+                else f"re-export with olvf-export --precision {precision or 'fp32'}"
             )
+            raise BundleError(f"bundle has no {wanted} graph (it has: {have}); {how}")
         return sorted(candidates, key=lambda g: PRECISIONS.index(g.precision))[0]
 
     def graph_for(self, role: str, precision: str | None) -> GraphSpec:
@@ -289,8 +328,9 @@ class Manifest:
             except ValueError as exc:
                 raise BundleError(f"manifest: {exc}; the bundle is not trustworthy, re-export it") from None
         for graph in self.graphs:
-            if graph.file not in self.files:
-                raise BundleError(f"manifest: graph {graph.file} has no sha256 entry")
+            for member in graph.members:
+                if member not in self.files:
+                    raise BundleError(f"manifest: graph file {member} has no sha256 entry")
         for engine in self.engines:
             if engine.file not in self.files:
                 raise BundleError(f"manifest: engine {engine.file} has no sha256 entry")
@@ -398,6 +438,14 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             e["profile"] = {k: list(v) for k, v in dict(e.get("profile", {})).items()}
             engines.append(_build(EngineSpec, e, f"engines[{i}]"))
         data["engines"] = tuple(engines)
+        routes = []
+        for i, r in enumerate(data.get("verified_routes", [])):
+            r = dict(r)
+            for key in ("cpu", "graphs", "figures"):
+                if not isinstance(r.get(key, {}), dict):
+                    raise BundleError(f"manifest: verified_routes[{i}].{key} must be an object; re-export the bundle")
+            routes.append(_build(VerifiedRoute, r, f"verified_routes[{i}]"))
+        data["verified_routes"] = tuple(routes)
         for key in ("files", "producer", "parity", "operating_points"):
             if not isinstance(data.get(key, {}), dict):
                 raise BundleError(f"manifest: {key} must be an object; re-export the bundle")

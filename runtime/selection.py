@@ -1,7 +1,10 @@
 """``--backend auto``: the fastest backend this machine and bundle can run, and why.
 
 Order: TensorRT engines built on this machine, then ONNX Runtime on the GPU
-(CUDA provider), then ONNX Runtime on CPU, which always remains. Each
+(CUDA provider), then the fastest reduced-precision CPU route (OpenVINO INT8
+or BF16) that the bundle records as verified on this kind of CPU
+(:mod:`olvf.runtime.routes`), then ONNX Runtime on CPU (FP32), which always
+remains. Each
 candidate that cannot run leaves a one-line reason, and the report carries
 them, so "why is this workstation on CPU?" is answered by the report itself.
 ONNX Runtime's TensorRT provider is not tried: its first run builds engines
@@ -14,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olvf.errors import BackendError
-from olvf.runtime.manifest import Manifest
+from olvf.runtime.manifest import Manifest, VerifiedRoute
+from olvf.runtime.routes import ROUTES, describe, is_current, usable_routes
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class Candidate:
     precision: str | None
     options: dict[str, Any] = field(default_factory=dict)
     skip: str | None = None  # why it is not even tried
+    verification: VerifiedRoute | None = None  # for a reduced-precision route: the record that lets it run
 
 
 GPU_DEVICES = ("cuda", "tensorrt")
@@ -73,8 +78,30 @@ def auto_candidates(
             {"device": "cuda", "device_id": gpu},
             skip=not_on_cpu or ort_gpu_missing(),
         ),
+        *cpu_routes(manifest, precision, cpu_options),
         Candidate("ONNX Runtime on CPU", "onnxruntime", precision, cpu_options),
     ]
+
+
+def cpu_routes(manifest: Manifest, precision: str | None, options: dict[str, Any]) -> list[Candidate]:
+    """The verified reduced-precision CPU routes, fastest first; or one skipped entry saying why there is none."""
+    label = "reduced precision on CPU"
+    if precision is not None:
+        return [Candidate(label, "openvino", None, skip=f"--precision {precision} was asked")]
+    if not manifest.has("ensemble"):
+        return []
+    usable = usable_routes(manifest)
+    if usable:
+        return [
+            Candidate(f"{ROUTES[r.route].label} (verified)", r.backend, r.precision, dict(options), verification=r)
+            for r in usable
+        ]
+    if not manifest.verified_routes:
+        why = "none verified for this bundle (olvf-validate checks a route on a labelled set and records it)"
+    else:
+        reasons = {f"{r.route}: {is_current(r, manifest)}" for r in manifest.verified_routes}
+        why = "none verified for this CPU (" + "; ".join(sorted(reasons)) + ")"
+    return [Candidate(label, "openvino", None, skip=why)]
 
 
 @dataclass(frozen=True)
@@ -89,6 +116,22 @@ class Selection:
     chosen: str
     passed_over: tuple[tuple[str, str], ...] = ()
     rule: str | None = None
+    verification: VerifiedRoute | None = None
+
+    @property
+    def verified(self) -> dict[str, Any] | None:
+        """A reduced-precision route's verification, for reports: what it was checked on, where, its figures."""
+        if self.verification is None:
+            return None
+        r = self.verification
+        return {
+            "route": r.route,
+            "summary": describe(r),
+            "evidence": r.evidence,
+            "cpu": r.cpu,
+            "verified": r.verified,
+            "figures": r.figures,
+        }
 
     @property
     def why(self) -> str:

@@ -266,8 +266,9 @@ def load(
     (:mod:`olvf.runtime.signing`); None: those OLVF_TRUSTED_KEYS names, if any.
 
     ``backend="auto"`` (the default, as for ``olvf-infer``) tries TensorRT
-    engines built on this machine, then ONNX Runtime on the GPU, then ONNX
-    Runtime on CPU; ``Runtime.selection`` says which runs and why the others
+    engines built on this machine, then ONNX Runtime on the GPU, then the
+    fastest reduced-precision CPU route the bundle verified on this kind of CPU
+    (OpenVINO INT8 or BF16), then ONNX Runtime on CPU; ``Runtime.selection`` says which runs and why the others
     did not. Under auto, ``device="cuda"`` or ``"tensorrt"`` names an ONNX
     Runtime provider, which is choosing ONNX Runtime with it. ``precision`` picks the FP32 or
     FP16 graph (default: FP32 on CPU, FP16 on a GPU where the bundle has it);
@@ -300,9 +301,14 @@ def load(
                 raise
             passed_over.append((candidate.label, str(exc)))
             continue
-        rt.selection = Selection(requested="auto", chosen=candidate.label, passed_over=tuple(passed_over))
+        rt.selection = Selection(
+            requested="auto",
+            chosen=candidate.label,
+            passed_over=tuple(passed_over),
+            verification=candidate.verification,
+        )
         return rt
-    raise AssertionError("the last auto candidate (ONNX Runtime on CPU) is never skipped")
+    raise AssertionError("the last auto candidate (ONNX Runtime on CPU) is never skipped")  # pragma: no cover
 
 
 def open_runtime(bundle: Bundle, backend: str, *, precision: str | None = None, **options: Any) -> Runtime:
@@ -310,19 +316,24 @@ def open_runtime(bundle: Bundle, backend: str, *, precision: str | None = None, 
     manifest = bundle.manifest
     if backend == "onnxruntime" and options.get("device") in GPU_DEVICES:
         precision = gpu_precision(manifest, precision)
-    chosen = manifest.graph("ensemble" if manifest.has("ensemble") else "detector", precision).precision
+    cls = runner_class(backend)
+    cls.check_precision(precision)
+    # A precision the backend computes in without a graph of its own (OpenVINO BF16) runs another graph.
+    computed = precision if precision in cls.computed_precisions else None
+    graph_precision = cls.computed_precisions[computed] if computed else precision
+    chosen = manifest.graph("ensemble" if manifest.has("ensemble") else "detector", graph_precision).precision
     started: list[Runner] = []
     try:
         ensemble = None
         if manifest.has("ensemble"):
-            ensemble = runner_class(backend).from_bundle(bundle, "ensemble", chosen, **options).load()
+            ensemble = cls.from_bundle(bundle, "ensemble", computed or chosen, **options).load()
             started.append(ensemble)
         detector, detector_backend = None, None
         if manifest.has("detector"):
             # The PyTorch reference covers the classifiers; the detector then runs on ONNX Runtime.
             detector_backend = backend if backend != "torch" else "onnxruntime"
             detector_options = options if backend != "torch" else {}
-            detector_precision = manifest.graph_for("detector", chosen).precision
+            detector_precision = computed or manifest.graph_for("detector", chosen).precision
             detector = (
                 runner_class(detector_backend)
                 .from_bundle(bundle, "detector", detector_precision, **detector_options)

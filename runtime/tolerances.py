@@ -60,3 +60,25 @@ def classifiers(precision: str) -> Tolerances:
 
 def detector(precision: str) -> DetectorTolerances:
     return DETECTORS[precision]
+
+
+@dataclass(frozen=True)
+class RouteLimits:
+    """What a reduced-precision CPU route must keep against the FP32 reference on a labelled set
+    before it is recorded as verified (see :mod:`olvf.runtime.routes`)."""
+
+    #: share of vertebrae whose predicted class is the reference's
+    decision_agreement: float
+    #: studies whose MRI recommendation may change: none
+    mri_changes: int
+    #: every vertebra's fused Grad-CAM map (the one shown) correlated at least this much with the reference's
+    gradcam_min_r: float
+    #: largest change of accuracy and fresh-fracture sensitivity against the labels
+    metric_change: float
+
+
+# The figures of the reduced-precision issue: BF16 only rounds mantissas, so it is held tighter than INT8.
+ROUTES: dict[str, RouteLimits] = {
+    "openvino-bf16": RouteLimits(decision_agreement=0.995, mri_changes=0, gradcam_min_r=0.98, metric_change=0.01),
+    "openvino-int8": RouteLimits(decision_agreement=0.99, mri_changes=0, gradcam_min_r=0.98, metric_change=0.01),
+}

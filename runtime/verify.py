@@ -138,6 +138,7 @@ class Check:
     status: str  # "pass", "fail" or "skipped"
     figures: dict[str, Any]
     reason: str = ""
+    route: Candidate | None = None  # what was run, so that a passing route can be validated clinically next
 
     def line(self) -> str:
         if self.status == "skipped":
@@ -160,6 +161,12 @@ def summarise(figures: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def openvino_missing() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("openvino") else "OpenVINO is not installed (pip install 'olvf[openvino]')"
+
+
 def backend_candidates(manifest: Any) -> list[Candidate]:
     """Every route besides the reference that this machine might run, with a reason where it cannot."""
     from olvf.runtime.selection import ort_gpu_missing
@@ -172,6 +179,9 @@ def backend_candidates(manifest: Any) -> list[Candidate]:
     for precision in precisions:
         label = f"ONNX Runtime CUDA, {precision.upper()} graphs"
         found.append(Candidate(label, "onnxruntime", precision, {"device": "cuda"}, skip=no_cuda))
+    # OpenVINO FP32 computes what the reference computes; its BF16 and INT8 routes are judged by decisions on a
+    # labelled set instead (olvf.runtime.route_check, olvf-validate), not by these tolerances.
+    found.append(Candidate("OpenVINO CPU, FP32 graphs", "openvino", "fp32", {}, skip=openvino_missing()))
     no_engines = None if manifest.engines else "the bundle has no engines (olvf-infer --rebuild-engines builds them)"
     found.append(Candidate("TensorRT engines", "tensorrt", None, {}, skip=no_engines))
     return found
@@ -191,7 +201,7 @@ def verify_bundle(bundle: Any, progress: Any = lambda _line: None) -> list[Check
             progress(f"checking {route.label} against ONNX Runtime on CPU (FP32)")
             try:
                 with open_runtime(bundle, route.backend, precision=route.precision, **route.options) as candidate:
-                    checks.append(Check(route.label, "pass", compare_runtimes(candidate, reference)))
+                    checks.append(Check(route.label, "pass", compare_runtimes(candidate, reference), route=route))
             except ParityError as exc:
                 checks.append(Check(route.label, "fail", exc.figures, str(exc)))
             except (BackendError, BundleError) as exc:

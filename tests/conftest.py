@@ -171,3 +171,48 @@ def cascade_bundle(tmp_path_factory, tiny_members, tiny_options) -> Path:
     out = folder / "bundle"
     export_bundle(out, tiny_members, tiny_options, detector=DetectorSource(path=detector, imgsz=320), demo=True)
     return out
+
+
+def write_calibration_images(folder: Path, count: int, size: tuple[int, int], seed: int = 3) -> Path:
+    """8-bit gray PNG files, smooth ones and (every other one) white noise like the conformance suite's crops:
+    a stand-in for a site's radiographs in INT8 calibration tests, covering the inputs the tests then feed."""
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        coarse = rng.uniform(0, 255, (8, 8)).astype(np.float32)
+        image = cv2.resize(coarse, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        image = np.clip(image + rng.normal(0, 12 if i % 2 == 0 else 90, size), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"film_{i:02d}.png"), image)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_bundle(tmp_path_factory, tiny_bundle: Path) -> Path:
+    """The tiny bundle plus an NNCF INT8 graph calibrated on 16 synthetic images (one crop each: no detector)."""
+    import shutil
+
+    from olvf.errors import BackendError
+    from olvf.export.quantize import add_int8_graph, import_nncf
+
+    try:
+        import_nncf()  # through olvf, which hides openvino_telemetry: a bare import would write ~/intel
+    except BackendError as exc:
+        pytest.skip(str(exc))
+
+    root = tmp_path_factory.mktemp("int8")
+    out = Path(shutil.copytree(tiny_bundle, root / "bundle"))
+    add_int8_graph(out, write_calibration_images(root / "films", 16, (96, 96)), progress=lambda _line: None)
+    return out
+
+
+def import_openvino_or_skip():
+    """OpenVINO imported as olvf imports it (without its telemetry), or the test module skipped."""
+    from olvf.runtime.runners.openvino import import_openvino
+
+    try:
+        return import_openvino()
+    except ImportError:
+        pytest.skip("needs OpenVINO: pip install 'olvf[openvino]'", allow_module_level=True)

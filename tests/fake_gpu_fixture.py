@@ -22,7 +22,7 @@ import pytest
 FAKE_GPU_DIR = Path(__file__).resolve().parent / "fake_gpu"
 
 # The modules the fakes provide: always removed after the test, even if not imported before it.
-_FAKE_MODULES = ("tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime")
+_FAKE_MODULES = ("tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.bindings.utils")
 _PREFIXES = ("tensorrt", "cuda")
 
 
@@ -38,19 +38,41 @@ def use_fake_gpu(
     capability: tuple[int, int] = (8, 9),
     noise: float = 0.0,
     count: int = 1,
-    layer_style: str = "cask",
+    layer_style: str | None = None,
+    memory: int = 8 * 1024**3,
+    cuda_python: str = "12.9.10",
+    driver: str = "ok",
+    cuda_init_error: int = 0,
+    tensorrt_cuda_error: int = 0,
 ) -> None:
     """Make ``import tensorrt`` / ``from cuda.bindings import runtime`` give the fakes, here and in subprocesses.
 
-    ``count=0`` simulates a machine without a GPU; ``layer_style`` ("cask" or
-    "kgen") picks how TensorRT 10 engine information names precisions.
+    ``count=0``: a machine without a GPU. ``layer_style``: how engine information spells precisions
+    (TensorRT 10: "cask" or "kgen"; 11: "documented" or "opaque"; default per version). ``memory``: bytes
+    of GPU memory. ``cuda_python``: the cuda-python version to behave like ("12.9.10" or "12.6.2").
+    ``driver="missing"``: libcuda.so.1 cannot be loaded. ``cuda_init_error``: a CUDA error every device
+    call returns (100 or 801: a Jetson user who cannot open /dev/nvmap). ``tensorrt_cuda_error``: CUDA
+    works for cuda-python but TensorRT cannot start it (35: a driver too old for TensorRT), so
+    ``trt.Builder`` / ``trt.Runtime`` raise TypeError as the real bindings do.
     """
-    monkeypatch.setenv("OLVF_FAKE_TRT_VERSION", version)
-    monkeypatch.setenv("OLVF_FAKE_GPU_NAME", gpu)
-    monkeypatch.setenv("OLVF_FAKE_GPU_CC", f"{capability[0]}.{capability[1]}")
-    monkeypatch.setenv("OLVF_FAKE_TRT_NOISE", repr(float(noise)))
-    monkeypatch.setenv("OLVF_FAKE_GPU_COUNT", str(int(count)))
-    monkeypatch.setenv("OLVF_FAKE_TRT_LAYER_STYLE", layer_style)
+    settings = {
+        "OLVF_FAKE_TRT_VERSION": version,
+        "OLVF_FAKE_GPU_NAME": gpu,
+        "OLVF_FAKE_GPU_CC": f"{capability[0]}.{capability[1]}",
+        "OLVF_FAKE_TRT_NOISE": repr(float(noise)),
+        "OLVF_FAKE_GPU_COUNT": str(int(count)),
+        "OLVF_FAKE_GPU_MEMORY": str(int(memory)),
+        "OLVF_FAKE_CUDA_PYTHON": cuda_python,
+        "OLVF_FAKE_CUDA_DRIVER": driver,
+        "OLVF_FAKE_CUDA_INIT_ERROR": str(int(cuda_init_error)),
+        "OLVF_FAKE_TRT_CUDA_ERROR": str(int(tensorrt_cuda_error)),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    if layer_style is None:
+        monkeypatch.delenv("OLVF_FAKE_TRT_LAYER_STYLE", raising=False)
+    else:
+        monkeypatch.setenv("OLVF_FAKE_TRT_LAYER_STYLE", layer_style)
     monkeypatch.setenv("PYTHONPATH", str(FAKE_GPU_DIR), prepend=os.pathsep)
     monkeypatch.syspath_prepend(str(FAKE_GPU_DIR))
     for name in sorted(set(_FAKE_MODULES) | {n for n in sys.modules if _shadowed(n)}):

@@ -15,9 +15,11 @@ installs them (Debian ``orthanc``, ``dcmtk``, ``dicom3tools``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,12 +41,19 @@ TOOLS = {
     "dcmdump": "dcmtk",
     "dsr2html": "dcmtk",
     "dciodvfy": "dicom3tools",
+    "echoscu": "dcmtk",
 }
 
 
 def tool(name: str) -> str:
-    """The path of a command-line tool, or skip the test saying which Debian package brings it."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    """The path of a command-line tool, or skip the test saying which Debian package brings it.
+
+    pynetdicom installs its own ``storescu``, ``storescp``, ``echoscu`` ... into the environment's bin folder,
+    with other options and output: those are passed over, the Debian tools are meant.
+    """
+    venv_bin = Path(sys.prefix) / "bin"
+    folders = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin.resolve()]
+    path = shutil.which(name, path=os.pathsep.join([*folders, "/usr/sbin", "/usr/bin"]))
     if path is None:
         pytest.skip(f"{name} is not installed (Debian package {TOOLS.get(name, name)})")
     return path

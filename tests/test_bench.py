@@ -23,6 +23,15 @@ def test_quick_benchmark_writes_a_complete_report(cascade_bundle: Path, tmp_path
         assert set(figures["stages"]) == {"read", "detect", "crops", "ensemble", "gradcam", "write"}
         assert figures["ratio_to_floor"] > 0 and figures["speedup_vs_naive"] > 0
     assert report["variants"]["naive"]["speedup_vs_naive"] == 1.0
+    # OpenVINO joins where installed, each variant against its own precision's ceiling, measured in the same run.
+    if "olvf-openvino-fp32" in report["variants"] and "p50_ms" in report["variants"]["olvf-openvino-fp32"]:
+        openvino = report["variants"]["olvf-openvino-fp32"]
+        assert openvino["ratio_to_own_floor"] > 0 and openvino["speedup_vs_ort_fp32"] > 0
+        assert report["ceiling"]["openvino_fp32_gemm_gops"] > 0 and report["ceiling"]["openvino_int8_gemm_gops"] > 0
+        assert "--quantize" in report["variants"]["olvf-openvino-int8"]["skipped"]  # no INT8 graph in this bundle
+        assert report["memory"]["olvf-openvino-fp32"]["peak_rss_mib"] > 0
+        assert "| olvf-openvino-fp32 |" in (out / "bench.md").read_text()
+    assert 0 < report["variants"]["olvf-onnxruntime-fp32"]["read_write_share"] < 1
     assert report["operations"]["crops"] == 5 and report["operations"]["study_gflop"] > 0
     assert report["ceiling"]["ort_fp32_gemm_gflops"] > 0 and report["floor_ms"] > 0
     assert report["cold_start"]["cold_start_ms"] > 0 and report["cold_start"]["torch_imported"] is False

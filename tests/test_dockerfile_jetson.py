@@ -40,6 +40,7 @@ def test_runs_as_a_non_root_user_with_the_bundle_as_a_volume() -> None:
     ops = _instructions()
     users = [arg for op, arg in ops if op == "USER"]
     assert users and users[-1] not in ("root", "0")
+    assert users[-1].isdigit(), "a numeric uid: Kubernetes can check runAsNonRoot"
     assert any(op == "VOLUME" and "/bundle" in arg for op, arg in ops)
     entry = next(arg for op, arg in ops if op == "ENTRYPOINT")
     assert entry.startswith("[") and "olvf-infer" in entry and "/bundle" in entry, "exec form, bundle from the volume"
@@ -67,9 +68,27 @@ def test_engines_are_built_on_the_first_start_on_the_device() -> None:
     assert args.build_engines_if_needed and args.bundle == Path("/bundle") and args.inputs == []
 
 
-def test_numpy_stays_below_2_for_jetpack_tensorrt_bindings() -> None:
+def test_its_user_can_open_the_jetson_gpu() -> None:
+    """/dev/nvmap and friends belong to the host's video and render groups; USER uid:gid would drop them."""
+    ops = _instructions()
+    user = [arg for op, arg in ops if op == "USER"][-1]
+    assert ":" not in user, "USER with a group drops the supplementary groups CUDA needs"
+    creation = next(arg for op, arg in ops if op == "RUN" and "useradd" in arg)
+    groups = re.search(r"(?:--groups|-G)[ =](\S+)", creation)
+    assert groups and set(groups.group(1).split(",")) >= {"video", "render"}
+    assert re.search(r"--uid (\d+)", creation).group(1) == user
+    assert "groupadd --system render" in creation, "the render group may be missing in the base image"
+
+
+def test_the_runtime_comes_with_the_jetson_extra_pinned_to_jetpack() -> None:
+    tomllib = pytest.importorskip("tomllib")
     installs = " ".join(arg for op, arg in _instructions() if op == "RUN" and "pip install" in arg)
-    assert '"numpy>=1.24,<2"' in installs and "cuda-python" in installs
+    assert '".[jetson]"' in installs
+    extras = tomllib.loads((DOCKERFILE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = {re.split(r"[<>=~!;\[ ]", r, maxsplit=1)[0]: r for r in extras["jetson"]}
+    assert pins["numpy"] == "numpy>=1.24,<2", "JetPack 6's TensorRT bindings were built against NumPy 1.x"
+    assert pins["cuda-python"] == "cuda-python~=12.6.2", "JetPack 6 ships CUDA 12.6"
+    assert not any(name.startswith("tensorrt") for name in pins), "TensorRT comes with JetPack"
 
 
 def test_apt_lists_are_cleaned_and_no_cache_is_kept() -> None:

@@ -68,19 +68,29 @@ def test_no_import_cycles_in_olvf() -> None:
             visit(name, [name])
 
 
-@pytest.mark.parametrize("name", sorted(m for m in MODULES if not m.endswith(".cli") and not m.endswith("cli_main")))
+@pytest.mark.parametrize(
+    "name",
+    sorted(m for m in MODULES if not m.endswith((".cli", "cli_main", ".__main__"))),  # the entry points
+)
 def test_only_entry_points_import_command_line_modules(name: str) -> None:
     clis = {m for m in module_imports(name) if m.endswith(".cli")}
     assert not clis, f"{name} imports {clis}: library code and the benchmark call the library, not a CLI"
 
 
 def test_the_pipeline_knows_no_writer_and_writers_know_no_entry_point() -> None:
-    upstream = [m for m in MODULES if m.startswith("olvf.runtime.") and ".writers" not in m and not m.endswith(".cli")]
+    # The DICOM node (olvf-serve) sits downstream of the writers, as the command-line modules do.
+    upstream = [
+        m
+        for m in MODULES
+        if m.startswith("olvf.runtime.") and ".writers" not in m and ".node" not in m and not m.endswith(".cli")
+    ]
     for name in upstream:
         writers = {m for m in module_imports(name) if m.startswith("olvf.runtime.writers")}
         assert not writers, f"{name} imports writers {writers}"
     for name in (m for m in MODULES if m.startswith("olvf.runtime.writers")):
-        assert not {m for m in module_imports(name) if m.endswith(".cli")}
+        assert not {m for m in module_imports(name) if m.endswith(".cli") or m.startswith("olvf.runtime.node")}
+    for name in (m for m in MODULES if m.startswith("olvf.runtime.") and not m.startswith("olvf.runtime.node")):
+        assert not {m for m in module_imports(name) if m.startswith("olvf.runtime.node")}, f"{name} imports the node"
 
 
 def test_reading_a_manifest_loads_neither_pydicom_nor_opencv() -> None:

@@ -18,6 +18,11 @@ _BACKENDS: dict[str, tuple[str, str, str]] = {
         "OnnxRuntimeRunner",
         "pip install onnxruntime (or onnxruntime-gpu, via pip install 'olvf[gpu]')",
     ),
+    "openvino": (
+        "olvf.runtime.runners.openvino",
+        "OpenVinoRunner",
+        "pip install 'olvf[openvino]' (OpenVINO, for FP32, BF16 and INT8 on CPU)",
+    ),
     "tensorrt": (
         "olvf.runtime.runners.tensorrt",
         "TensorRTRunner",

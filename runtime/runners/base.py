@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,9 @@ class Runner(ABC):
     max_batch: int | None = None
     #: precision the graph runs in when the backend decides it (TensorRT engines); None: the graph's
     precision: str | None = None
+    #: precisions the backend computes in that no graph has, and the graph each runs
+    #: (OpenVINO's BF16 computes the FP32 graph in BF16)
+    computed_precisions: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         self._active = False
@@ -54,6 +57,10 @@ class Runner(ABC):
         ``precision`` picks the graph where the backend runs graphs; backends
         that cannot serve a role raise :class:`BackendError` saying so.
         """
+
+    @classmethod
+    def check_precision(cls, precision: str | None) -> None:
+        """Refuse a precision the backend cannot compute in, before any graph is looked for."""
 
     # -- public template -------------------------------------------------
     def load(self) -> Runner:

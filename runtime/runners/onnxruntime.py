@@ -8,7 +8,6 @@ bundle folder (``ORT_TRT_CACHE``), so the minutes of building are paid once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from olvf.errors import BackendError, BundleError
 from olvf.runtime.bundle import Bundle
+from olvf.runtime.cpu import usable_cores
 from olvf.runtime.runners.base import Runner, TensorSpec
 from olvf.runtime.runners.tensorrt.profiles import TYPICAL_BATCH, profile_shapes
 
@@ -33,10 +33,7 @@ _DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np
 
 def default_threads() -> int:
     """Cores this process may use: intra-op threads beyond that only contend."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 @dataclass(frozen=True)
@@ -123,6 +120,11 @@ class OnnxRuntimeRunner(Runner):
     @classmethod
     def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, **options: Any) -> OnnxRuntimeRunner:
         graph = bundle.manifest.graph(role, precision)
+        if graph.format != "onnx":
+            raise BackendError(
+                f"{graph.file} is an OpenVINO graph ({graph.precision}); run it with backend openvino "
+                "(pip install 'olvf[openvino]')"
+            )
         if options.get("device") == "tensorrt" and "tensorrt" not in options:
             options["tensorrt"] = TensorRTProviderSettings(
                 cache_dir=bundle.path / ORT_TRT_CACHE,

@@ -16,7 +16,6 @@ Exit code: 0, or 6 when a route fails the gate (its figures are still written).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,17 +26,18 @@ from olvf.cli_main import run_main
 from olvf.errors import ParityError, UsageError
 from olvf.runtime.atomic import check_replaceable
 from olvf.runtime.pipeline import DEFAULT_BATCH
-from olvf.runtime.validation.compare import GateLimits, compare_routes
-from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult, evaluate
-from olvf.runtime.validation.labels import labels_path, read_labels
+from olvf.runtime.validation.compare import GateLimits
+from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult
+from olvf.runtime.validation.labels import read_labels
 from olvf.runtime.validation.report import fmt, write_report
 from olvf.runtime.validation.routes import (
     RouteRun,
     parse_route,
+    record_passed_routes,
     restore_operating_point,
     route_labels,
-    run_route,
     set_operating_point,
+    validate_routes,
 )
 
 PROG = "olvf-validate"
@@ -153,36 +153,19 @@ def run(args: argparse.Namespace) -> int:
     routes = [parse_route(text) for text in (args.route or ["auto"])]
     names = route_labels(routes)
     check_replaceable(args.out, force=args.force)  # before minutes of work
-    labelled = read_labels(args.set)
-
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    runs: dict[str, RouteRun] = {}
-    results: dict[str, ValidationResult] = {}
-    for route in routes:
-        say(f"{PROG}: route {route.label}: {len(labelled.studies)} studies through the pipeline")
-        run_ = run_route(args.bundle, labelled, route, batch=args.batch, progress=say)
-        runs[route.label] = run_
-        results[route.label] = evaluate(
-            labelled,
-            run_.predictions,
-            operating_point=run_.operating_point,
-            target_sensitivity=args.target_sensitivity,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-        )
-    comparison = None
-    if len(routes) > 1:
-        comparison = compare_routes(results, reference=names[0], limits=GateLimits(min_agreement=args.min_agreement))
-    manifest_hash = hashlib.sha256((args.bundle / "manifest.json").read_bytes()).hexdigest()
-    context = {
-        "olvf": olvf.__version__,
-        "bundle": {"path": str(args.bundle), "manifest_sha256": manifest_hash},
-        "set": {"labels": str(labels_path(args.set)), "sha256": _sha256(labels_path(args.set))},
-        "routes": {name: {**r.backend, "seconds": round(r.seconds, 2)} for name, r in runs.items()},
-        "missed_vertebrae": MISSED_RULE,
-    }
+    validation = validate_routes(
+        args.bundle,
+        read_labels(args.set),
+        routes,
+        progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True),
+        target_sensitivity=args.target_sensitivity,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        batch=args.batch,
+        limits=GateLimits(min_agreement=args.min_agreement),
+    )
+    results, runs, comparison, context = validation.results, validation.runs, validation.comparison, validation.context
+    labelled = validation.labelled
     files = write_report(args.out, results, comparison=comparison, context=context, force=args.force)
     for name in names:
         print("\n".join(_headline(name, results[name], runs[name])))
@@ -219,11 +202,8 @@ def run(args: argparse.Namespace) -> int:
             f"gate passed: {', '.join(names[1:])} agree with {names[0]} (decision agreement >= "
             f"{args.min_agreement:g}, no figure outside the reference's 95% interval)"
         )
+        record_passed_routes(args.bundle, validation, progress=print)
     return 0
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

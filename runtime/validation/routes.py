@@ -9,6 +9,7 @@ deployed bundle does, not a re-implementation of it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,10 +26,15 @@ from olvf.runtime.manifest import PRECISIONS, Manifest
 from olvf.runtime.pipeline import DEFAULT_BATCH, StudyPipeline
 from olvf.runtime.results import InputFailure, StudyResult
 from olvf.runtime.runners import backend_names
+from olvf.runtime.validation.compare import GateLimits, RouteComparison, compare_routes
+from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult, evaluate
 from olvf.runtime.validation.labels import LabelledSet
 from olvf.runtime.validation.predictions import PredictedVertebra, StudyPrediction
 
 Progress = Callable[[str], None]
+ROUTE_PRECISIONS = (*PRECISIONS, "bf16")  # BF16 is arithmetic on the FP32 graph, not a graph of its own
+# Routes whose answers may be compared with the bundle's: they compute in FP32.
+FP32_REFERENCES = ("onnxruntime-fp32", "openvino-fp32", "torch", "torch-fp32")
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,8 @@ def parse_route(text: str) -> Route:
             f"route {text!r}: unknown backend {backend!r}; routes are BACKEND[-PRECISION], BACKEND one of "
             f"{', '.join(names)}"
         )
-    if precision and precision not in PRECISIONS:
-        raise UsageError(f"route {text!r}: unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+    if precision and precision not in ROUTE_PRECISIONS:
+        raise UsageError(f"route {text!r}: unknown precision {precision!r}; one of {', '.join(ROUTE_PRECISIONS)}")
     options: dict[str, Any] = {"device": "cpu"} if backend == "onnxruntime" else {}
     return Route(text, backend, precision or None, options)
 
@@ -164,3 +170,83 @@ def route_labels(routes: Sequence[Route]) -> list[str]:
     if len(set(labels)) != len(labels):
         raise UsageError(f"each route once, please: {', '.join(labels)}")
     return labels
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Every route's figures on one labelled set, and the gate's verdict when there are several."""
+
+    labelled: LabelledSet
+    runs: dict[str, RouteRun]
+    results: dict[str, ValidationResult]
+    comparison: RouteComparison | None
+    context: dict[str, Any]
+
+
+def validate_routes(
+    bundle: Path,
+    labelled: LabelledSet,
+    routes: Sequence[Route],
+    *,
+    target_sensitivity: float | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    batch: int = DEFAULT_BATCH,
+    limits: GateLimits | None = None,
+    progress: Progress = lambda _line: None,
+) -> Validation:
+    """Run and score each route; the first is the reference the others are gated against."""
+    names = route_labels(routes)
+    runs: dict[str, RouteRun] = {}
+    results: dict[str, ValidationResult] = {}
+    for route in routes:
+        progress(f"route {route.label}: {len(labelled.studies)} studies through the pipeline")
+        run_ = run_route(bundle, labelled, route, batch=batch, progress=progress)
+        runs[route.label] = run_
+        results[route.label] = evaluate(
+            labelled,
+            run_.predictions,
+            operating_point=run_.operating_point,
+            target_sensitivity=target_sensitivity,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    comparison = compare_routes(results, reference=names[0], limits=limits) if len(routes) > 1 else None
+    context = {
+        "olvf": olvf.__version__,
+        "bundle": {"path": str(bundle), "manifest_sha256": _sha256(bundle / "manifest.json")},
+        "set": {"labels": str(labelled.source), "sha256": _sha256(labelled.source)},
+        "routes": {name: {**r.backend, "seconds": round(r.seconds, 2)} for name, r in runs.items()},
+        "missed_vertebrae": MISSED_RULE,
+    }
+    return Validation(labelled, runs, results, comparison, context)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_passed_routes(bundle: Path, validation: Validation, progress: Progress = lambda _line: None) -> list[str]:
+    """Record as verified, on this kind of CPU, every reduced-precision route that passed the gate against an FP32
+    reference; ``auto`` runs only such routes. Returns the routes recorded."""
+    from olvf.runtime.routes import REDUCED, record_verified_route
+
+    comparison = validation.comparison
+    if comparison is None or comparison.reference not in FP32_REFERENCES:
+        return []
+    recorded = []
+    reference_seconds = validation.runs[comparison.reference].seconds
+    for difference in comparison.differences:
+        if not difference.passed or difference.route not in REDUCED:
+            continue
+        figures = {
+            **difference.to_dict(),
+            "speedup": round(reference_seconds / max(validation.runs[difference.route].seconds, 1e-9), 3),
+            "limits": comparison.limits.to_dict(),
+        }
+        studies = len(validation.labelled.studies)
+        evidence = f"olvf-validate on {studies} labelled studies (labels sha256 {validation.context['set']['sha256']})"
+        record_verified_route(bundle, difference.route, figures, evidence=evidence)
+        progress(f"{difference.route}: recorded in {bundle} as verified on this kind of CPU")
+        recorded.append(difference.route)
+    return recorded

@@ -61,6 +61,8 @@ def report_context(rt: Runtime, bundle_label: str) -> ReportContext:
             "detector": detector,
             "requested": rt.selection.requested,
             "why": rt.selection.why,
+            # A reduced-precision route runs only verified: what it was checked on, on which CPU, its figures.
+            **({"verification": rt.selection.verified} if rt.selection.verified else {}),
         },
         classes=rt.classes,
         demo=manifest.demo,

@@ -29,7 +29,7 @@ from olvf.errors import BackendError, BundleError, ParityError
 from olvf.export.cli import main as export_main
 from olvf.phantom import make_phantom, write_dicom
 from olvf.runtime.bundle import open_bundle
-from olvf.runtime.bundle_engines import build_bundle_engines
+from olvf.runtime.bundle_engines import build_bundle_engines, describe
 from olvf.runtime.cli import main as infer_main
 from olvf.runtime.manifest import MANIFEST_NAME, read_manifest, seal_manifest
 
@@ -49,6 +49,19 @@ def _run(main, args: list[str]) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(args)
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def device_nodes(tmp_path: Path, monkeypatch) -> Path:
+    """An empty /dev and no container markers, whatever machine runs the tests; tests add nodes where they need."""
+    from olvf.runtime.runners.tensorrt import gpu_access
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    monkeypatch.setattr(gpu_access, "DEV", dev)
+    monkeypatch.setattr(gpu_access, "JETSON_RELEASE", tmp_path / "etc" / "nv_tegra_release")
+    monkeypatch.setattr(gpu_access, "CONTAINER_MARKERS", (tmp_path / ".dockerenv",))
+    return dev
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +139,52 @@ def test_an_engine_that_is_fp32_in_disguise_is_refused(tiny_bundle: Path, tmp_pa
     monkeypatch.setattr(tensorrt.IBuilderConfig, "set_flag", lambda self, flag: None)
     bundle = _copy(tiny_bundle, tmp_path)
     before = _listing(bundle)
-    with pytest.raises(ParityError, match="without a single FP16 layer.*FP32 in disguise"):
+    with pytest.raises(ParityError, match="as FP32, not FP16 .*none FP16.*FP32 in disguise"):
         build_bundle_engines(bundle)
     assert _listing(bundle) == before
+
+
+def test_tensorrt_11_engines_in_spellings_olvf_cannot_read_are_judged_by_their_size(
+    cascade_bundle: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """TensorRT 11's per-layer value strings are undocumented: an FP16 engine must not be refused over them."""
+    use_fake_gpu(monkeypatch, version="11.0.0", layer_style="opaque")
+    bundle = _copy(cascade_bundle, tmp_path)
+    lines: list[str] = []
+    manifest = build_bundle_engines(bundle, progress=lines.append)
+    engines = {e.role: e for e in manifest.engines}
+    assert engines["ensemble"].precision == "fp16" and engines["detector"].precision == "fp32"
+    check = manifest.parity[f"tensorrt:{engines['ensemble'].file}"]["precision_check"]
+    assert "inspector unreadable here" in check and "'Float16 / kHWC8'" in check and "FP16 weights" in check
+    ratio = float(check.split(" = ")[1].split(" of")[0])
+    assert 0.4 < ratio < 0.6  # FP16 weights: about half the FP32 graph
+    assert "FP16 not shown per layer" in describe(engines["ensemble"])
+
+
+@pytest.mark.parametrize("style", ["documented", "opaque"])
+def test_a_tensorrt_11_engine_that_is_fp32_is_refused_however_its_inspector_spells_it(
+    cascade_bundle: Path, tmp_path: Path, monkeypatch, style: str
+) -> None:
+    """A graph labelled FP16 that is FP32 (what exporters elsewhere fed TensorRT 11): by the inspector, or by size."""
+    import dataclasses
+
+    from olvf.runtime import bundle_engines
+
+    use_fake_gpu(monkeypatch, version="11.0.0", layer_style=style)
+    real_source = bundle_engines.source_graph
+
+    def mislabelled(manifest, role, plan):
+        if role == "ensemble":
+            return dataclasses.replace(manifest.graph(role), precision="fp16")
+        return real_source(manifest, role, plan)
+
+    monkeypatch.setattr(bundle_engines, "source_graph", mislabelled)
+    bundle = _copy(cascade_bundle, tmp_path)
+    before = _listing(bundle)
+    expected = "all .* float layers are FP32" if style == "documented" else "of the FP32 graph.*FP32 weights"
+    with pytest.raises(ParityError, match=f"ensemble_fp32.onnx as FP32, not FP16 .*{expected}.*FP32 in disguise"):
+        build_bundle_engines(bundle)
+    assert {k: v for k, v in _listing(bundle).items() if not k.endswith(".timing-cache")} == before
 
 
 def test_an_engine_that_disagrees_with_onnx_runtime_is_not_added(
@@ -193,8 +249,12 @@ def test_a_read_only_bundle_says_so(cascade_bundle: Path, tmp_path: Path, monkey
 
 def test_no_gpu_is_one_line(tiny_bundle: Path, tmp_path: Path, monkeypatch) -> None:
     use_fake_gpu(monkeypatch, count=0)
-    with pytest.raises(BackendError, match="no CUDA GPU 0 here.*nvidia-smi.*--runtime nvidia"):
+    with pytest.raises(BackendError) as info:
         build_bundle_engines(_copy(tiny_bundle, tmp_path))
+    assert str(info.value) == (
+        "no usable CUDA GPU here (CUDA says cudaErrorNoDevice): no GPU is visible to this process; "
+        "in Docker, start the container with --gpus all (x86) or --runtime nvidia (Jetson)"
+    )
 
 
 # --- identity and selection ----------------------------------------------------------
@@ -364,7 +424,7 @@ def test_olvf_export_engine_builds_before_publishing(tmp_path: Path, monkeypatch
 def test_olvf_export_engine_without_a_gpu_fails_before_exporting(tmp_path: Path, monkeypatch) -> None:
     use_fake_gpu(monkeypatch, count=0)
     code, _, err = _run(export_main, ["--demo", "--engine", "--out", str(tmp_path / "b")])
-    assert code == BackendError.exit_code and "--engine: no CUDA GPU 0 here" in err
+    assert code == BackendError.exit_code and "--engine: no usable CUDA GPU here (CUDA says cudaErrorNoDevice)" in err
     assert not (tmp_path / "b").exists()
 
 
@@ -374,6 +434,7 @@ def test_olvf_export_verify_reports_every_backend(cascade_bundle: Path, tmp_path
     assert code == 0
     assert "ONNX Runtime CPU, FP16 graphs: pass  probabilities" in out
     assert "TensorRT engines: skipped: the bundle has no engines" in out
+    assert "OpenVINO CPU, FP32 graphs: pass  probabilities" in out or "OpenVINO is not installed" in out
 
     use_fake_gpu(monkeypatch)
     build_bundle_engines(bundle)
@@ -426,32 +487,150 @@ def test_two_starts_at_once_build_once(cascade_bundle: Path, tmp_path: Path, mon
 # --- failures on the device -----------------------------------------------------------
 
 
-def test_a_missing_cuda_driver_is_a_reason_not_a_crash(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
-    """cuda-python raises (not returns) when libcuda cannot be loaded, e.g. Docker without --runtime nvidia."""
+@pytest.mark.parametrize(
+    "cuda_python,said",
+    [("12.9.10", "CUDA says cudaErrorInsufficientDriver"), ("12.6.2", "cuda-python: Failed to dlopen libcuda.so.1")],
+    ids=["cuda-python-12.9-returns", "cuda-python-12.6-raises"],
+)
+def test_a_missing_cuda_driver_is_a_reason_not_a_crash(
+    cascade_bundle: Path, tmp_path: Path, monkeypatch, cuda_python: str, said: str
+) -> None:
+    """Docker without the NVIDIA runtime: no libcuda. cuda-python 12.9 returns an error, 12.6 raises."""
     bundle = _copy(cascade_bundle, tmp_path)
     use_fake_gpu(monkeypatch)
     build_bundle_engines(bundle)
-    from cuda.bindings import runtime as cudart
-
-    def no_driver():
-        raise RuntimeError("Failed to dlopen libcuda.so.1")
-
-    monkeypatch.setattr(cudart, "cudaGetDeviceCount", no_driver)
+    use_fake_gpu(monkeypatch, cuda_python=cuda_python, driver="missing")
     with olvf.load(bundle, backend="auto") as rt:
         assert rt.backend == "onnxruntime"
-        assert dict(rt.selection.passed_over)["TensorRT"].startswith(
-            "no usable CUDA driver here (Failed to dlopen libcuda.so.1); check nvidia-smi"
-        )
+        reason = dict(rt.selection.passed_over)["TensorRT"]
+    assert reason == (
+        f"no usable CUDA GPU here ({said}): the NVIDIA driver is missing or older than this CUDA needs: "
+        "check nvidia-smi and update the driver; in Docker, start the container with --gpus all (x86) or "
+        "--runtime nvidia (Jetson)"
+    )
 
 
-def test_an_engine_that_cannot_get_memory_frees_what_it_took(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+def test_tensorrt_that_cannot_start_cuda_is_passed_over_by_auto_and_one_line_in_the_cli(
+    cascade_bundle: Path, tmp_path: Path, film: Path, monkeypatch
+) -> None:
+    """cuda-python works but TensorRT's CUDA does not (driver too old): trt.Runtime raises TypeError."""
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    use_fake_gpu(monkeypatch, tensorrt_cuda_error=35)
+    with olvf.load(bundle, backend="auto") as rt:
+        assert rt.backend == "onnxruntime"
+        reason = dict(rt.selection.passed_over)["TensorRT"]
+    assert reason.startswith("TensorRT 10.3.0 cannot start (trt.Runtime: createInferRuntime: Error Code 6:")
+    assert "CUDA initialization failure with error: 35" in reason and "update the driver" in reason
+    code, out, err = _run(
+        infer_main, ["--backend", "tensorrt", "--bundle", str(bundle), "--out", str(tmp_path / "o"), str(film)]
+    )
+    assert code == BackendError.exit_code and out == ""
+    assert err.startswith("olvf-infer: error: TensorRT 10.3.0 cannot start") and err.count("\n") == 1
+    with pytest.raises(BackendError, match="cannot start .*error: 35"):
+        build_bundle_engines(bundle)
+
+
+def test_one_tensorrt_logger_for_the_whole_process(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """TensorRT keeps the first logger of the process and says so whenever another one is passed."""
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)  # two builds and a verification
+    with olvf.load(bundle, backend="tensorrt"):
+        pass
+    import tensorrt
+
+    assert not any("differs from one" in message for _, message in tensorrt._log_records)
+
+
+def test_tensorrt_messages_go_to_stderr_so_json_output_stays_clean(
+    cascade_bundle: Path, tmp_path: Path, film: Path, monkeypatch
+) -> None:
+    """trt.Logger prints to stdout; olvf-infer --json promises the reports and nothing else there."""
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    cache = next(bundle.glob("*.timing-cache"))
+    cache.write_bytes(b"not a timing cache")  # TensorRT warns about it at the next build
+    args = ["--rebuild-engines", "--bundle", str(bundle), "--json", "--out", str(tmp_path / "o"), str(film)]
+    code, out, err = _run(infer_main, args)
+    assert code == 0, err
+    assert [r["backend"]["name"] for r in json.loads(out)] == ["tensorrt"]
+    assert "TensorRT warning: Timing cache is corrupted" in err
+
+
+def test_a_refused_tensor_address_or_shape_stops_the_load(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
     bundle = _copy(cascade_bundle, tmp_path)
     use_fake_gpu(monkeypatch)
     build_bundle_engines(bundle)
     import tensorrt
     from cuda.bindings import runtime as cudart
 
-    monkeypatch.setattr(tensorrt.ICudaEngine, "create_execution_context", lambda self: None)
+    with monkeypatch.context() as patch:
+        patch.setattr(tensorrt.IExecutionContext, "set_tensor_address", lambda self, name, memory: False)
+        with pytest.raises(BackendError, match="TensorRT refuses the GPU buffer for"):
+            olvf.load(bundle, backend="tensorrt")
+    assert cudart._live_allocations() == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(tensorrt.IExecutionContext, "set_input_shape", lambda self, name, shape: False)
+        with pytest.raises(BundleError, match="refuses the largest shape .*--rebuild-engines"):
+            olvf.load(bundle, backend="tensorrt")
+    assert cudart._live_allocations() == 0
+
+
+def test_a_jetson_user_who_cannot_open_nvmap_is_told_the_group_fix(
+    cascade_bundle: Path, tmp_path: Path, film: Path, monkeypatch, device_nodes: Path
+) -> None:
+    """The container's first start with a user outside the video group: CUDA says 801; the line names the fix."""
+    from olvf.runtime.runners.tensorrt import gpu_access
+
+    bundle = _copy(cascade_bundle, tmp_path)
+    nvmap = device_nodes / "nvmap"
+    nvmap.touch()
+    if os.geteuid() == 0:
+        os.chown(nvmap, -1, 44)  # the host's video group, as on L4T
+    release = gpu_access.JETSON_RELEASE
+    release.parent.mkdir(parents=True)
+    release.write_text("# R36 (release), REVISION: 4.0")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == nvmap else real_access(path, mode))
+    use_fake_gpu(monkeypatch, gpu="Orin", capability=(8, 7), cuda_init_error=801)
+    out = tmp_path / "out"
+    code, _, err = _run(
+        infer_main, ["--build-engines-if-needed", "--bundle", str(bundle), "--out", str(out), str(film)]
+    )
+    assert code == 0, err
+    first = err.splitlines()[0]
+    gid = nvmap.stat().st_gid
+    assert first.startswith(
+        "olvf-infer: no TensorRT engines (no usable CUDA GPU here (CUDA says cudaErrorNotSupported): "
+    )
+    assert f"cannot open {nvmap}" in first and f"--group-add {gid}" in first and "video and render" in first
+    why = json.loads((out / "study" / "report.json").read_text())["backend"]["why"]
+    assert f"--group-add {gid}" in why
+    nvmap.unlink()  # the container started without --runtime nvidia
+    code, _, err = _run(infer_main, ["--build-engines-if-needed", "--bundle", str(bundle)])
+    assert code == BackendError.exit_code and f"{nvmap} is not in this container: start it with --runtime nvidia" in err
+
+
+def test_cuda_python_12_6_runs_the_engines_too(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """JetPack 6's cuda-python: values returned even on errors, no cuda.bindings.utils for the stream handle."""
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch, cuda_python="12.6.2")
+    build_bundle_engines(bundle)
+    crops = np.random.default_rng(5).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    with olvf.load(bundle, backend="tensorrt") as rt, olvf.load(bundle) as reference:
+        np.testing.assert_allclose(rt.classify(crops).probabilities, reference.classify(crops).probabilities, atol=1e-2)
+
+
+def test_an_engine_that_cannot_get_memory_frees_what_it_took(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    bundle = _copy(cascade_bundle, tmp_path)
+    use_fake_gpu(monkeypatch)
+    build_bundle_engines(bundle)
+    use_fake_gpu(monkeypatch, memory=4096)  # TensorRT returns no execution context: too little GPU memory
+    from cuda.bindings import runtime as cudart
+
     with pytest.raises(BackendError, match="not enough GPU memory.*--engine-max-batch 8"):
         olvf.load(bundle, backend="tensorrt")
     assert cudart._live_allocations() == 0
@@ -481,13 +660,13 @@ def test_build_engines_if_needed_is_best_effort_when_there_are_studies_to_read(
     )
     assert code == 0, err
     assert (
-        err.startswith("olvf-infer: no TensorRT engines (no CUDA GPU 0 here")
+        err.startswith("olvf-infer: no TensorRT engines (no usable CUDA GPU here (CUDA says cudaErrorNoDevice)")
         and "continuing with --backend auto" in err
     )
     assert json.loads((out / "study" / "report.json").read_text())["backend"]["name"] == "onnxruntime"
     # Without studies (a build-only start) or with an explicit --rebuild-engines it is an error.
     code, _, err = _run(infer_main, ["--build-engines-if-needed", "--bundle", str(bundle)])
-    assert code == BackendError.exit_code and "no CUDA GPU 0 here" in err
+    assert code == BackendError.exit_code and "no usable CUDA GPU here" in err
     code, _, err = _run(infer_main, ["--rebuild-engines", "--bundle", str(bundle), "--out", str(out), str(film)])
     assert code == BackendError.exit_code
 

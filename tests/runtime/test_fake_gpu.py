@@ -283,8 +283,9 @@ def test_profiles_must_cover_the_dynamic_input_and_bound_the_shapes(monkeypatch,
     assert "no optimization profile" in trt._log_records[-1][1]
     assert build(trt, graph, profile_input="images")[0] is None
     assert "'images'" in trt._log_records[-1][1]
-    with pytest.raises(ValueError):
-        trt.IOptimizationProfile().set_shape("x", [4, 1, 4, 4], [2, 1, 4, 4], [1, 1, 4, 4])
+    profile = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_optimization_profile()
+    with pytest.raises(RuntimeError, match="Shape provided for opt is inconsistent"):
+        profile.set_shape("x", [4, 1, 4, 4], [2, 1, 4, 4], [1, 1, 4, 4])
 
     plan, _ = build(trt, graph)
     context = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(bytes(plan)).create_execution_context()
@@ -367,11 +368,76 @@ def test_a_machine_without_gpu(monkeypatch) -> None:
     from cuda.bindings import runtime as cudart
 
     error, count = cudart.cudaGetDeviceCount()
-    assert (error, count) == (cudart.cudaError_t.cudaErrorNoDevice, 0) and int(error) == 100
+    assert (error, count) == (cudart.cudaError_t.cudaErrorNoDevice, None) and int(error) == 100  # cuda-python 12.8+
     assert cudart.cudaGetDeviceProperties(0) == (cudart.cudaError_t.cudaErrorNoDevice, None)
     assert int(cudart.cudaSetDevice(0)[0]) == 100
     with pytest.raises(TypeError, match="nullptr"):
         trt.Builder(trt.Logger(trt.Logger.ERROR))
+    assert "CUDA initialization failure with error: 100" in trt._log_records[-1][1]
+
+
+def test_cuda_python_12_6_returns_a_value_with_an_error_and_raises_without_a_driver(monkeypatch) -> None:
+    use_fake_gpu(monkeypatch, cuda_python="12.6.2", count=0)
+    from cuda.bindings import runtime as cudart
+
+    assert cudart.cudaGetDeviceCount() == (cudart.cudaError_t.cudaErrorNoDevice, 0)
+    use_fake_gpu(monkeypatch, cuda_python="12.6.2", driver="missing")
+    from cuda.bindings import runtime as cudart
+
+    with pytest.raises(RuntimeError, match="Failed to dlopen libcuda.so.1"):
+        cudart.cudaGetDeviceCount()
+    with pytest.raises(RuntimeError, match='Function "cuInit" not found'):
+        cudart.cudaSetDevice(0)
+
+
+def test_tensorrt_keeps_the_first_logger_of_the_process_and_says_so(monkeypatch) -> None:
+    use_fake_gpu(monkeypatch)
+    import tensorrt as trt
+
+    first = trt.Logger(trt.Logger.ERROR)
+    trt.Builder(first)
+    trt.Runtime(first)
+    assert not trt._log_records
+    trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    assert "differs from one already provided" in trt._log_records[-1][1]
+
+
+def test_an_fp16_build_keeps_fp16_weights(monkeypatch, tmp_path) -> None:
+    """A weakly typed FP16 build stores half the weight bytes; the engine still computes the graph (FP16-rounded)."""
+    use_fake_gpu(monkeypatch)
+    import tensorrt as trt
+
+    rng = np.random.default_rng(1)
+    weights = rng.standard_normal((256, 256)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/mm")],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 256])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "mm.onnx"
+    path.write_bytes(model.SerializeToString())
+    shapes = ([1, 256], [1, 256], [2, 256])
+    fp32, _ = build(trt, path, shapes=shapes)
+    fp16, _ = build(trt, path, fp16_flag=True, shapes=shapes)
+    assert 0.45 < fp16.nbytes / fp32.nbytes < 0.6
+    assert fp32.nbytes > weights.nbytes
+    engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(bytes(fp16))
+    assert engine is not None and engine.num_io_tensors == 2
+
+
+def test_an_execution_context_needs_free_gpu_memory(monkeypatch, tmp_path) -> None:
+    use_fake_gpu(monkeypatch, memory=64)
+    import tensorrt as trt
+
+    plan, _ = build(trt, tiny_onnx(tmp_path / "tiny.onnx"))
+    engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(bytes(plan))
+    assert engine.device_memory_size_v2 > 64
+    assert engine.create_execution_context() is None  # TensorRT's null context, as the bindings return it
+    assert "out of memory" in trt._log_records[-1][1]
 
 
 def test_subprocesses_see_the_fake_and_the_real_modules_come_back(monkeypatch) -> None:

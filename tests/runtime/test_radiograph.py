@@ -801,3 +801,50 @@ def test_display_conversion_round_trips_and_is_strict() -> None:
 def test_reader_imports_no_torch() -> None:
     code = "import sys, olvf.runtime.radiograph; sys.exit(any(m.split('.')[0] == 'torch' for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def _noise(dtype: type, low: int, high: int) -> np.ndarray:
+    return np.random.default_rng(4).integers(low, high + 1, (300, 256)).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "stored,elements",
+    [
+        (_noise(np.uint16, 0, 4095), {"bits_stored": 12, "WindowCenter": 2000, "WindowWidth": 1500}),
+        (
+            _noise(np.uint16, 300, 3800),
+            {"bits_stored": 12, "photometric": "MONOCHROME1", "WindowCenter": 1800, "WindowWidth": 3000},
+        ),
+        (
+            _noise(np.int16, -2000, 2000),
+            {"RescaleSlope": 2, "RescaleIntercept": -10, "WindowCenter": 0, "WindowWidth": 5000},
+        ),
+        (
+            _noise(np.uint16, 0, 4095),
+            {"bits_stored": 12, "WindowCenter": 2048, "WindowWidth": 4096, "VOILUTFunction": "SIGMOID"},
+        ),
+        (
+            _noise(np.uint16, 0, 4095),
+            {"bits_stored": 12, "VOILUTSequence": [voi_lut_item([(i * 7) % 4096 for i in range(4096)], 12)]},
+        ),
+        (_noise(np.uint16, 0, 4095), {"bits_stored": 12}),  # no window: percentiles of the image, per pixel
+    ],
+    ids=["window", "monochrome1", "signed-rescaled", "sigmoid", "voi-lut", "percentile"],
+)
+def test_reading_through_a_value_table_equals_the_per_pixel_conversion(
+    tmp_path: Path, monkeypatch, stored: np.ndarray, elements: dict
+) -> None:
+    """Integer films are converted through a table of their possible values: same pixels, same record."""
+    from olvf.runtime import radiograph
+
+    path = make_dicom(tmp_path / "film.dcm", stored, **elements)
+    used = []
+    table = radiograph._by_table
+    monkeypatch.setattr(radiograph, "_by_table", lambda *args: used.append(table(*args)) or used[-1])
+    fast = read_radiograph(path)
+    assert (used[0] is not None) == ("WindowCenter" in elements or "VOILUTSequence" in elements)
+    monkeypatch.setattr(radiograph, "_by_table", lambda *args: None)
+    slow = read_radiograph(path)
+    assert fast.pixels.dtype == slow.pixels.dtype == np.float32
+    np.testing.assert_array_equal(fast.pixels, slow.pixels)
+    assert fast.info == slow.info

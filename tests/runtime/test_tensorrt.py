@@ -96,3 +96,74 @@ def test_real_tensorrt_builds_verified_fp16_engines_and_runs_the_cascade(cascade
         (want,) = reference.analyse([image])
     assert len(got.detections) == len(want.detections) == 5
     np.testing.assert_allclose(got.classification.probabilities, want.classification.probabilities, atol=1e-2)
+
+
+def test_tensorrt_without_its_libraries_is_not_called_missing(tiny_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """PyPI's tensorrt bindings without NVIDIA's libraries raise this ImportError (seen with the real 10.3 wheel)."""
+    import sys
+
+    package = tmp_path / "site" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "raise ImportError('libnvinfer.so.10: cannot open shared object file: No such file or directory', "
+        "name='tensorrt')\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    with pytest.raises(BackendError) as info:
+        olvf.load(tiny_bundle, backend="tensorrt")
+    assert str(info.value).startswith(
+        "TensorRT is installed but its libraries do not load (libnvinfer.so.10: cannot open shared object file"
+    )
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, monkeypatch) -> Path:
+    from olvf.runtime.runners.tensorrt import gpu_access
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    monkeypatch.setattr(gpu_access, "DEV", dev)
+    monkeypatch.setattr(gpu_access, "JETSON_RELEASE", tmp_path / "nv_tegra_release")
+    monkeypatch.setattr(gpu_access, "CONTAINER_MARKERS", (tmp_path / ".dockerenv",))
+    return dev
+
+
+def _blocked(monkeypatch, *paths: Path) -> None:
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) in paths else real(path, mode))
+
+
+def test_gpu_access_names_the_node_and_the_group_that_block_cuda(nodes: Path, monkeypatch) -> None:
+    from olvf.runtime.runners.tensorrt import gpu_access_problem
+
+    (nodes / "nvmap").touch()
+    (nodes / "dri").mkdir()
+    render = nodes / "dri" / "renderD128"
+    render.touch()
+    assert gpu_access_problem() is None  # a Jetson whose nodes open
+    _blocked(monkeypatch, render)
+    problem = gpu_access_problem()
+    assert problem is not None and f"cannot open {render}" in problem
+    assert f"--group-add {render.stat().st_gid}" in problem and "video and render groups" in problem
+    (nodes.parent / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.0")  # an L4T image
+    (nodes / "nvmap").unlink()  # started without --runtime nvidia
+    assert gpu_access_problem() == (
+        f"{nodes / 'nvmap'} is not in this container: start it with --runtime nvidia "
+        "(the NVIDIA Container Toolkit must be installed on the Jetson)"
+    )
+
+
+def test_gpu_access_on_a_discrete_gpu(nodes: Path, tmp_path: Path, monkeypatch) -> None:
+    from olvf.runtime.runners.tensorrt import gpu_access_problem
+
+    assert gpu_access_problem() is None  # bare metal without the node: nvidia-smi says the rest
+    (tmp_path / ".dockerenv").touch()
+    assert (
+        gpu_access_problem() == "no NVIDIA device is in this container: start it with --gpus all (or --runtime nvidia)"
+    )
+    (nodes / "nvidiactl").touch()
+    _blocked(monkeypatch, nodes / "nvidiactl")
+    assert "--group-add" in gpu_access_problem() and "video and render" not in gpu_access_problem()

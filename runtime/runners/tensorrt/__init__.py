@@ -14,11 +14,15 @@ tests/runtime/test_tensorrt.py run it.
 from olvf.runtime.runners.tensorrt.device import (
     INSTALL_HINT,
     DeviceFacts,
+    create_builder,
+    create_runtime,
     device_facts,
     import_tensorrt,
     select_device,
+    tensorrt_logger,
     tensorrt_unavailable,
 )
+from olvf.runtime.runners.tensorrt.gpu_access import gpu_access_problem
 from olvf.runtime.runners.tensorrt.identity import check_engine, rebuild_command, same_machine
 from olvf.runtime.runners.tensorrt.runner import TensorRTRunner
 
@@ -27,10 +31,14 @@ __all__ = [
     "DeviceFacts",
     "TensorRTRunner",
     "check_engine",
+    "create_builder",
+    "create_runtime",
     "device_facts",
+    "gpu_access_problem",
     "import_tensorrt",
     "rebuild_command",
     "same_machine",
     "select_device",
+    "tensorrt_logger",
     "tensorrt_unavailable",
 ]

@@ -3,8 +3,10 @@
 TensorRT 10 builds FP16 from the FP32 graph with the FP16 builder flag.
 TensorRT 11 removed that flag: networks are strongly typed and precision comes
 from the graph, so it builds from the bundle's FP16 graph (casts baked in). In
-both cases the built engine is inspected and refused if no layer actually
-runs in FP16 (exporters elsewhere silently built FP32 on TensorRT 11).
+both cases the built engine's precision is read back (:mod:`.precision`: the
+inspector where its spelling is known, else the engine's size) and an engine
+meant to be FP16 that is shown to be FP32 is refused (exporters elsewhere
+silently built FP32 on TensorRT 11).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from olvf.errors import BackendError, BundleError, ParityError
 from olvf.runtime.manifest import GraphSpec, Manifest
+from olvf.runtime.runners.tensorrt.device import create_builder, create_runtime, tensorrt_logger
+from olvf.runtime.runners.tensorrt.precision import PrecisionCheck, check_precision, read_layer_precisions
 
 Progress = Callable[[str], None]
 
@@ -84,6 +88,7 @@ class BuiltEngine:
     half_layers: int
     layers: int
     timing_cache: bytes
+    precision: PrecisionCheck
 
 
 def build_engine(
@@ -95,10 +100,14 @@ def build_engine(
     profile: dict[str, list[int]],
     timing_cache: bytes,
     progress: Progress,
+    fp32_graph_bytes: int | None = None,
 ) -> BuiltEngine:
-    """Build one engine; refuse one that claims FP16 but has no FP16 layer."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    """Build one engine; refuse one meant to be FP16 that is shown to be FP32.
+
+    ``fp32_graph_bytes``: the size of the role's FP32 ONNX graph, the yardstick of the size check.
+    """
+    logger = tensorrt_logger(trt)
+    builder = create_builder(trt)
     # TensorRT 11 types every network strongly and only tolerates the old flag; ask for it where it exists.
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     flags = 1 << int(strongly_typed) if plan.strongly_typed and strongly_typed is not None else 0
@@ -110,7 +119,7 @@ def build_engine(
     config = builder.create_builder_config()
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets us check the layers' precision
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets us read the layers' precision back
     config.progress_monitor = _progress_monitor(trt, progress)
     cache = config.create_timing_cache(timing_cache)
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
@@ -118,46 +127,38 @@ def build_engine(
         progress("      the timing cache does not fit this GPU or TensorRT; starting a new one")
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     optimisation = builder.create_optimization_profile()
-    optimisation.set_shape(graph.input_name, profile["min"], profile["opt"], profile["max"])
+    try:
+        optimisation.set_shape(graph.input_name, profile["min"], profile["opt"], profile["max"])
+    except RuntimeError as exc:  # the bindings raise RuntimeError for shapes TensorRT refuses
+        raise BackendError(f"TensorRT refuses the profile {profile} for {graph.input_name}: {exc}") from None
     config.add_optimization_profile(optimisation)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT could not build an engine from {onnx_path.name}; see its messages above")
     data = bytes(serialized)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(data)
+    engine = create_runtime(trt).deserialize_cuda_engine(data)
     if engine is None:
         raise BackendError(f"TensorRT cannot load the engine it just built from {onnx_path.name}")
     info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
-    half, layers = count_half_in_engine_information(info), len(info.get("Layers", []))
-    expect_half = plan.fp16_flag or graph.precision == "fp16"
-    if expect_half and half == 0:
+    verdict = check_precision(
+        info,
+        engine_bytes=len(data),
+        fp32_graph_bytes=fp32_graph_bytes,
+        expect_half=plan.fp16_flag or graph.precision == "fp16",
+    )
+    if verdict.disguised:
         raise ParityError(
-            f"TensorRT built {onnx_path.name} without a single FP16 layer (TensorRT {trt.__version__}); "
+            f"TensorRT built {onnx_path.name} as FP32, not FP16 ({verdict.evidence}; TensorRT {trt.__version__}); "
             "refusing an engine that is FP32 in disguise"
         )
-    return BuiltEngine(data, profile, half, layers, bytes(config.get_timing_cache().serialize()))
-
-
-def count_half_in_engine_information(info: dict[str, Any]) -> int:
-    """Count layers with an FP16 output in TensorRT's engine-information JSON (DETAILED verbosity)."""
-    count = 0
-    for layer in info.get("Layers", []):
-        if not isinstance(layer, dict):
-            continue
-        outputs = layer.get("Outputs", [])
-        if any(_is_half(o) for o in outputs if isinstance(o, dict)):
-            count += 1
-    return count
-
-
-def _is_half(output: dict[str, Any]) -> bool:
-    # TensorRT 10 writes e.g. "Row major linear FP16 format" under "Format/Datatype"; TensorRT 11 splits
-    # that field into "Format" and "DataType". Any datatype field naming FP16 / Half counts.
-    return any(
-        "datatype" in key.lower() and ("fp16" in str(value).lower() or "half" in str(value).lower())
-        for key, value in output.items()
+    if not verdict.confirmed and verdict.precision == "fp16":
+        progress(f"      FP16 {verdict.evidence}")
+    return BuiltEngine(
+        data,
+        profile,
+        read_layer_precisions(info).half,
+        len(info.get("Layers", [])),
+        bytes(config.get_timing_cache().serialize()),
+        verdict,
     )
-
-
-# --- the bundle's engines ---------------------------------------------------------

@@ -23,6 +23,7 @@ from olvf.runtime.runners.base import Runner, TensorSpec
 from olvf.runtime.runners.tensorrt.device import (
     DeviceFacts,
     check,
+    create_runtime,
     device_facts,
     import_tensorrt,
     stream_handle,
@@ -88,8 +89,7 @@ class TensorRTRunner(Runner):
 
     def _allocate(self, trt: Any, cudart: Any) -> list[TensorSpec]:
         check(cudart.cudaSetDevice(self.device_index), cudart)
-        logger = trt.Logger(trt.Logger.ERROR)
-        runtime = trt.Runtime(logger)
+        runtime = create_runtime(trt)  # the process's one Runtime, with the one logger TensorRT keeps
         self._engine = runtime.deserialize_cuda_engine(Path(self.bundle.file(self.spec.file)).read_bytes())
         if self._engine is None:
             raise BundleError(
@@ -108,7 +108,11 @@ class TensorRTRunner(Runner):
         # The profile's largest shapes bound every call: size every buffer for them, once.
         largest = {n: tuple(self._engine.get_tensor_profile_shape(n, 0)[2]) for n in inputs}
         for name in inputs:
-            self._context.set_input_shape(name, largest[name])
+            if not self._context.set_input_shape(name, largest[name]):  # False: TensorRT refused, and said why
+                raise BundleError(
+                    f"TensorRT refuses the largest shape {largest[name]} of {self.spec.file}'s input {name}; "
+                    f"rebuild the engine: {rebuild_command(self.bundle.path)}"
+                )
         specs = []
         for name in names:
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
@@ -125,7 +129,10 @@ class TensorRTRunner(Runner):
                 cudart.cudaFreeHost(host_ptr)
                 raise
             self._buffers[name] = _Buffer(name, name in largest, dtype, host, host_ptr, device_ptr)
-            self._context.set_tensor_address(name, device_ptr)
+            if not self._context.set_tensor_address(name, device_ptr):
+                raise BackendError(
+                    f"TensorRT refuses the GPU buffer for {name} of {self.spec.file}; see its message above"
+                )
         return specs
 
     def run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,53 +1,65 @@
 """A fake ``tensorrt`` for tests: NOT TensorRT, and never to be used in production.
 
 What this is
-    A test double of the subset of the TensorRT 10 / 11 Python API that olvf
-    uses, so that olvf's engine builder (``olvf.runtime.engines``) and
-    TensorRT runner (``olvf.runtime.runners.tensorrt``) run in CI on machines
-    without a GPU or TensorRT. The "engine" is the ONNX graph itself, run on
-    CPU by ONNX Runtime; the "device" memory and streams come from the fake
+    A test double of the part of the TensorRT 10 / 11 Python API that olvf uses, so that olvf's engine
+    builder and TensorRT runner run in CI on machines without a GPU or TensorRT. The "engine" is the ONNX
+    graph itself, run on CPU by ONNX Runtime; "device" memory and streams come from the fake
     ``cuda.bindings.runtime`` next to this package (``tests/fake_gpu/cuda``).
 
+Checked against the real bindings
+    ``tests/fake_gpu/surface`` records the real TensorRT Python API (PyPI's ``tensorrt-cu12-bindings``
+    10.3 to 11.4, imported with stand-in libraries; ``record_surface.py``). The enums here ARE those
+    records (the nearest recorded version at or below the one asked for, same major), and
+    ``tests/runtime/test_fake_gpu_surface.py`` checks every class, method name, parameter name and the
+    behaviour that can be observed without a GPU against them. What no record can show (what a real
+    build produces) is modelled as described below and says so.
+
 How to use it
-    Put ``tests/fake_gpu`` first on ``sys.path`` (and on ``PYTHONPATH`` for
-    subprocesses) before ``import tensorrt``; ``tests/fake_gpu_fixture.py``'s
-    ``use_fake_gpu(monkeypatch, ...)`` does that and cleans up after the test.
+    Put ``tests/fake_gpu`` first on ``sys.path`` (and on ``PYTHONPATH`` for subprocesses) before
+    ``import tensorrt``; ``tests/fake_gpu_fixture.py``'s ``use_fake_gpu(monkeypatch, ...)`` does that and
+    cleans up after the test.
 
 Configuration (environment)
     ``OLVF_FAKE_TRT_VERSION``   ``__version__``; read at import (default "10.3.0").
-                                Major 10 has ``BuilderFlag.FP16``; major 11 does
-                                not (AttributeError, like real TensorRT 11) and
-                                every network is strongly typed.
-    ``OLVF_FAKE_GPU_NAME``      GPU name (default "Fake GPU"), read at each call.
-    ``OLVF_FAKE_GPU_CC``        compute capability "major.minor" (default "8.9").
-    ``OLVF_FAKE_GPU_COUNT``     number of GPUs (default 1); 0: ``Builder`` and
-                                ``Runtime`` fail as TensorRT does without a GPU.
-    ``OLVF_FAKE_TRT_NOISE``     float added to every float output, read when
-                                ``execute_async_v3`` is called (default 0): an
-                                engine that disagrees with its ONNX graph.
-    ``OLVF_FAKE_TRT_LAYER_STYLE`` how TensorRT 10 engine information names
-                                precisions, read at build: "cask" (default:
-                                classic kernels, "Channel major FP16 format ...",
-                                "Row major linear FP32", as TensorRT 10 reports
-                                convolutional networks) or "kgen" (Myelin
-                                kernels: "Half", "Float"). TensorRT 11 always
-                                uses its split "Format" / "DataType" fields.
+    ``OLVF_FAKE_GPU_NAME`` / ``OLVF_FAKE_GPU_CC`` / ``OLVF_FAKE_GPU_COUNT`` / ``OLVF_FAKE_GPU_MEMORY``,
+    ``OLVF_FAKE_CUDA_DRIVER`` / ``OLVF_FAKE_CUDA_INIT_ERROR``: the GPU, shared with the fake cuda-python.
+    TensorRT cannot start CUDA where cuda-python cannot: ``trt.Builder`` / ``trt.Runtime`` then log
+    TensorRT's error and raise ``TypeError: pybind11::init(): factory function returned nullptr``, as
+    the real bindings do (recorded).
+    ``OLVF_FAKE_TRT_CUDA_ERROR`` TensorRT's own CUDA start fails with this code although cuda-python
+                                works (35: a driver older than TensorRT's CUDA needs); default 0.
+    ``OLVF_FAKE_TRT_NOISE``     float added to every float output, read when ``execute_async_v3`` is
+                                called (default 0): an engine that disagrees with its ONNX graph.
+    ``OLVF_FAKE_TRT_LAYER_STYLE`` how engine information spells precisions, read at build.
+                                TensorRT 10 (one "Format/Datatype" field): "cask" (default; "Channel
+                                major FP16 format where channel % 8 == 0", "Row major linear FP32") or
+                                "kgen" ("Half", "Float"): both spellings appear in NVIDIA's own reader,
+                                trt-engine-explorer (trex/activations.py). TensorRT 11 (split "Format"
+                                and "DataType" fields): "documented" (default; "Float" and "Row major
+                                linear FP32 format (kLINEAR)" as in NVIDIA's 11.x migration guide, FP16
+                                by analogy as "Half" / "... FP16 format ...") or "opaque" (spellings olvf
+                                does not know: "Float16", "kHWC8"), to test the check that must not
+                                depend on them.
 
 What it models
-    * parsing: ONNX Runtime must accept the graph; otherwise ``parse_from_file``
-      is False with one error.
-    * building: optimisation profiles are checked against the network's inputs;
-      weak typing (TensorRT 10, ``BuilderFlag.FP16``) marks float layers Half
-      and rounds inputs and outputs through float16 at run time; strongly typed
-      networks take precisions from the graph; the progress monitor is called;
-      the timing cache gains one entry per distinct build.
-    * the plan: ``b"FAKETRT1"`` + JSON metadata + the ONNX bytes. It loads only
-      with the same TensorRT version and compute capability (``None`` and an
-      error otherwise); another GPU name with the same capability loads with a
-      warning, as real TensorRT does.
-    * running: ``execute_async_v3`` checks shapes and addresses, then enqueues
-      the ONNX Runtime run on the fake CUDA stream; it reads inputs from and
-      writes outputs to the fake device memory when the stream is synchronised.
+    * logging: ``trt.Logger`` prints to stdout as "[MM/DD/YYYY-HH:MM:SS] [TRT] [W] message" (recorded);
+      TensorRT keeps the first logger given to a Builder or Runtime for the whole process and says so
+      (at INFO) when another one is passed later.
+    * parsing: ONNX Runtime must accept the graph; otherwise ``parse_from_file`` is False with one error.
+    * building: optimisation profiles are checked against the network's inputs; weak typing (TensorRT
+      10, ``BuilderFlag.FP16``) marks float layers Half, keeps FP16 weights (the plan is about half the
+      size of an FP32 one) and rounds inputs and outputs through float16 at run time; strongly typed
+      networks take precisions from the graph; the progress monitor is called; the timing cache gains
+      one entry per distinct build.
+    * the plan: ``b"FAKETRT1"`` + JSON metadata + the ONNX bytes (float weights as float16 in an FP16
+      build). It loads only with the same TensorRT version and compute capability (``None`` and an
+      error otherwise); another GPU name with the same capability loads with a warning, as real
+      TensorRT does.
+    * running: an execution context holds device memory for the largest profile shapes; with too
+      little free ``create_execution_context`` returns None (as the bindings do for a null context).
+      ``execute_async_v3`` checks shapes and addresses, then enqueues the ONNX Runtime run on the fake
+      CUDA stream; it reads inputs from and writes outputs to the fake device memory when the stream
+      is synchronised.
 
 ``_log_records`` keeps every (severity, message) logged through any logger.
 """
@@ -60,7 +72,9 @@ import json
 import os
 import struct
 import sys
+import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +87,35 @@ _ENGINE_MAGIC = b"FAKETRT1"
 _CACHE_MAGIC = b"FAKETRTC"
 
 _log_records: list[tuple[Any, str]] = []
+
+
+# --- the real API, as recorded -----------------------------------------------------------------------------------
+
+
+def _numeric(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _surface() -> dict[str, Any]:
+    """The recorded real API nearest to ``__version__``: same major, the newest at or below it (else the oldest)."""
+    folder = Path(__file__).resolve().parent.parent / "surface"
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("tensorrt-*.json"))]
+    same = sorted(
+        (r for r in records if r["version"].split(".")[0] == str(_MAJOR)), key=lambda r: _numeric(r["version"])
+    )
+    if not same:
+        raise ImportError(f"fake TensorRT: no recorded TensorRT {_MAJOR}.x API in {folder}")
+    below = [r for r in same if _numeric(r["version"]) <= _numeric(__version__)]
+    return (below or same)[-1]
+
+
+_SURFACE = _surface()
 
 
 # --- enums -----------------------------------------------------------------------------------------------------
@@ -91,124 +134,53 @@ class _TrtEnum(enum.IntEnum):
         return format(str(self), spec)
 
 
-def _enum(name: str, members: dict[str, int]) -> Any:
-    return _TrtEnum(name, members, module=__name__, qualname=name)  # type: ignore[call-overload]
+def _enum(name: str) -> Any:
+    members = _SURFACE["enums"][name]
+    short = name.rsplit(".", 1)[-1]
+    return _TrtEnum(short, members, module=__name__, qualname=name)  # type: ignore[call-overload]
 
 
-class DataType(_TrtEnum):
-    FLOAT = 0
-    HALF = 1
-    INT8 = 2
-    INT32 = 3
-    BOOL = 4
-    UINT8 = 5
-    FP8 = 6
-    BF16 = 7
-    INT64 = 8
-    INT4 = 9
-    FP4 = 10
+DataType = _enum("DataType")
+TensorIOMode = _enum("TensorIOMode")
+TensorLocation = _enum("TensorLocation")
+ProfilingVerbosity = _enum("ProfilingVerbosity")
+LayerInformationFormat = _enum("LayerInformationFormat")
+MemoryPoolType = _enum("MemoryPoolType")
+ErrorCode = _enum("ErrorCode")  # the ONNX parser's error codes
+BuilderFlag = _enum("BuilderFlag")
+NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag")
 
-
-float32 = DataType.FLOAT
-float16 = DataType.HALF
-bfloat16 = DataType.BF16
-int8 = DataType.INT8
-int32 = DataType.INT32
-int64 = DataType.INT64
-uint8 = DataType.UINT8
-
-
-class TensorIOMode(_TrtEnum):
-    NONE = 0
-    INPUT = 1
-    OUTPUT = 2
-
-
-class TensorLocation(_TrtEnum):
-    DEVICE = 0
-    HOST = 1
-
-
-class ProfilingVerbosity(_TrtEnum):
-    LAYER_NAMES_ONLY = 0
-    NONE = 1
-    DETAILED = 2
-
-
-class LayerInformationFormat(_TrtEnum):
-    ONELINE = 0
-    JSON = 1
-
-
-class MemoryPoolType(_TrtEnum):
-    WORKSPACE = 0
-    DLA_MANAGED_SRAM = 1
-    DLA_LOCAL_DRAM = 2
-    DLA_GLOBAL_DRAM = 3
-    TACTIC_DRAM = 4
-    TACTIC_SHARED_MEMORY = 5
-
-
-class ErrorCode(_TrtEnum):
-    """The ONNX parser's error codes."""
-
-    SUCCESS = 0
-    INTERNAL_ERROR = 1
-    MEM_ALLOC_FAILED = 2
-    MODEL_DESERIALIZE_FAILED = 3
-    INVALID_VALUE = 4
-    INVALID_GRAPH = 5
-    INVALID_NODE = 6
-    UNSUPPORTED_GRAPH = 7
-    UNSUPPORTED_NODE = 8
-
-
-_BUILDER_FLAGS_10 = {
-    "FP16": 0,
-    "INT8": 1,
-    "DEBUG": 2,
-    "GPU_FALLBACK": 3,
-    "REFIT": 4,
-    "DISABLE_TIMING_CACHE": 5,
-    "TF32": 6,
-    "SPARSE_WEIGHTS": 7,
-    "SAFETY_SCOPE": 8,
-    "OBEY_PRECISION_CONSTRAINTS": 9,
-    "PREFER_PRECISION_CONSTRAINTS": 10,
-    "DIRECT_IO": 11,
-    "REJECT_EMPTY_ALGORITHMS": 12,
-    "VERSION_COMPATIBLE": 13,
-    "EXCLUDE_LEAN_RUNTIME": 14,
-    "FP8": 15,
-    "ERROR_ON_TIMING_CACHE_MISS": 16,
-    "BF16": 17,
+# NumPy-style aliases, where this TensorRT has them.
+_ALIASES = {
+    "float32": "FLOAT",
+    "float16": "HALF",
+    "bfloat16": "BF16",
+    "int8": "INT8",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "bool": "BOOL",
+    "fp8": "FP8",
+    "int4": "INT4",
+    "fp4": "FP4",
+    "e8m0": "E8M0",
 }
-# Weak typing and its precision flags are gone in TensorRT 11.
-_REMOVED_IN_11 = {
-    "FP16",
-    "INT8",
-    "FP8",
-    "BF16",
-    "OBEY_PRECISION_CONSTRAINTS",
-    "PREFER_PRECISION_CONSTRAINTS",
-    "DIRECT_IO",
-    "REJECT_EMPTY_ALGORITHMS",
-}
-_WEAK_TYPING_FLAGS = ("FP16", "INT8", "FP8", "BF16")
+_PRESENT_ALIASES = {a: m for a, m in _ALIASES.items() if a in _SURFACE["module"] and m in DataType.__members__}
 
-if _MAJOR >= 11:
-    BuilderFlag = _enum("BuilderFlag", {k: v for k, v in _BUILDER_FLAGS_10.items() if k not in _REMOVED_IN_11})
-    NetworkDefinitionCreationFlag = _enum(
-        "NetworkDefinitionCreationFlag",
-        {"STRONGLY_TYPED": 0, "PREFER_JIT_PYTHON_PLUGINS": 1, "PREFER_AOT_PYTHON_PLUGINS": 2},
-    )
-else:
-    BuilderFlag = _enum("BuilderFlag", _BUILDER_FLAGS_10)
-    NetworkDefinitionCreationFlag = _enum(
-        "NetworkDefinitionCreationFlag",
-        {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1, "PREFER_JIT_PYTHON_PLUGINS": 2, "PREFER_AOT_PYTHON_PLUGINS": 3},
-    )
 
+def __getattr__(name: str) -> Any:
+    # Module attributes, not globals: ``trt.bool`` must not shadow the builtin bool inside this module.
+    if name in _PRESENT_ALIASES:
+        return DataType[_PRESENT_ALIASES[name]]
+    raise AttributeError(f"module 'tensorrt' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PRESENT_ALIASES])
+
+
+# Weak typing's precision flags: TensorRT 10 refuses them on a strongly typed network; 11 has none of them.
+_WEAK_TYPING_FLAGS = ("FP16", "INT8", "FP8", "BF16", "INT4", "FP4")
 
 _NUMPY_TYPES = {
     DataType.FLOAT: np.float32,
@@ -258,10 +230,25 @@ def _noise() -> float:
     return float(os.environ.get("OLVF_FAKE_TRT_NOISE", "0") or 0)
 
 
+def _cuda_start_error() -> int:
+    """The CUDA error TensorRT meets when it starts CUDA (0: none), as cuda-python would meet it, or its own."""
+    if os.environ.get("OLVF_FAKE_CUDA_DRIVER", "ok") == "missing":
+        return 35  # cudaErrorInsufficientDriver: no libcuda at all
+    for variable in ("OLVF_FAKE_CUDA_INIT_ERROR", "OLVF_FAKE_TRT_CUDA_ERROR"):
+        code = int(os.environ.get(variable, "0") or 0)
+        if code:
+            return code
+    return 100 if _gpu_count() <= 0 else 0  # cudaErrorNoDevice
+
+
+_LAYER_STYLES = {10: ("cask", "kgen"), 11: ("documented", "opaque")}
+
+
 def _layer_style() -> str:
-    style = os.environ.get("OLVF_FAKE_TRT_LAYER_STYLE", "cask")
-    if style not in ("cask", "kgen"):
-        raise ValueError(f"OLVF_FAKE_TRT_LAYER_STYLE must be 'cask' or 'kgen', not {style!r}")
+    styles = _LAYER_STYLES[min(_MAJOR, 11)]
+    style = os.environ.get("OLVF_FAKE_TRT_LAYER_STYLE") or styles[0]
+    if style not in styles:
+        raise ValueError(f"OLVF_FAKE_TRT_LAYER_STYLE for TensorRT {_MAJOR} must be one of {styles}, not {style!r}")
     return style
 
 
@@ -280,7 +267,7 @@ def _cudart() -> Any:
 
 
 class Dims:
-    """A shape: iterable, indexable, len(); not a tuple (``tuple(dims)`` converts)."""
+    """A shape: indexable (negative indices too), len(), equal to a tuple or list; ``tuple(dims)`` converts."""
 
     MAX_DIMS = 8
 
@@ -294,9 +281,6 @@ class Dims:
         if not isinstance(index, int):
             raise TypeError("Dims indices must be integers")
         return self._dims[index]
-
-    def __iter__(self) -> Any:
-        return iter(self._dims)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Dims):
@@ -320,14 +304,23 @@ def _dims_tuple(shape: Any) -> tuple[int, ...]:
 
 
 class IHostMemory(bytes):
-    """Library-owned bytes: the buffer protocol (``bytes(x)``, ``f.write(x)``) and nbytes; no len(), no indexing."""
+    """Library-owned bytes: the buffer protocol (``bytes(x)``, ``f.write(x)``), ``nbytes`` and ``dtype``; nothing else.
+
+    A bytes subclass only because a pure-Python class cannot offer the buffer protocol before Python 3.12;
+    the str-like methods of bytes, which the real IHostMemory lacks, raise AttributeError.
+    """
+
+    def __getattribute__(self, name: str) -> Any:
+        if not name.startswith("_") and name not in ("nbytes", "dtype") and hasattr(bytes, name):
+            raise AttributeError(f"'tensorrt.tensorrt.IHostMemory' object has no attribute '{name}'")
+        return super().__getattribute__(name)
 
     @property
     def nbytes(self) -> int:
         return bytes.__len__(self)
 
     @property
-    def dtype(self) -> DataType:
+    def dtype(self) -> Any:
         return DataType.UINT8
 
     def __len__(self) -> int:
@@ -363,17 +356,26 @@ def _to_bytes(data: Any) -> bytes:
     return bytes(memoryview(data))
 
 
+# --- pybind11 trampolines ----------------------------------------------------------------------------------------
+
+
+class _Trampoline(type):
+    """pybind11 refuses, when the object is made, a subclass whose __init__ did not call the base's."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        instance = super().__call__(*args, **kwargs)
+        if not instance.__dict__.get("_olvf_trt_base_initialised"):
+            base = next(b for b in cls.__mro__ if b.__dict__.get("_olvf_trampoline_base"))
+            raise TypeError(f"tensorrt.tensorrt.{base.__name__}.__init__() must be called when overriding __init__")
+        return instance
+
+
 # --- logging ---------------------------------------------------------------------------------------------------
 
 
-class ILogger:
-    class Severity(_TrtEnum):
-        INTERNAL_ERROR = 0
-        ERROR = 1
-        WARNING = 2
-        INFO = 3
-        VERBOSE = 4
-
+class ILogger(metaclass=_Trampoline):
+    _olvf_trampoline_base = True
+    Severity = _enum("ILogger.Severity")
     INTERNAL_ERROR = Severity.INTERNAL_ERROR
     ERROR = Severity.ERROR
     WARNING = Severity.WARNING
@@ -381,14 +383,14 @@ class ILogger:
     VERBOSE = Severity.VERBOSE
 
     def __init__(self) -> None:
-        pass
+        self.__dict__["_olvf_trt_base_initialised"] = True
 
     def log(self, severity: Any, msg: str) -> None:
         raise RuntimeError('Tried to call pure virtual function "ILogger::log"')
 
 
 class Logger(ILogger):
-    """Prints messages at or above ``min_severity`` to stderr, as "[TRT] [E] message"."""
+    """Prints messages at or above ``min_severity`` to stdout, as "[MM/DD/YYYY-HH:MM:SS] [TRT] [W] message"."""
 
     def __init__(self, min_severity: Any = ILogger.Severity.WARNING) -> None:
         super().__init__()
@@ -397,21 +399,41 @@ class Logger(ILogger):
     def log(self, severity: Any, msg: str) -> None:
         if int(severity) <= int(self.min_severity):
             letter = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}[int(severity)]
-            print(f"[TRT] [{letter}] {msg}", file=sys.stderr)
+            stamp = time.strftime("%m/%d/%Y-%H:%M:%S")
+            print(f"[{stamp}] [TRT] [{letter}] {msg}", file=sys.stdout, flush=True)
+
+
+_global_logger: list[Any] = []  # the first logger any Builder or Runtime got: TensorRT keeps it for the process
 
 
 def _log(logger: Any, severity: Any, message: str) -> None:
     _log_records.append((severity, message))
-    if logger is not None:
-        logger.log(severity, message)
+    target = _global_logger[0] if _global_logger else logger
+    if target is not None:
+        target.log(severity, message)
 
 
-def _no_gpu(logger: Any) -> None:
-    if _gpu_count() <= 0:
+def _start(logger: Any, what: str) -> None:
+    """What createInferBuilder / createInferRuntime do first: keep the process's logger, start CUDA."""
+    if not isinstance(logger, ILogger):
+        raise TypeError(f"__init__(): incompatible constructor arguments for {what}: logger must be an ILogger")
+    if not _global_logger:
+        _global_logger.append(logger)
+    elif logger is not _global_logger[0]:
+        _log(
+            logger,
+            ILogger.Severity.INFO,
+            f"The logger passed into {what} differs from one already provided for an existing builder, runtime, "
+            "or refitter. Uses of the global logger, returned by nvinfer1::getLogger(), will return the "
+            "existing value.",
+        )
+    code = _cuda_start_error()
+    if code:
         _log(
             logger,
             ILogger.Severity.ERROR,
-            "CUDA initialization failure with error: 100. Please check your CUDA installation",
+            f"{what}: Error Code 6: API Usage Error (CUDA initialization failure with error: {code}. "
+            "Please check your CUDA installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux/index.html)",
         )
         raise TypeError("pybind11::init(): factory function returned nullptr")
 
@@ -696,8 +718,10 @@ def _load_onnx_file(path: str) -> bytes:
 # --- builder ---------------------------------------------------------------------------------------------------
 
 
-class IProgressMonitor:
+class IProgressMonitor(metaclass=_Trampoline):
     """Subclass and call ``IProgressMonitor.__init__(self)``, as with pybind11 trampolines."""
+
+    _olvf_trampoline_base = True
 
     def __init__(self) -> None:
         self.__dict__["_olvf_trt_base_initialised"] = True
@@ -713,17 +737,22 @@ class IProgressMonitor:
 
 
 class IOptimizationProfile:
+    """Made by ``Builder.create_optimization_profile``. ``bool(profile)`` is TensorRT's partial ``isValid()``."""
+
     def __init__(self) -> None:
         self._shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
         self.extra_memory_target = 1.0
 
     def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002 - TensorRT's names
+        # TensorRT's setDimensions for kMIN, kOPT, kMAX in turn; the bindings raise RuntimeError on the first
+        # refusal (NVIDIA's pyCore.cpp, PY_ASSERT_RUNTIME_ERROR; the messages are in tensorrt.so).
         low, best, high = _dims_tuple(min), _dims_tuple(opt), _dims_tuple(max)
-        for label, dims in (("min", low), ("opt", best), ("max", high)):
-            if len(dims) != len(low) or any(d < 0 for d in dims):
-                raise ValueError(f"{label} input provided to optimization profile is invalid.")
-        if not all(a <= b <= c for a, b, c in zip(low, best, high)):
-            raise ValueError("opt input provided to optimization profile is invalid.")
+        if any(d < 0 for d in low):
+            raise RuntimeError("Shape provided for min is inconsistent with other shapes.")
+        if len(best) != len(low) or any(b < a for a, b in zip(low, best)):
+            raise RuntimeError("Shape provided for opt is inconsistent with other shapes.")
+        if len(high) != len(best) or any(c < b for b, c in zip(best, high)):
+            raise RuntimeError("Shape provided for max is inconsistent with other shapes.")
         self._shapes[str(input)] = (low, best, high)
 
     def get_shape(self, input: str) -> list[Dims]:  # noqa: A002
@@ -731,10 +760,8 @@ class IOptimizationProfile:
         return [Dims(s) for s in shapes] if shapes else []
 
     def __bool__(self) -> bool:
-        return True
-
-    def __len__(self) -> int:
-        return 0
+        # isValid(): every tensor set has min <= opt <= max of one rank; set_shape refuses anything else.
+        return all(len(a) == len(b) == len(c) for a, b, c in self._shapes.values())
 
 
 class ITimingCache:
@@ -873,7 +900,7 @@ class IBuilderConfig:
 
 class Builder:
     def __init__(self, logger: Any) -> None:
-        _no_gpu(logger)
+        _start(logger, "createInferBuilder")
         self.logger = logger
         self.max_threads = os.cpu_count() or 1
 
@@ -943,15 +970,19 @@ class Builder:
             "io": network._graph["io"],
             "profiles": profiles,
             "layers": layers,
-            "onnx_sha256": network._graph["sha256"],
         }
         assert network._onnx is not None
+        # Layers that run in FP16 keep FP16 weights: a weakly typed FP16 build stores them at half the bytes.
+        weights_half = fp16_flag and not network._strongly_typed
+        stored = _halve_weights(network._onnx) if weights_half else network._onnx
+        metadata["weights_half"] = weights_half and stored is not network._onnx
+        metadata["onnx_sha256"] = hashlib.sha256(stored).hexdigest()
         if config._timing_cache is not None and not config._has("DISABLE_TIMING_CACHE"):
-            key = hashlib.sha256(json.dumps([metadata["onnx_sha256"], fp16_flag, profiles]).encode()).hexdigest()
+            key = hashlib.sha256(json.dumps([network._graph["sha256"], fp16_flag, profiles]).encode()).hexdigest()
             if key not in config._timing_cache._entries:
                 config._timing_cache._entries.append(key)
         body = json.dumps(metadata, sort_keys=True).encode()
-        return IHostMemory(_ENGINE_MAGIC + struct.pack("<Q", len(body)) + body + network._onnx)
+        return IHostMemory(_ENGINE_MAGIC + struct.pack("<Q", len(body)) + body + stored)
 
     def _profiles(self, network: INetworkDefinition, config: IBuilderConfig) -> list[dict[str, list[list[int]]]] | None:
         inputs = {t.name: tuple(t.shape) for t in network._inputs}
@@ -1020,6 +1051,34 @@ class Builder:
                 return False
         monitor.phase_finish(top)
         return True
+
+
+def _halve_weights(onnx_bytes: bytes) -> bytes:
+    """The graph with its float32 initializers stored as float16 (unchanged without the ``onnx`` package)."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return onnx_bytes
+    model = onnx.load_model_from_string(onnx_bytes)
+    for index, init in enumerate(model.graph.initializer):
+        if init.data_type == onnx.TensorProto.FLOAT:
+            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name)
+            model.graph.initializer[index].CopyFrom(half)
+    return model.SerializeToString()
+
+
+def _restore_weights(onnx_bytes: bytes) -> bytes:
+    """Float16 initializers back to float32, the type the graph's nodes expect (the rounding stays)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    for index, init in enumerate(model.graph.initializer):
+        if init.data_type == onnx.TensorProto.FLOAT16:
+            full = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name)
+            model.graph.initializer[index].CopyFrom(full)
+    return model.SerializeToString()
 
 
 def _engine_layers(network: INetworkDefinition, fp16_flag: bool) -> list[dict[str, Any]]:
@@ -1157,10 +1216,17 @@ def _trt11_format(dtype: str, rank: int) -> str:
     return f"Row major linear {label} format (kLINEAR)"
 
 
+# TensorRT 11 spellings olvf does not know (the "opaque" style): an engine whose inspector output olvf cannot read.
+_OPAQUE_NAMES = {"FLOAT": "Float32", "HALF": "Float16", "BF16": "BFloat16"}
+
+
 def _render_tensor(tensor: dict[str, Any], style: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"Name": tensor["name"], "Location": "Device", "Dimensions": tensor["dims"]}
     rank = len(tensor["dims"])
-    if _MAJOR >= 11:
+    if style == "opaque":
+        entry["Format"] = "kHWC8" if tensor["dtype"] == "HALF" and rank == 4 else "kLINEAR"
+        entry["DataType"] = _OPAQUE_NAMES.get(tensor["dtype"], _KGEN_NAMES.get(tensor["dtype"], tensor["dtype"]))
+    elif style == "documented":
         entry["Format"] = _trt11_format(tensor["dtype"], rank)
         entry["DataType"] = _KGEN_NAMES.get(tensor["dtype"], tensor["dtype"])
     elif style == "kgen":
@@ -1252,7 +1318,7 @@ class EngineInspector:
 
 class Runtime:
     def __init__(self, logger: Any) -> None:
-        _no_gpu(logger)
+        _start(logger, "createInferRuntime")
         self.logger = logger
 
     def deserialize_cuda_engine(self, serialized_engine: Any) -> ICudaEngine | None:
@@ -1277,6 +1343,8 @@ class Runtime:
         if hashlib.sha256(onnx_bytes).hexdigest() != meta.get("onnx_sha256"):
             _log(self.logger, error, "Error Code 1: Serialization (Serialization assertion failed: truncated plan)")
             return None
+        if meta.get("weights_half"):
+            onnx_bytes = _restore_weights(onnx_bytes)
         if meta["tensorrt_version"] != __version__:
             _log(
                 self.logger,
@@ -1315,6 +1383,24 @@ class ICudaEngine:
         self.name = "Unnamed Network 0"
         self._output_shape_cache: dict[tuple[Any, ...], dict[str, tuple[int, ...]]] = {}
         self._executions = 0  # inferences run (not only enqueued) with this engine
+        self._digest = hashlib.sha256(onnx_bytes).hexdigest()
+
+    @property
+    def device_memory_size_v2(self) -> int:
+        """Activation memory an execution context holds: modelled as four times the I/O at the largest profile."""
+        largest = {name: tuple(shapes[2]) for name, shapes in self._meta["profiles"][0].items()}
+        outputs = self._output_shapes(largest)
+        total = 0
+        for tensor in self._io:
+            shape = largest[tensor["name"]] if tensor["mode"] == "input" else outputs[tensor["name"]]
+            total += volume(shape) * np.dtype(nptype(DataType[tensor["dtype"]])).itemsize
+        return 4 * total
+
+    if _MAJOR < 11:  # removed in TensorRT 11
+
+        @property
+        def device_memory_size(self) -> int:
+            return self.device_memory_size_v2
 
     @property
     def num_io_tensors(self) -> int:
@@ -1328,9 +1414,11 @@ class ICudaEngine:
     def num_optimization_profiles(self) -> int:
         return len(self._meta["profiles"])
 
-    @property
-    def has_implicit_batch_dimension(self) -> bool:
-        return False
+    if _MAJOR < 11:  # removed in TensorRT 11
+
+        @property
+        def has_implicit_batch_dimension(self) -> bool:
+            return False
 
     def get_tensor_name(self, index: int) -> str | None:
         if not 0 <= index < len(self._io):
@@ -1377,8 +1465,22 @@ class ICudaEngine:
             return []
         return [Dims(s) for s in profiles[profile_index][name]]
 
-    def create_execution_context(self) -> IExecutionContext:
-        return IExecutionContext(self)
+    def create_execution_context(self, strategy: Any = None) -> IExecutionContext | None:
+        """A context with its device memory, or None (TensorRT's null) when the GPU has not enough free."""
+        context = IExecutionContext(self)
+        cudart = _cudart()
+        if cudart is not None:
+            nbytes = self.device_memory_size_v2
+            if not cudart._reserve(id(context), nbytes):
+                _log(
+                    self._logger,
+                    ILogger.Severity.ERROR,
+                    f"1: [defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (out of memory): "
+                    f"IExecutionContext creation needs {nbytes} bytes of device memory",
+                )
+                return None
+            context._memory_owner = cudart
+        return context
 
     def create_engine_inspector(self) -> EngineInspector:
         return EngineInspector(self)
@@ -1387,7 +1489,7 @@ class ICudaEngine:
         return IHostMemory(self._plan)
 
     def _session(self) -> Any:
-        return _session(self._onnx, self._meta["onnx_sha256"])
+        return _session(self._onnx, self._digest)
 
     def _output_shapes(self, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         """Output shapes for concrete input shapes: from declared dimension names, else one run on zeros."""
@@ -1439,6 +1541,11 @@ class IExecutionContext:
         for tensor in self._inputs:  # static inputs need no set_input_shape
             if all(isinstance(d, int) for d in tensor["shape"]):
                 self._shapes[tensor["name"]] = tuple(tensor["shape"])
+        self._memory_owner: Any = None
+
+    def __del__(self) -> None:
+        if self._memory_owner is not None:
+            self._memory_owner._unreserve(id(self))
 
     def _error(self, message: str) -> None:
         _log(self.engine._logger, ILogger.Severity.ERROR, message)
@@ -1477,12 +1584,14 @@ class IExecutionContext:
         return True
 
     @property
-    def all_input_dimensions_specified(self) -> bool:
+    def all_binding_shapes_specified(self) -> bool:
         return all(t["name"] in self._shapes for t in self._inputs)
 
-    @property
-    def all_shape_inputs_specified(self) -> bool:
-        return True
+    if _MAJOR < 11:  # removed in TensorRT 11
+
+        @property
+        def all_shape_inputs_specified(self) -> bool:
+            return True
 
     def infer_shapes(self) -> list[str]:
         return [t["name"] for t in self._inputs if t["name"] not in self._shapes]
@@ -1494,7 +1603,7 @@ class IExecutionContext:
             return Dims()
         if tensor["mode"] == "input":
             return Dims(self._shapes.get(name, _engine_dims(tensor["shape"])))
-        if not self.all_input_dimensions_specified:
+        if not self.all_binding_shapes_specified:
             return Dims(_engine_dims(tensor["shape"]))
         return Dims(self.engine._output_shapes(dict(self._shapes))[name])
 

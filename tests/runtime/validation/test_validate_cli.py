@@ -131,3 +131,19 @@ def test_a_bad_labels_file_gets_one_line_naming_the_row(bundle, phantom_set, tmp
 def test_argument_errors_are_usage_errors(bundle, phantom_set, tmp_path, argv, message) -> None:
     code, _, err = run_cli(["--bundle", str(bundle), str(phantom_set), "--out", str(tmp_path / "r"), *argv])
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_export_verify_gates_numerically_passing_routes_on_a_labelled_set(bundle, levels_only, capsys) -> None:
+    from olvf.export.cli import main as export_main
+
+    assert export_main(["--verify", str(bundle), "--labels", str(levels_only)]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX Runtime CPU, FP16 graphs: pass" in out
+    assert "clinical gate passed on 6 labelled studies: ONNX Runtime CPU, FP16 graphs" in out
+    assert "keep the decisions of ONNX Runtime FP32" in out
+
+
+def test_labels_without_verify_is_a_usage_error(levels_only, capsys) -> None:
+    from olvf.export.cli import main as export_main
+
+    assert export_main(["--labels", str(levels_only)]) == 2

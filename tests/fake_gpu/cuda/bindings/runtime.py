@@ -16,9 +16,24 @@ that reads results before synchronising reads stale data, as on a GPU.
 Copies from or to pageable memory behave like CUDA's: host-to-device takes
 the data at call time, device-to-host completes before returning.
 
-Configuration, read at each call: ``OLVF_FAKE_GPU_COUNT`` (default 1; 0 means
-no device: ``cudaErrorNoDevice``), ``OLVF_FAKE_GPU_NAME`` (default
-"Fake GPU"), ``OLVF_FAKE_GPU_CC`` (default "8.9").
+Configuration, read at each call (``tests/fake_gpu_fixture.py`` sets them):
+
+``OLVF_FAKE_GPU_COUNT``       GPUs (default 1; 0: ``cudaErrorNoDevice``).
+``OLVF_FAKE_GPU_NAME``        GPU name (default "Fake GPU"); ``OLVF_FAKE_GPU_CC``: "8.9".
+``OLVF_FAKE_GPU_MEMORY``      bytes of device memory (default 8 GiB); ``cudaMalloc`` beyond it
+                              returns ``cudaErrorMemoryAllocation``.
+``OLVF_FAKE_CUDA_PYTHON``     which cuda-python to behave like: "12.9.10" (default) or "12.6.2". They
+                              differ where olvf must cope with both (tests/fake_gpu/surface records
+                              the real ones): on an error 12.6 still returns a value (``(err, 0)``,
+                              ``(err, <empty stream>)``), 12.8+ returns ``(err, None)``; without
+                              libcuda 12.6 *raises* RuntimeError("Failed to dlopen libcuda.so.1",
+                              then 'Function "cuInit" not found'), 12.8+ returns
+                              ``cudaErrorInsufficientDriver`` from every call; 12.6 has no
+                              ``cuda.bindings.utils``.
+``OLVF_FAKE_CUDA_DRIVER``     "ok" (default) or "missing": libcuda.so.1 cannot be loaded (Docker
+                              without ``--runtime nvidia``).
+``OLVF_FAKE_CUDA_INIT_ERROR`` a CUDA error code every device call returns (default 0: none), e.g.
+                              100 or 801 as on a Jetson whose /dev/nvmap the user cannot open.
 
 ``_stats`` counts calls that succeeded (malloc, free, malloc_host,
 free_host, memcpy, stream_create, stream_destroy, synchronize);
@@ -55,17 +70,23 @@ class _CudaEnum(enum.IntEnum):
 
 
 class cudaError_t(_CudaEnum):
+    """A subset of the real members, with their real values (checked against tests/fake_gpu/surface)."""
+
     cudaSuccess = 0
     cudaErrorInvalidValue = 1
     cudaErrorMemoryAllocation = 2
     cudaErrorInitializationError = 3
     cudaErrorInvalidMemcpyDirection = 21
     cudaErrorInsufficientDriver = 35
+    cudaErrorDevicesUnavailable = 46
     cudaErrorNoDevice = 100
     cudaErrorInvalidDevice = 101
     cudaErrorInvalidResourceHandle = 400
     cudaErrorIllegalAddress = 700
     cudaErrorLaunchFailure = 719
+    cudaErrorNotSupported = 801
+    cudaErrorSystemNotReady = 802
+    cudaErrorSystemDriverMismatch = 803
 
 
 class cudaMemcpyKind(_CudaEnum):
@@ -83,11 +104,15 @@ _ERROR_STRINGS = {
     cudaError_t.cudaErrorInitializationError: b"initialization error",
     cudaError_t.cudaErrorInvalidMemcpyDirection: b"invalid copy direction for memcpy",
     cudaError_t.cudaErrorInsufficientDriver: b"CUDA driver version is insufficient for CUDA runtime version",
+    cudaError_t.cudaErrorDevicesUnavailable: b"CUDA-capable device(s) is/are busy or unavailable",
     cudaError_t.cudaErrorNoDevice: b"no CUDA-capable device is detected",
     cudaError_t.cudaErrorInvalidDevice: b"invalid device ordinal",
     cudaError_t.cudaErrorInvalidResourceHandle: b"invalid resource handle",
     cudaError_t.cudaErrorIllegalAddress: b"an illegal memory access was encountered",
     cudaError_t.cudaErrorLaunchFailure: b"unspecified launch failure",
+    cudaError_t.cudaErrorNotSupported: b"operation not supported",
+    cudaError_t.cudaErrorSystemNotReady: b"system not yet initialized",
+    cudaError_t.cudaErrorSystemDriverMismatch: b"system has unsupported display driver / cuda driver combination",
 }
 
 
@@ -107,6 +132,49 @@ def _capability() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def _memory() -> int:
+    return int(os.environ.get("OLVF_FAKE_GPU_MEMORY", str(8 * 1024**3)))
+
+
+def _version() -> tuple[int, ...]:
+    return tuple(int(p) for p in os.environ.get("OLVF_FAKE_CUDA_PYTHON", "12.9.10").split(".")[:2])
+
+
+def _driver_missing() -> bool:
+    return os.environ.get("OLVF_FAKE_CUDA_DRIVER", "ok") == "missing"
+
+
+def _init_error() -> int:
+    return int(os.environ.get("OLVF_FAKE_CUDA_INIT_ERROR", "0") or 0)
+
+
+def _returns_none_on_error() -> bool:
+    """cuda-python 12.8 and later return None for every value of a failed call; 12.6 returns the default."""
+    return _version() >= (12, 8)
+
+
+_dlopen_tried = [False]
+
+
+def _driver_error() -> cudaError_t | None:
+    """Why no call reaches a device at all: the driver library is missing or CUDA cannot initialise."""
+    if _driver_missing():
+        if not _returns_none_on_error():  # cuda-python 12.6 raises instead
+            message = 'Function "cuInit" not found' if _dlopen_tried[0] else "Failed to dlopen libcuda.so.1"
+            _dlopen_tried[0] = True
+            raise RuntimeError(message)
+        return cudaError_t.cudaErrorInsufficientDriver
+    if _init_error():
+        return cudaError_t(_init_error())
+    if _device_count() <= 0:
+        return cudaError_t.cudaErrorNoDevice
+    return None
+
+
+def _failed(error: cudaError_t, default: Any) -> tuple[cudaError_t, Any]:
+    return error, (None if _returns_none_on_error() else default)
+
+
 # --- state -----------------------------------------------------------------------------------------------------
 
 
@@ -119,6 +187,7 @@ class _Allocation:
 
 
 _allocations: dict[int, _Allocation] = {}
+_reserved: dict[int, int] = {}  # device memory TensorRT's execution contexts hold (id -> bytes)
 _streams: dict[int, list[Callable[[], None]]] = {0: []}  # 0: the legacy default stream
 _stream_storage: dict[int, Any] = {}
 _next_stream = [0x5EA0_0000]
@@ -174,8 +243,16 @@ def _sticky() -> cudaError_t | None:
     return _sticky_error[0] if _sticky_error else None
 
 
-def _no_device() -> bool:
-    return _device_count() <= 0
+def _reserve(owner: int, nbytes: int) -> bool:
+    """Device memory the fake TensorRT holds for an execution context; False when the GPU is full."""
+    if _used() + nbytes > _memory():
+        return False
+    _reserved[owner] = nbytes
+    return True
+
+
+def _unreserve(owner: int) -> None:
+    _reserved.pop(owner, None)
 
 
 def _enqueue(stream: Any, operation: Callable[[], None]) -> cudaError_t:
@@ -256,16 +333,17 @@ class cudaDeviceProp:
 # --- device ----------------------------------------------------------------------------------------------------
 
 
-def cudaGetDeviceCount() -> tuple[cudaError_t, int]:
-    count = _device_count()
-    if count <= 0:
-        return cudaError_t.cudaErrorNoDevice, 0
-    return cudaError_t.cudaSuccess, count
+def cudaGetDeviceCount() -> tuple[cudaError_t, int | None]:
+    error = _driver_error()
+    if error is not None:
+        return _failed(error, 0)
+    return cudaError_t.cudaSuccess, _device_count()
 
 
 def _check_device(device: Any) -> cudaError_t:
-    if _no_device():
-        return cudaError_t.cudaErrorNoDevice
+    error = _driver_error()
+    if error is not None:
+        return error
     index = _as_int(device)
     if index < 0 or index >= _device_count():
         return cudaError_t.cudaErrorInvalidDevice
@@ -275,9 +353,11 @@ def _check_device(device: Any) -> cudaError_t:
 def cudaGetDeviceProperties(device: Any) -> tuple[cudaError_t, cudaDeviceProp | None]:
     error = _check_device(device)
     if error != cudaError_t.cudaSuccess:
-        return error, None
+        return _failed(error, cudaDeviceProp())
     major, minor = _capability()
-    return cudaError_t.cudaSuccess, cudaDeviceProp(_gpu_name().encode(), major, minor)
+    props = cudaDeviceProp(_gpu_name().encode(), major, minor)
+    props.totalGlobalMem = _memory()
+    return cudaError_t.cudaSuccess, props
 
 
 def cudaSetDevice(device: Any) -> tuple[cudaError_t]:
@@ -287,26 +367,31 @@ def cudaSetDevice(device: Any) -> tuple[cudaError_t]:
     return (error,)
 
 
-def cudaGetDevice() -> tuple[cudaError_t, int]:
-    if _no_device():
-        return cudaError_t.cudaErrorNoDevice, 0
+def cudaGetDevice() -> tuple[cudaError_t, int | None]:
+    error = _driver_error()
+    if error is not None:
+        return _failed(error, 0)
     return cudaError_t.cudaSuccess, _current_device[0]
 
 
 def cudaDeviceSynchronize() -> tuple[cudaError_t]:
-    if _no_device():
-        return (cudaError_t.cudaErrorNoDevice,)
+    error = _driver_error()
+    if error is not None:
+        return (error,)
     _flush_all()
     _stats["synchronize"] += 1
     return (_sticky() or cudaError_t.cudaSuccess,)
 
 
-def cudaMemGetInfo() -> tuple[cudaError_t, int, int]:
-    if _no_device():
-        return cudaError_t.cudaErrorNoDevice, 0, 0
-    total = 8 * 1024**3
-    used = sum(a.size for a in _allocations.values() if a.kind == "device")
-    return cudaError_t.cudaSuccess, total - used, total
+def _used() -> int:
+    return sum(a.size for a in _allocations.values() if a.kind == "device") + sum(_reserved.values())
+
+
+def cudaMemGetInfo() -> tuple[cudaError_t, int | None, int | None]:
+    error = _driver_error()
+    if error is not None:
+        return (error, None, None) if _returns_none_on_error() else (error, 0, 0)
+    return cudaError_t.cudaSuccess, max(0, _memory() - _used()), _memory()
 
 
 def cudaGetErrorString(error: Any) -> tuple[cudaError_t, bytes]:
@@ -324,8 +409,9 @@ def cudaGetErrorName(error: Any) -> tuple[cudaError_t, bytes]:
 
 
 def cudaStreamCreate() -> tuple[cudaError_t, cudaStream_t | None]:
-    if _no_device():
-        return cudaError_t.cudaErrorNoDevice, None
+    error = _driver_error()
+    if error is not None:
+        return _failed(error, cudaStream_t())
     _next_stream[0] += 0x100
     handle = _next_stream[0]
     _streams[handle] = []
@@ -334,6 +420,9 @@ def cudaStreamCreate() -> tuple[cudaError_t, cudaStream_t | None]:
 
 
 def cudaStreamSynchronize(stream: Any) -> tuple[cudaError_t]:
+    error = _driver_error()
+    if error is not None:
+        return (error,)
     handle = _stream_handle(stream)
     if handle not in _streams:
         return (cudaError_t.cudaErrorInvalidResourceHandle,)
@@ -343,6 +432,9 @@ def cudaStreamSynchronize(stream: Any) -> tuple[cudaError_t]:
 
 
 def cudaStreamDestroy(stream: Any) -> tuple[cudaError_t]:
+    error = _driver_error()
+    if error is not None:
+        return (error,)
     handle = _stream_handle(stream)
     if handle == 0 or handle not in _streams:
         return (cudaError_t.cudaErrorInvalidResourceHandle,)
@@ -356,13 +448,16 @@ def cudaStreamDestroy(stream: Any) -> tuple[cudaError_t]:
 
 
 def _allocate(size: Any, kind: str) -> tuple[cudaError_t, int | None]:
-    if _no_device():
-        return cudaError_t.cudaErrorNoDevice, None
+    error = _driver_error()
+    if error is not None:
+        return _failed(error, 0)
     nbytes = _as_int(size)
     if nbytes < 0:
-        return cudaError_t.cudaErrorInvalidValue, None
+        return _failed(cudaError_t.cudaErrorInvalidValue, 0)
     if nbytes == 0:
         return cudaError_t.cudaSuccess, 0
+    if kind == "device" and _used() + nbytes > _memory():
+        return _failed(cudaError_t.cudaErrorMemoryAllocation, 0)
     buffer = (ctypes.c_char * (nbytes + _ALIGNMENT))()
     start = ctypes.addressof(buffer)
     address = (start + _ALIGNMENT - 1) // _ALIGNMENT * _ALIGNMENT
@@ -373,6 +468,9 @@ def _allocate(size: Any, kind: str) -> tuple[cudaError_t, int | None]:
 
 
 def _release(pointer: Any, kind: str) -> tuple[cudaError_t]:
+    error = _driver_error()
+    if error is not None:
+        return (error,)
     address = _as_int(pointer)
     if address == 0:
         return (cudaError_t.cudaSuccess,)
@@ -425,8 +523,9 @@ def _direction(dst: int, src: int, count: int, kind: cudaMemcpyKind) -> cudaMemc
 
 
 def cudaMemcpyAsync(dst: Any, src: Any, count: Any, kind: Any, stream: Any) -> tuple[cudaError_t]:
-    if _no_device():
-        return (cudaError_t.cudaErrorNoDevice,)
+    error = _driver_error()
+    if error is not None:
+        return (error,)
     if _sticky() is not None:
         return (_sticky(),)  # type: ignore[return-value]
     handle = _stream_handle(stream)

@@ -1,0 +1,290 @@
+"""olvf-serve against real peers: dcmtk's storescu as the modality, a real Orthanc as the PACS, the node in
+its own process with the tiny cascade bundle. Skips, naming the Debian package, where a peer is missing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from node_peers import (
+    IDENTITY_STRINGS,
+    MODALITY_AET,
+    Pacs,
+    Serve,
+    phantom_template,
+    storescu,
+    storescu_async,
+    wait_until,
+    write_chest_cr,
+    write_corrupt_dx,
+    write_ct,
+    write_sr,
+    write_studies,
+)
+from peers import tool
+
+from olvf.runtime.node.spool import instance_key
+from olvf.runtime.writers.dicom_uids import SC_INSTANCE, SR_INSTANCE, derived_uid
+
+BURST = 20
+
+
+@pytest.fixture(scope="module")
+def template():
+    return phantom_template()
+
+
+@pytest.fixture(scope="module")
+def burst(tmp_path_factory, template):
+    return write_studies(tmp_path_factory.mktemp("studies"), BURST, template)
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    pacs = Pacs(tmp_path / "pacs")
+    pacs.start()
+    yield pacs
+    pacs.stop()
+
+
+@pytest.fixture
+def serve_factory(tmp_path, cascade_bundle):
+    started: list[Serve] = []
+
+    def make(pacs: Pacs, *extra: str, name: str = "node") -> Serve:
+        node = Serve(tmp_path / name, cascade_bundle, pacs.destination, extra=extra)
+        started.append(node)
+        return node
+
+    yield make
+    for node in started:
+        if node.process is not None and node.process.poll() is None:
+            node.kill()
+
+
+def bundle_sha(bundle: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+
+
+def expected_results(studies, sha: str) -> dict[str, tuple[str, str]]:
+    """Per source SOP Instance UID, the SC and SR UIDs the node must deliver (derived, as the writers derive them)."""
+    return {
+        s.sop_uid: (derived_uid(s.sop_uid, sha, SC_INSTANCE), derived_uid(s.sop_uid, sha, SR_INSTANCE)) for s in studies
+    }
+
+
+def send_concurrently(port: int, files, streams: int = 4) -> list:
+    """Like several modalities at once: ``streams`` storescu processes, each one association."""
+    chunks = [files[i::streams] for i in range(streams)]
+    processes = [storescu_async(port, chunk) for chunk in chunks if chunk]
+    outcomes = []
+    for process in processes:
+        output = process.communicate(timeout=300)[0]
+        outcomes.append((process.returncode, output))
+    return outcomes
+
+
+def assert_delivered_once(pacs: Pacs, studies, sha: str) -> None:
+    tally = pacs.tally()
+    for study in studies:
+        sc, sr = expected_results([study], sha)[study.sop_uid]
+        assert tally[sc] == 1 and tally[sr] == 1, f"SC received {tally[sc]}x, SR {tally[sr]}x"
+        filed = pacs.study(study.study_uid)
+        assert filed["patient_id"] == study.patient_id
+        assert filed["sop_uids"] == sorted([sc, sr])
+        assert filed["modalities"] == ["OT", "SR"]
+
+
+def assert_no_identity(text: str) -> None:
+    for needle in IDENTITY_STRINGS:
+        assert needle not in text, f"{needle!r} reached the log"
+
+
+def test_burst_with_a_ct_an_sr_and_a_corrupt_file(tmp_path, pacs, serve_factory, burst, template, cascade_bundle):
+    tool("storescu")
+    sha = bundle_sha(cascade_bundle)
+    node = serve_factory(pacs, "--batch", "8")  # as on a GPU: studies that arrive together share one call
+    node.start()
+    others = tmp_path / "others"
+    others.mkdir()
+    ct, sr, chest = write_ct(others / "ct.dcm"), write_sr(others / "sr.dcm"), write_chest_cr(others / "chest.dcm")
+    corrupt = write_corrupt_dx(others / "corrupt.dcm", template)
+    truncated = others / "truncated.dcm"
+    truncated.write_bytes(burst[0].path.read_bytes()[:4000])
+
+    # One study alone first, then the burst from four senders at once with the odd files mixed in.
+    assert storescu(node.port, [burst[0].path]).returncode == 0
+    files = [s.path for s in burst[1:]]
+    files[3:3] = [ct]
+    files[9:9] = [sr, corrupt]
+    files[14:14] = [chest]
+    outcomes = send_concurrently(node.port, files)
+    lone = storescu(node.port, [truncated])
+
+    wait_until(lambda: node.states()["sent"] == BURST, 240, "20 results stored in Orthanc")
+    assert_delivered_once(pacs, burst, sha)
+    status = node.status()
+    states = node.states()
+    assert states == {"sent": BURST, "refused": 2, "ignored": 1, "failed": 1}, states
+    by_reason = {r["reason"] for r in node.records() if r["state"] in ("refused", "ignored", "failed")}
+    assert any("CT Image Storage is not a radiograph storage class" in r for r in by_reason)
+    assert any("Basic Text SR Storage is not a radiograph storage class" in r for r in by_reason)
+    assert any("body part CHEST is not screened" in r for r in by_reason)
+    assert any("pixel" in r.lower() for r in by_reason), by_reason
+    # The CT and the SR were told "SOP class not supported" (storescu -nh goes on, as a modality would).
+    output = "\n".join(text for _, text in outcomes)
+    assert output.count("Refused: SOPClassNotSupported") == 2, output
+    assert output.count("Received Store Response (Success)") == BURST - 1 + 2  # 19 studies, the chest CR, corrupt
+    # The truncated file never left the modality: dcmtk itself refuses to send a file cut short.
+    assert "Bad DICOM file" in lone.stderr and "premature end of stream" in lone.stderr
+    assert status["queue"] == {"waiting_to_screen": 0, "waiting_to_send": 0, "dead_letter": 0, "failed": 1}
+    assert status["time_to_result_s"]["studies"] == BURST
+    # Studies that arrived together were screened together; the one alone was not made to wait for a batch.
+    batches = [r["batch"] for r in node.records() if r["state"] == "sent"]
+    assert max(batches) > 1
+    first = next(r for r in node.records() if r.get("study") and r["state"] == "sent" and r["batch"] == 1)
+    assert first["screened_at"] - first["received_at"] < 30
+
+    # The modality sends one again (a retry after a lost association): acknowledged, no second result.
+    assert storescu(node.port, [burst[5].path]).returncode == 0
+    time.sleep(2)
+    assert_delivered_once(pacs, burst, sha)
+    assert "duplicate" in node.log
+
+    assert node.terminate() == 0
+    log = node.log
+    assert "node: stopped" in log
+    assert_no_identity(log)
+    for line in log.splitlines():
+        assert not any(s.sop_uid in line or s.study_uid in line for s in burst), line
+
+
+def test_an_unknown_calling_ae_title_is_rejected(pacs, serve_factory, burst):
+    node = serve_factory(pacs)
+    node.start()
+    done = storescu(node.port, [burst[0].path], calling="INTRUDER")
+    assert done.returncode != 0
+    assert "rejected" in node.log and "INTRUDER" in node.log
+    echo = subprocess.run(
+        [tool("echoscu"), "-aet", MODALITY_AET, "-aec", "OLVFNODE", "127.0.0.1", str(node.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+    assert node.states() == {}
+    node.terminate()
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_a_burst_loses_and_duplicates_nothing(pacs, serve_factory, burst, cascade_bundle):
+    sha = bundle_sha(cascade_bundle)
+    node = serve_factory(pacs)
+    node.start()
+    first = storescu_async(node.port, [s.path for s in burst[:10]])
+    wait_until(lambda: node.states()["sent"] >= 2, 180, "the first results")
+    # The second half arrives while the first is being screened and sent; the kill comes as soon as its first
+    # instance is on disk, so the node dies receiving, screening and sending at once.
+    second = storescu_async(node.port, [s.path for s in burst[10:]])
+    marker = node.spool / "inbox" / f"{instance_key(burst[10].sop_uid, sha)}.dcm"
+    wait_until(marker.exists, 120, "the second half to start arriving", every=0.01)
+    node.kill()
+    for process in (first, second):
+        process.communicate(timeout=120)
+    assert node.states()["sent"] < BURST, "the burst was over before the kill; nothing was tested"
+    node.start()
+    # The modality sends the whole burst again: it cannot know which stores the dead node answered.
+    send_concurrently(node.port, [s.path for s in burst], streams=2)
+    wait_until(lambda: node.states()["sent"] == BURST, 240, "all 20 results after the restart")
+    assert node.states() == {"sent": BURST}
+    tally = pacs.tally()
+    expected = expected_results(burst, sha)
+    for study in burst:
+        filed = pacs.study(study.study_uid)
+        assert filed["sop_uids"] == sorted(expected[study.sop_uid]) and filed["patient_id"] == study.patient_id
+    # A store whose success answer came in the milliseconds before the kill, but whose mark was not yet on
+    # disk, is sent again with the same UIDs (Orthanc keeps one copy): at most one such object per kill.
+    repeats = sum(n - 1 for uid, n in tally.items() if uid in {u for pair in expected.values() for u in pair})
+    assert repeats <= 1, tally
+    assert_no_identity(node.log)
+    assert node.terminate() == 0
+
+
+@pytest.mark.slow
+def test_results_wait_for_a_pacs_that_is_down_and_arrive_when_it_is_back(pacs, serve_factory, burst, cascade_bundle):
+    sha = bundle_sha(cascade_bundle)
+    node = serve_factory(pacs, "--retry-first-s", "0.5", "--retry-max-s", "2", "--max-attempts", "1000")
+    node.start()
+    assert storescu(node.port, [s.path for s in burst[:4]]).returncode == 0
+    wait_until(lambda: node.states()["sent"] == 4, 120, "the first four results")
+    pacs.stop()
+    assert storescu(node.port, [s.path for s in burst[4:12]]).returncode == 0
+    wait_until(lambda: node.status()["queue"]["waiting_to_send"] == 8, 120, "eight results waiting to be sent")
+    status = node.status()
+    assert status["node"]["destination_down_since"] is not None
+    assert any("unreachable" in (e["error"]) for e in status["errors"])
+    time.sleep(3)  # several attempts while it is down
+    assert node.states()["sent"] == 4
+    pacs.start()
+    wait_until(lambda: node.states()["sent"] == 12, 120, "the waiting results once Orthanc is back")
+    assert_delivered_once(pacs, burst[:12], sha)
+    assert "answers again" in node.log
+    # On the CPU the node screens one study per call, however many wait (the auto batch).
+    assert {r["batch"] for r in node.records()} == {1}
+    assert node.terminate() == 0
+
+
+def test_past_the_retry_limit_results_go_to_dead_letter_with_the_reason(pacs, serve_factory, burst, cascade_bundle):
+    pacs.stop()
+    node = serve_factory(pacs, "--retry-first-s", "0.2", "--retry-max-s", "0.5", "--max-attempts", "3")
+    node.start()
+    assert storescu(node.port, [s.path for s in burst[:2]]).returncode == 0
+    wait_until(lambda: node.states()["dead-letter"] == 2, 120, "two results in dead-letter")
+    for record in node.records():
+        assert "destination unreachable" in record["reason"] and "gave up after 3 attempts" in record["reason"]
+        entry = node.spool / "dead-letter" / record["key"]
+        assert sorted(p.name for p in entry.iterdir()) == [
+            "reason.json",
+            "result.json",
+            "sc.dcm",
+            "send.json",
+            "sr.dcm",
+        ]
+        assert "gave up after 3 attempts" in (entry / "reason.json").read_text()
+    assert node.status()["queue"]["dead_letter"] == 2
+    # The PACS is back: the operator sends the dead-lettered results again, and they arrive once.
+    pacs.start()
+    requeue = [sys.executable, "-m", "olvf.runtime.node", "requeue", "--spool", str(node.spool)]
+    done = subprocess.run(requeue, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "2 result(s) put back in the queue to send"
+    wait_until(lambda: node.states()["sent"] == 2, 60, "the requeued results")
+    assert_delivered_once(pacs, burst[:2], bundle_sha(cascade_bundle))
+    assert node.terminate() == 0
+
+
+def test_sigterm_finishes_the_study_in_hand_and_stops(pacs, serve_factory, burst, cascade_bundle):
+    node = serve_factory(pacs)
+    node.start()
+    assert storescu(node.port, [s.path for s in burst[:6]]).returncode == 0
+    wait_until(lambda: "screened" in node.log or "sent:" in node.log, 120, "screening to start")
+    node.signal(signal.SIGTERM)
+    assert node.process.wait(timeout=120) == 0
+    settings = node.status()["node"]
+    assert settings["batch"] == 1 and "the ensemble runs on the CPU" in settings["batch_rule"]
+    assert "node: stopped" in node.log
+    # Nothing half-done: every instance is waiting, waiting to be sent, or sent, each exactly once.
+    spool = node.spool
+    assert list((spool / "tmp").iterdir()) == []
+    assert not [p for p in (spool / "outbox").iterdir() if p.name.startswith(".")]
+    for entry in (spool / "outbox").iterdir():
+        assert {"sc.dcm", "sr.dcm", "result.json"} <= {p.name for p in entry.iterdir()}
+    node.start()
+    wait_until(lambda: node.states()["sent"] == 6, 120, "the rest after the restart")
+    assert_delivered_once(pacs, burst[:6], bundle_sha(cascade_bundle))
+    assert node.terminate() == 0

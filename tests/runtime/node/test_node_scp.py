@@ -1,0 +1,168 @@
+"""The node's SCP in this process (no bundle needed): durable before success, out of resources when the spool
+cannot take an instance, duplicates acknowledged once, the allow-list. dcmtk's storescu is the sender."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+from node_peers import MODALITY_AET, NODE_AET, phantom_template, storescu, write_studies
+from peers import free_port, tool
+
+from olvf.runtime.node import spool as spool_module
+from olvf.runtime.node.config import Destination, NodeConfig, Peer
+from olvf.runtime.node.scp import Receiver, build_ae
+from olvf.runtime.node.server import quiet_dicom_warnings
+from olvf.runtime.node.spool import Spool
+from olvf.runtime.node.studylog import StudyLog
+
+SHA = "ab" * 32
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    return write_studies(tmp_path_factory.mktemp("scp-studies"), 3, phantom_template(), tag="scp")
+
+
+class Scp:
+    def __init__(self, root: Path, allowed: tuple[Peer, ...] = (Peer(MODALITY_AET),)) -> None:
+        tool("storescu")
+        quiet_dicom_warnings()
+        self.config = NodeConfig(
+            bundle=root,
+            spool=root,
+            destination=Destination.parse("PACS@127.0.0.1:104"),
+            ae_title=NODE_AET,
+            port=free_port(),
+            allowed=allowed,
+        )
+        self.spool = Spool(root)
+        self.spool.create()
+        self.errors: list[str] = []
+        self.stored = 0
+        self.handler = Lines()
+        logger = logging.getLogger(f"olvf.node.test.{id(self)}")
+        logger.addHandler(self.handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        receiver = Receiver(self.config, self.spool, SHA, StudyLog(logger), self._stored, self.errors.append)
+        self.ae = build_ae(self.config)
+        self.ae.start_server(("127.0.0.1", self.config.port), block=False, evt_handlers=receiver.handlers())
+
+    def _stored(self) -> None:
+        self.stored += 1
+
+    def send(self, *files: Path, calling: str = MODALITY_AET) -> subprocess.CompletedProcess[str]:
+        return storescu(self.config.port, list(files), calling=calling)
+
+    def close(self) -> None:
+        self.ae.shutdown()
+
+    def leftovers(self) -> list[str]:
+        """Anything half-written anywhere under the spool."""
+        return [str(p) for p in self.spool.root.rglob("*") if p.name.endswith(".partial") or p.parent.name == "tmp"]
+
+
+@pytest.fixture
+def scp_factory():
+    made: list[Scp] = []
+
+    def make(root: Path, **kwargs) -> Scp:
+        scp = Scp(root, **kwargs)
+        made.append(scp)
+        return scp
+
+    yield make
+    for scp in made:
+        scp.close()
+
+
+def test_an_instance_is_on_disk_before_success_and_a_copy_is_acknowledged_once(tmp_path, scp_factory, studies):
+    scp = scp_factory(tmp_path / "spool")
+    first = scp.send(studies[0].path, studies[0].path, studies[1].path)
+    assert (
+        first.stdout.count("Received Store Response (Success)")
+        + first.stderr.count("Received Store Response (Success)")
+        == 3
+    )
+    inbox = sorted(p.name for p in scp.spool.inbox.iterdir())
+    assert len(inbox) == 2 and scp.stored == 2
+    # Stored as received: the same bytes a reader gets from the modality's file, meta included.
+    import pydicom
+
+    kept = [pydicom.dcmread(p) for p in scp.spool.inbox.iterdir()]
+    assert sorted(str(ds.SOPInstanceUID) for ds in kept) == sorted([studies[0].sop_uid, studies[1].sop_uid])
+    assert any("duplicate" in line for line in scp.handler.lines)
+    assert scp.leftovers() == []
+
+
+def test_a_calling_ae_title_from_another_host_is_rejected(tmp_path, scp_factory, studies):
+    scp = scp_factory(tmp_path / "spool", allowed=(Peer(MODALITY_AET, "10.20.30.40"),))
+    done = scp.send(studies[0].path)
+    assert done.returncode != 0
+    assert "Association Rejected" in done.stdout + done.stderr
+    assert list(scp.spool.inbox.iterdir()) == []
+    assert any("rejected: calling AE title not on the allow-list" in line for line in scp.handler.lines)
+
+
+def test_a_write_that_fails_for_want_of_space_answers_out_of_resources(tmp_path, scp_factory, studies, monkeypatch):
+    # Runs everywhere: the disk fills up at fsync time (delayed allocation), after the bytes were "written".
+    real_fsync = spool_module.os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    scp = scp_factory(tmp_path / "spool")
+    monkeypatch.setattr(spool_module.os, "fsync", full)
+    done = scp.send(studies[0].path)
+    monkeypatch.setattr(spool_module.os, "fsync", real_fsync)
+    output = done.stdout + done.stderr
+    assert "Received Store Response (Out of Resources)" in output or "OutOfResources" in output, output
+    assert "Success" not in output
+    assert list(scp.spool.inbox.iterdir()) == [] and scp.leftovers() == [] and scp.stored == 0
+    assert any("out of resources" in error for error in scp.errors)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 2 MiB tmpfs mounted for the test (needs root, as in CI); skipped with the reason where it cannot be."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); the ENOSPC test covers it")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_a_tiny_spool_filesystem_answers_out_of_resources_and_keeps_no_half_file(tiny_filesystem, scp_factory, studies):
+    scp = scp_factory(tiny_filesystem / "spool")
+    fits = scp.send(studies[0].path)  # 1.6 MB on a 2 MiB file system
+    assert "Received Store Response (Success)" in fits.stdout + fits.stderr
+    full = scp.send(studies[1].path)
+    output = full.stdout + full.stderr
+    assert "Out of Resources" in output or "OutOfResources" in output, output
+    assert [p.stem for p in scp.spool.inbox.iterdir()] != [] and len(list(scp.spool.inbox.iterdir())) == 1
+    assert scp.leftovers() == []
+    # An unwritable spool (the file system gone read-only) is out of resources too, never success.
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_filesystem)], check=True)
+    readonly = scp.send(studies[2].path)
+    output = readonly.stdout + readonly.stderr
+    assert "Out of Resources" in output or "OutOfResources" in output, output
+    assert len(list(scp.spool.inbox.iterdir())) == 1 and scp.leftovers() == []
