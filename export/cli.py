@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="no export: check bundle DIR's hashes and every backend this machine has (FP16 graphs, ONNX Runtime "
         "CUDA, TensorRT engines) against ONNX Runtime on CPU",
     )
+    signing = parser.add_argument_group("signing (Ed25519; see olvf.runtime.signing)")
+    signing.add_argument(
+        "--sign",
+        type=Path,
+        metavar="KEY",
+        help="sign the bundle with this Ed25519 private key (PEM; openssl genpkey -algorithm ed25519), so that "
+        "devices with OLVF_TRUSTED_KEYS run it",
+    )
+    signing.add_argument(
+        "--resign",
+        type=Path,
+        metavar="DIR",
+        help="no export: check bundle DIR's files and sign its manifest as it is now with --sign KEY (after "
+        "olvf-validate --write-operating-point, or to sign a bundle exported unsigned)",
+    )
     target.add_argument(
         "--labels",
         type=Path,
@@ -264,7 +279,32 @@ def engine_wanted(flag: bool | None) -> bool:
     return reason is None
 
 
+def resign(bundle_dir: Path, key: Any) -> int:
+    """``--resign DIR --sign KEY``: every file checked, then the manifest as it is signed."""
+    from olvf.runtime.bundle import open_bundle
+    from olvf.runtime.bundle_update import bundle_lock, check_writable
+    from olvf.runtime.signing import write_signature
+
+    bundle = open_bundle(bundle_dir, trusted=[])
+    with bundle_lock(bundle_dir, doing="signing"):
+        bundle = open_bundle(bundle_dir, trusted=[])
+        bundle.verify_all()
+        check_writable(bundle_dir, "the signature")
+        identity = write_signature(bundle_dir, key)
+    print(f"bundle {bundle_dir}: {len(bundle.manifest.files)} files verified, manifest signed by key {identity}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    key = None
+    if args.sign is not None:
+        from olvf.runtime.signing import load_private_key
+
+        key = load_private_key(args.sign)  # before minutes of export
+    if args.resign is not None:
+        if key is None:
+            raise UsageError("--resign DIR needs --sign KEY (the private key to sign with)")
+        return resign(args.resign, key)
     if args.labels is not None and args.verify is None:
         raise UsageError("--labels goes with --verify DIR")
     if args.verify is not None:
@@ -386,6 +426,16 @@ def run(args: argparse.Namespace) -> int:
             from olvf.runtime.bundle_engines import build_bundle_engines
 
             steps.append(lambda staging: build_bundle_engines(staging, progress=progress, max_batch=args.max_batch))
+        if key is not None:
+
+            def sign(staging: Path) -> Any:
+                from olvf.runtime.manifest import read_manifest
+                from olvf.runtime.signing import write_signature
+
+                progress(f"bundle signed by key {write_signature(staging, key)}")  # last: it signs what is there
+                return read_manifest(staging)
+
+            steps.append(sign)
         finish = None
         if steps:
 

@@ -6,11 +6,18 @@ Arguments are taken in order; each is
 - an existing folder: searched recursively for ``*.dcm``/``*.dicom``, PNG, JPEG
   and TIFF files and for files of any other name that start like DICOM
   (``DICM`` at byte 128; PACS exports often have no extension). Hidden files
-  and folders, ``DICOMDIR`` and the output folder itself are skipped, so that
-  ``olvf-infer .`` does not read its own overlays back;
+  and folders, ``DICOMDIR``, the output folder itself and **any olvf results
+  folder** (one holding an olvf ``report.json`` or ``validation.json``,
+  wherever it is) are skipped, so that olvf never reads its own overlays and
+  heatmaps back as radiographs. Named pipes, sockets and devices are never
+  opened (a FIFO would block the run): they are listed, and the reader
+  refuses each with one line;
 - anything else containing ``*``, ``?`` or ``[``: a glob (``**`` recurses),
   for shells that do not expand it;
 - else a missing file, reported by the reader.
+
+A file named explicitly (or by a glob) inside an olvf results folder is
+refused as olvf's own output.
 
 A file reached twice is analysed once.
 """
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,10 +35,14 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from olvf.errors import InputError
+from olvf.text import printable
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _GLOB_CHARS = frozenset("*?[")
+RESULT_FILES = ("report.json", "validation.json")  # what olvf writes into every results folder it makes
+MAX_NAME = 100  # characters of a folder name taken from a file name; staging names add about 30
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
 T = TypeVar("T")
 
 
@@ -44,48 +57,101 @@ class Expanded:
 
 def _looks_like_dicom(path: Path) -> bool:
     try:
-        with path.open("rb") as stream:
-            return stream.read(132)[128:132] == b"DICM"
+        # Non-blocking: only regular files get here, but one may be swapped for a FIFO meanwhile.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return True  # unreadable: keep it, so that the reader says why instead of it vanishing
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+        return os.pread(fd, 4, 128) == b"DICM" if hasattr(os, "pread") else os.read(fd, 132)[128:132] == b"DICM"
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _wanted(path: Path) -> bool:
     if path.name.startswith(".") or path.name.upper() == "DICOMDIR":
         return False
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return True  # a dangling link or no permission: the reader says why
+    if not stat.S_ISREG(mode):
+        return not stat.S_ISDIR(mode)  # a FIFO, socket or device: listed, never opened here, refused by the reader
     suffix = path.suffix.lower()
     return suffix in DICOM_SUFFIXES or suffix in IMAGE_SUFFIXES or _looks_like_dicom(path)
 
 
+def is_results_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds results olvf wrote (a study's report.json, a validation report)."""
+    for name in RESULT_FILES:
+        try:
+            with open(Path(folder, name), encoding="utf-8") as handle:
+                head = handle.read(4096)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if re.search(r'"schema"\s*:\s*"olvf-', head):
+            return True
+    return False
+
+
+def inside_results_folder(path: Path) -> Path | None:
+    """The olvf results folder that holds ``path``, if it is in one."""
+    parent = Path(os.path.realpath(path)).parent
+    return parent if is_results_folder(parent) else None
+
+
 def folder_files(folder: Path, exclude: Sequence[Path] = ()) -> list[Path]:
-    """Radiograph files under ``folder``, sorted, outside hidden folders and ``exclude``."""
+    """Radiograph files under ``folder``, sorted, outside hidden folders, olvf results and ``exclude``."""
     skipped = {os.path.realpath(p) for p in exclude}
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
+        if is_results_folder(Path(root)):
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(Path(root, d)) not in skipped)
         found.extend(path for name in sorted(files) if _wanted(path := Path(root, name)))
     return found
 
 
+def _olvf_output(path: Path) -> InputError | None:
+    folder = inside_results_folder(path)
+    if folder is None:
+        return None
+    return InputError(
+        f"{printable(path)}: is olvf's own output (in the results folder {printable(folder)}), not a radiograph; "
+        "pass the original image"
+    )
+
+
 def expand_argument(argument: str, exclude: Sequence[Path] = ()) -> Expanded:
     path = Path(argument)
+    shown = printable(argument)
     if path.is_dir():
         files = folder_files(path, exclude)
         if not files:
-            return Expanded(
-                argument,
-                (),
-                InputError(f"{argument}: folder holds no DICOM, PNG, JPEG or TIFF file; check the folder"),
+            own = (
+                is_results_folder(path)
+                or os.path.realpath(path) in {os.path.realpath(p) for p in exclude}
+                or any(is_results_folder(child) for child in path.iterdir() if child.is_dir())
             )
+            what = "holds olvf results, not radiographs" if own else "folder holds no DICOM, PNG, JPEG or TIFF file"
+            return Expanded(argument, (), InputError(f"{shown}: {what}; check the folder"))
         return Expanded(argument, tuple(files))
-    if path.exists() or not _GLOB_CHARS & set(argument):
-        return Expanded(argument, (path,))
+    if os.path.lexists(path) or not _GLOB_CHARS & set(argument):
+        own = _olvf_output(path) if os.path.lexists(path) else None
+        return Expanded(argument, () if own else (path,), own)
     files = []
     for match in sorted(glob.glob(argument, recursive=True)):
         found = Path(match)
-        files.extend(folder_files(found, exclude) if found.is_dir() else [found] if found.is_file() else [])
+        if found.is_dir():
+            files.extend(folder_files(found, exclude))
+        elif _wanted(found) and _olvf_output(found) is None:
+            files.append(found)
     if not files:
-        return Expanded(argument, (), InputError(f"{argument}: no file matches this pattern; check the pattern"))
+        return Expanded(argument, (), InputError(f"{shown}: no file matches this pattern; check the pattern"))
     return Expanded(argument, tuple(files))
 
 
@@ -106,15 +172,24 @@ def expand_inputs(arguments: Sequence[str], exclude: Sequence[Path] = ()) -> lis
 
 
 def study_name(path: Path) -> str:
-    """The output folder name of one input: its name less a known extension (UID-like names keep their dots)."""
+    """The output folder name of one input: its name less a known extension, printable, at most MAX_NAME long.
+
+    Control characters (escape sequences in a hostile file name) become ``_``.
+    """
     name = path.name
     if path.suffix.lower() in DICOM_SUFFIXES + IMAGE_SUFFIXES:
         name = name[: -len(path.suffix)]
-    return name.lstrip(".") or "input"
+    name = _UNSAFE_NAME.sub("_", name).lstrip(".") or "input"
+    return name[:MAX_NAME]
 
 
 def study_names(paths: Sequence[Path]) -> list[str]:
-    """Unique folder names in input order: a repeated name gets -2, -3, ... (case-insensitively, for macOS)."""
+    """Unique folder names in input order: a repeated name gets -2, -3, ... (case-insensitively, for macOS).
+
+    The folders actually written are chosen by
+    :class:`olvf.runtime.writers.study_folder.OutputFolder`, which also skips
+    folders holding other inputs' results from earlier runs.
+    """
     taken: set[str] = set()
     names = []
     for path in paths:

@@ -6,16 +6,28 @@ A listed file is checked against its sha256 when the runtime first uses it
 engines of other machines and FP16 graphs a CPU never loads, and hashing
 hundreds of megabytes nobody reads slows every start. ``verify_all`` checks
 everything, for ``olvf-export --verify`` and for copies of a bundle.
+
+The manifest's own integrity record is checked when it is read
+(:mod:`olvf.runtime.manifest`), and its signature, if any, when the bundle
+is opened (:mod:`olvf.runtime.signing`; required when trusted keys are set).
+A graph may name external-data files: each must be a file the manifest
+lists, hash-checked like the graph, or the graph is refused before any
+backend opens it (:mod:`olvf.runtime.onnx_external`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from olvf.errors import BundleError
 from olvf.runtime.manifest import MANIFEST_NAME, Manifest, parse_manifest, read_manifest_bytes
+from olvf.runtime.onnx_external import MalformedGraph, external_data_locations
+from olvf.runtime.signing import SignatureStatus, trusted_keys, verify_signature
 
 _CHUNK = 1 << 22
 
@@ -33,18 +45,27 @@ class Bundle:
     """An opened bundle: its folder, its manifest and the manifest's own hash.
 
     ``verify``: check each listed file's sha256 before its first use.
+    ``signature``: what the bundle's signature says (unsigned, verified, changed since signing).
     """
 
     path: Path
     manifest: Manifest
     manifest_sha256: str
     verify: bool = True
+    signature: SignatureStatus = SignatureStatus("unsigned")
     _checked: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def file(self, name: str) -> Path:
-        """The path of a listed file, checked against the manifest's sha256 on first use."""
+        """The path of a listed file, checked against the manifest's sha256 on first use.
+
+        A graph's external-data files must be listed files too, and are checked with it.
+        """
         member = self.path / name
-        if not self.verify or name in self._checked:
+        if name in self._checked:
+            return member
+        if not self.verify:
+            self._check_external_data(name, member)
+            self._checked.add(name)
             return member
         expected = self.manifest.files.get(name)
         if expected is None:
@@ -60,8 +81,27 @@ class Bundle:
                 f"bundle {self.path}: {name} does not match the sha256 in {MANIFEST_NAME} "
                 "(changed or corrupted since export); copy it again or re-export the bundle"
             )
+        self._check_external_data(name, member)
         self._checked.add(name)
         return member
+
+    def _check_external_data(self, name: str, member: Path) -> None:
+        if not name.endswith(".onnx") or not member.is_file():
+            return
+        try:
+            locations = external_data_locations(member)
+        except (MalformedGraph, OSError) as exc:
+            raise BundleError(
+                f"bundle {self.path}: {name} is not a readable ONNX graph ({exc}); re-export it"
+            ) from None
+        for location in locations:
+            inside = os.path.normpath(os.path.join(os.path.dirname(name), location)).replace(os.sep, "/")
+            if location not in self.manifest.files and inside not in self.manifest.files:
+                raise BundleError(
+                    f"bundle {self.path}: {name} reads external data from {location!r}, which is not a file of the "
+                    f"bundle's {MANIFEST_NAME}; a graph may only use data the manifest lists and hashes, re-export it"
+                )
+            self.file(location if location in self.manifest.files else inside)
 
     def verify_all(self) -> None:
         """Check every listed file now."""
@@ -69,8 +109,15 @@ class Bundle:
             self.file(name)
 
 
-def open_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
-    """Read ``manifest.json`` once; listed files are checked when used (see :class:`Bundle`)."""
+def open_bundle(
+    bundle_dir: str | Path, *, verify: bool = True, trusted: Sequence[str | os.PathLike[str]] | None = None
+) -> Bundle:
+    """Read ``manifest.json`` once; listed files are checked when used (see :class:`Bundle`).
+
+    ``trusted``: public keys (files or folders) of which one must have signed the bundle; None: those
+    named by OLVF_TRUSTED_KEYS, if any. ``verify=False`` (olvf's own changes to a bundle) skips the
+    file hashes and the signature.
+    """
     path = Path(bundle_dir)
     if not path.exists():
         raise BundleError(
@@ -81,4 +128,13 @@ def open_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
         raise BundleError(f"{path} is a file, not a bundle folder; pass the folder that holds {MANIFEST_NAME}")
     data = read_manifest_bytes(path)
     manifest = parse_manifest(data, str(path / MANIFEST_NAME))
-    return Bundle(path=path, manifest=manifest, manifest_sha256=hashlib.sha256(data).hexdigest(), verify=verify)
+    signature = SignatureStatus("unsigned")
+    if verify:
+        signature = verify_signature(path, json.loads(data), trusted_keys(trusted))
+    return Bundle(
+        path=path,
+        manifest=manifest,
+        manifest_sha256=hashlib.sha256(data).hexdigest(),
+        verify=verify,
+        signature=signature,
+    )

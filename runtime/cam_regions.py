@@ -16,9 +16,12 @@ detector box (width ``w``, height ``h``, band fraction ``b`` = 0.2):
 The fractions are each region's share of the map's total mass (sum of the
 map's values), so they sum to 1. A map without positive evidence has no
 mass: its fractions are NaN (``null`` in reports). Which side is anterior
-cannot be read from the pixels: it is ``RegionGeometry.anterior`` (the CLI's
-``--anterior``, default left: the patient facing left, as lateral films are
-usually displayed and as ``olvf-phantom`` draws them).
+cannot be read from the pixels: it is ``RegionGeometry.anterior``, taken from
+the file's Patient Orientation (0020,0020) when its row direction says
+(:func:`geometry_from_orientation`), else the default left (the patient
+facing left, as lateral films are usually displayed and as ``olvf-phantom``
+draws them); the CLI's ``--anterior`` overrides both, and
+``anterior_source`` records which was used.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 
 REGIONS = ("centre", "upper_endplate", "lower_endplate", "anterior", "posterior", "outside_box")
 SIDES = ("left", "right")
+DEFAULT_SOURCE = "default: patient facing left (pass --anterior right for films facing right)"
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class RegionGeometry:
 
     band: float = 0.2
     anterior: str = "left"
-    anterior_source: str = "default: patient facing left (pass --anterior right for films facing right)"
+    anterior_source: str = DEFAULT_SOURCE
 
     def __post_init__(self) -> None:
         if self.anterior not in SIDES:
@@ -57,6 +61,32 @@ class RegionGeometry:
                 "centre = the rest of the box; outside_box = the crop's margin"
             ),
         }
+
+
+def geometry_from_orientation(orientation: tuple[str, str] | None) -> RegionGeometry:
+    """The anterior side from Patient Orientation (0020,0020), else the default, saying which.
+
+    Its first value is the patient direction of the image's rows, left to right:
+    ``P`` (posterior) means the patient's back is on the right, so anterior is on
+    the left; ``A`` the other way round. A row direction without exactly one of
+    them (``L``/``R``: a frontal view, or both) does not say, and the default is
+    used with the reason.
+    """
+    if orientation is None:
+        return RegionGeometry(anterior_source=f"{DEFAULT_SOURCE}; the file has no Patient Orientation (0020,0020)")
+    row, column = orientation
+    shown = f"{row}\\{column}"
+    if "A" in row and "P" not in row:
+        return RegionGeometry(
+            anterior="right", anterior_source=f"Patient Orientation (0020,0020) {shown}: rows run towards anterior"
+        )
+    if "P" in row and "A" not in row:
+        return RegionGeometry(
+            anterior="left", anterior_source=f"Patient Orientation (0020,0020) {shown}: rows run towards posterior"
+        )
+    return RegionGeometry(
+        anterior_source=f"{DEFAULT_SOURCE}; Patient Orientation (0020,0020) {shown} does not say (not a lateral view?)"
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,12 +23,22 @@ engines into the bundle before any input is read.
 A bundle without a detector keeps the earlier behaviour: each image is one
 vertebral-body crop, classified whole; the report and summary say so.
 
+Results are printed as they are written, in input order, and nothing of a
+study is kept once its folder is written, so memory does not grow with the
+number of inputs (the pipeline bounds each batch: ``--batch``,
+``--batch-memory``). With ``--json`` stdout is one JSON list with an object
+per input: ``{"input", "folder", "report"}`` or ``{"input", "error": {"type",
+"exit_code", "message"}}``, so a script sees which inputs failed and why.
+
 Exit code: 0 when every input gave a report; otherwise the code of the first
 failed input in argument order (3 an input cannot be used, 8 its output
-exists), after the others were still analysed. A bundle or backend problem
-stops everything (4, 7), as does a refused engine build (6) unless it was
+exists), after the others were still analysed. Argument errors exit 2 and
+``--out`` is checked before anything is analysed (8 when it is a file, 1
+when it cannot be written). A bundle or backend problem stops everything
+(4, 7), as does a refused engine build (6) unless it was
 ``--build-engines-if-needed`` with inputs under ``--backend auto``, which then
-runs on ONNX Runtime.
+runs on ONNX Runtime. Header text and file names are printed escaped
+(:func:`olvf.text.printable`).
 """
 
 from __future__ import annotations
@@ -39,19 +49,19 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from olvf.cli_main import run_main
 from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError, UsageError
-from olvf.runtime.atomic import check_replaceable
-from olvf.runtime.batch import Progress, expand_inputs, study_names
+from olvf.runtime.batch import Progress, expand_inputs
 from olvf.runtime.cam_regions import RegionGeometry
-from olvf.runtime.pipeline import DEFAULT_BATCH, StudyPipeline
-from olvf.runtime.results import InputFailure, StudyResult
+from olvf.runtime.pipeline import CPU_MAX_CROPS, DEFAULT_BATCH, DEFAULT_BATCH_MEMORY, StudyPipeline
+from olvf.runtime.results import InputFailure
 from olvf.runtime.runners import backend_names
 from olvf.runtime.session import Runtime
 from olvf.runtime.writers.report import DEMO_WARNING, ReportContext, report_context, summary_lines
-from olvf.runtime.writers.study_folder import write_study
+from olvf.runtime.writers.study_folder import OutputFolder, write_study
+from olvf.text import printable
 
 if TYPE_CHECKING:
     from olvf.runtime.writers.dicom_source import DicomSource
@@ -61,12 +71,20 @@ PROG = "olvf-infer"
 
 @dataclass(frozen=True)
 class Outcome:
+    """One input's end: its report and folder, or its error; ``lines``: its summary for people."""
+
     order: int
     label: str
     folder: Path | None = None
-    study: StudyResult | None = None
     report: dict[str, Any] | None = None
     error: OlvfError | None = None
+    lines: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            error = {"type": type(self.error).__name__, "exit_code": self.error.exit_code, "message": str(self.error)}
+            return {"input": self.label, "error": error}
+        return {"input": self.label, "folder": str(self.folder), "report": self.report}
 
 
 def _device(text: str) -> str:
@@ -79,6 +97,10 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return int(text)
+
+
+def _megabytes(text: str) -> int:
+    return _positive(text) * 2**20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="radiograph files (DICOM, PNG, JPEG, TIFF), folders (searched recursively) or globs",
     )
     parser.add_argument("--bundle", type=Path, default=Path("engines"), help="bundle folder (default engines/)")
+    parser.add_argument(
+        "--trusted-keys",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="run only a bundle signed by one of these Ed25519 public keys (PEM or OpenSSH files, or folders of "
+        "them; repeatable); default: those OLVF_TRUSTED_KEYS names, if any",
+    )
     parser.add_argument(
         "--backend",
         default="auto",
@@ -117,7 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch",
         type=_positive,
         default=DEFAULT_BATCH,
-        help=f"studies per detector and ensemble call (default {DEFAULT_BATCH}); bounds memory and latency",
+        help=f"studies per detector and ensemble call, at most (default {DEFAULT_BATCH})",
+    )
+    parser.add_argument(
+        "--batch-memory",
+        type=_megabytes,
+        default=DEFAULT_BATCH_MEMORY,
+        metavar="MB",
+        help=f"a batch is run once its images hold this many MiB (default {DEFAULT_BATCH_MEMORY // 2**20}); "
+        "with --batch it bounds memory whatever the number of inputs",
+    )
+    parser.add_argument(
+        "--max-crops",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"vertebra crops per ensemble call (default {CPU_MAX_CROPS} on CPU, the graph's maximum on a GPU); "
+        "fewer lowers the backend's memory",
     )
     engines = parser.add_argument_group("TensorRT engines (built on this machine, kept in the bundle)")
     engines.add_argument(
@@ -149,9 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _geometry(anterior: str | None) -> RegionGeometry:
+def _geometry(anterior: str | None) -> RegionGeometry | None:
+    """--anterior overrides every file's Patient Orientation; without it each study's own is used."""
     if anterior is None:
-        return RegionGeometry()
+        return None
     return RegionGeometry(anterior=anterior, anterior_source=f"--anterior {anterior}")
 
 
@@ -161,17 +208,9 @@ def _load(args: argparse.Namespace) -> Runtime:
     options: dict[str, Any] = {}
     if args.device is not None:
         options["device"] = int(args.device) if args.device.isdigit() else args.device
-    return olvf.load(args.bundle, backend=args.backend, precision=args.precision, **options)
-
-
-def _refuse_existing(path: Path, folder: Path, force: bool) -> None:
-    """Before the slow work: an input whose results folder exists (without --force) is not analysed."""
-    try:
-        check_replaceable(folder, force=force)
-    except OutputExistsError:
-        raise OutputExistsError(
-            f"{path}: its results folder {folder} already exists; pass --force to replace it"
-        ) from None
+    return olvf.load(
+        args.bundle, backend=args.backend, precision=args.precision, trusted_keys=args.trusted_keys, **options
+    )
 
 
 def dicom_source(path: Path, progress: Progress) -> DicomSource | None:
@@ -185,17 +224,66 @@ def dicom_source(path: Path, progress: Progress) -> DicomSource | None:
         return None
 
 
-def print_summary(outcomes: Sequence[Outcome], context: ReportContext | None, why: str = "") -> None:
-    if context is not None and context.demo:
-        print(DEMO_WARNING)
-    for outcome in outcomes:
-        if outcome.study is not None:
-            print("\n".join(summary_lines(outcome.study, outcome.label, str(outcome.folder))))
-    if context is not None:
-        backend = context.backend
-        print(f"backend {backend['name']} on {backend['device']} ({backend['precision']}; {why})")
-    ok = sum(o.report is not None for o in outcomes)
-    print(f"{len(outcomes)} {'study' if len(outcomes) == 1 else 'studies'}: {ok} ok, {len(outcomes) - ok} failed")
+class Printer:
+    """Outcomes to stdout in input order, as they come: tables for people, or one JSON list for scripts.
+
+    Outcomes known before the analysis (an argument that matched nothing, results
+    that exist) wait for their turn; studies arrive in order. Nothing of a study
+    but its printed lines is kept.
+    """
+
+    def __init__(self, as_json: bool, stream: TextIO | None = None) -> None:
+        self.as_json = as_json
+        self.stream = stream if stream is not None else sys.stdout
+        self.context: ReportContext | None = None
+        self.failures: list[OlvfError] = []  # in input order
+        self.count = self.ok = 0
+        self._waiting: dict[int, Outcome] = {}
+        self._next = 0
+        self._opened = False
+
+    def add(self, outcome: Outcome) -> None:
+        self._waiting[outcome.order] = outcome
+        while self._next in self._waiting:
+            self._emit(self._waiting.pop(self._next))
+            self._next += 1
+
+    def _emit(self, outcome: Outcome) -> None:
+        self.count += 1
+        if outcome.error is not None:
+            self.failures.append(outcome.error)
+        else:
+            self.ok += 1
+        if self.as_json:
+            text = json.dumps(outcome.to_json(), indent=2, allow_nan=False)
+            self.stream.write(("[\n" if not self._opened else ",\n") + text)
+            self._opened = True
+        elif outcome.lines:
+            if not self._opened and self.context is not None and self.context.demo:
+                print(DEMO_WARNING, file=self.stream)
+            self._opened = True
+            print("\n".join(outcome.lines), file=self.stream)
+        self.stream.flush()
+
+    def close(self, why: str = "", *, finished: bool = True) -> None:
+        """The end of the list; ``finished``: the run ended normally, so the summary's last lines follow."""
+        for order in sorted(self._waiting):
+            self._emit(self._waiting.pop(order))
+        if self.as_json:
+            if self._opened:
+                self.stream.write("\n]\n")
+            elif finished:
+                self.stream.write("[]\n")
+        elif finished:
+            if self.context is not None:
+                backend = self.context.backend
+                print(
+                    f"backend {backend['name']} on {backend['device']} ({backend['precision']}; {why})",
+                    file=self.stream,
+                )
+            studies = "study" if self.count == 1 else "studies"
+            print(f"{self.count} {studies}: {self.ok} ok, {self.count - self.ok} failed", file=self.stream)
+        self.stream.flush()
 
 
 def prepare_engines(args: argparse.Namespace) -> None:
@@ -236,65 +324,70 @@ def prepare_engines(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.inputs and not (args.rebuild_engines or args.build_engines_if_needed):
-        raise InputError("no INPUT given: name radiograph files, folders or globs (see olvf-infer --help)")
+        raise UsageError("no INPUT given: name radiograph files, folders or globs (see olvf-infer --help)")
     if args.engine_max_batch is not None and args.engine_max_batch < 1:
         raise UsageError("--engine-max-batch must be at least 1")
     if args.engine_max_batch is not None and not (args.rebuild_engines or args.build_engines_if_needed):
         raise UsageError("--engine-max-batch applies to engine builds: add --rebuild-engines")
+    out = OutputFolder(args.out, force=args.force)
+    if args.inputs:
+        out.check()  # before minutes of engine building or analysis
     if args.rebuild_engines or args.build_engines_if_needed:
         prepare_engines(args)
         if not args.inputs:
             return 0
     items = expand_inputs(args.inputs, exclude=[args.out])
     progress = Progress(len(items))
-    outcomes: list[Outcome] = []
+    printer = Printer(args.json)
 
     def failed(order: int, label: str, error: OlvfError) -> None:
-        progress.say(f"{PROG}: error: {error}")
+        progress.say(f"{PROG}: error: {printable(error)}")
         progress.advance()
-        outcomes.append(Outcome(order, label, error=error))
+        printer.add(Outcome(order, printable(label), error=error))
 
-    paths = [item for item in items if isinstance(item, Path)]
-    names = iter(study_names(paths))
-    jobs: dict[str, tuple[int, Path]] = {}  # the pipeline's source label -> (order, results folder)
+    jobs: dict[str, int] = {}  # the pipeline's source label -> its order among the inputs
     for order, item in enumerate(items):
         if isinstance(item, InputError):
-            failed(order, str(item), item)
+            failed(order, str(item).split(": ", 1)[0], item)
             continue
-        folder = args.out / next(names)
         try:
-            _refuse_existing(item, folder, args.force)
+            out.refuse_existing(item)
         except OutputExistsError as exc:
             failed(order, str(item), exc)
             continue
-        jobs[str(item)] = (order, folder)
-    context, why = None, ""
+        jobs[str(item)] = order
+    why, finished = "", False
     try:
         if jobs:
             with _load(args) as rt:
-                pipeline = StudyPipeline(rt, batch=args.batch, geometry=_geometry(args.anterior))
-                context, why = report_context(rt, str(args.bundle)), rt.selection.brief
+                pipeline = StudyPipeline(
+                    rt,
+                    batch=args.batch,
+                    batch_memory=args.batch_memory,
+                    geometry=_geometry(args.anterior),
+                    max_crops=args.max_crops,
+                )
+                printer.context, why = report_context(rt, str(args.bundle)), rt.selection.brief
                 for outcome in pipeline.run([Path(source) for source in jobs]):
-                    order, folder = jobs[outcome.source]
+                    order = jobs[outcome.source]
                     if isinstance(outcome, InputFailure):
                         failed(order, outcome.source, outcome.error)
                         continue
                     try:
                         dicom = dicom_source(Path(outcome.source), progress) if args.dicom else None
-                        report = write_study(outcome, context, folder, force=args.force, dicom=dicom)
+                        report, folder = write_study(outcome, printer.context, out, dicom=dicom)
                     except OlvfError as exc:
                         failed(order, outcome.source, exc)
                         continue
+                    label = printable(outcome.source)
+                    lines = tuple(summary_lines(outcome, label, printable(folder)))
                     progress.advance()
-                    outcomes.append(Outcome(order, outcome.source, folder=folder, study=outcome, report=report))
+                    printer.add(Outcome(order, label, folder=folder, report=report, lines=lines))
+        finished = True
     finally:
         progress.close()
-    outcomes.sort(key=lambda o: o.order)
-    if args.json:
-        print(json.dumps([o.report for o in outcomes if o.report is not None], indent=2, allow_nan=False))
-    else:
-        print_summary(outcomes, context, why)
-    first_failure = next((o.error for o in outcomes if o.error is not None), None)
+        printer.close(why, finished=finished)
+    first_failure = printer.failures[0] if printer.failures else None
     return 0 if first_failure is None else first_failure.exit_code
 
 

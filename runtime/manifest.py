@@ -13,6 +13,16 @@ before the study pipeline) is still read: its crops' ``value_max`` 255 is
 the display scale of schema 2, and its detector gets the defaults it was
 decoded with. Manifests are always written in the current schema.
 
+Integrity: olvf writes an ``integrity`` record into every manifest it
+writes (export, engines built on the target, an operating point chosen by
+olvf-validate): the sha256 of the manifest's canonical JSON (keys sorted, no
+white space, the record itself left out). A manifest whose record is missing
+or does not match was changed by something other than olvf (a hand edit of
+``"demo": false`` or of the operating point) and is refused, as a graph whose
+sha256 does not match is. This catches changes, not a forger, who can
+recompute the hash: against that, bundles are signed
+(:mod:`olvf.runtime.signing`).
+
 Imports only the standard library and this package's configuration, so
 reading a manifest loads neither pydicom nor OpenCV.
 """
@@ -20,6 +30,7 @@ reading a manifest loads neither pydicom nor OpenCV.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -36,6 +47,45 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: how a graph is stored: ONNX (one file), or OpenVINO IR (``file`` the .xml, ``weights`` the .bin)
 GRAPH_FORMATS = ("onnx", "openvino-ir")
 CLASSIFIER_FLAGS = "--resnet50 R.pt --densenet161 D.pt --resnext50 X.pt"  # what adds classifiers to a bundle
+INTEGRITY_KEY = "integrity"
+
+
+def canonical_manifest(raw: dict[str, Any]) -> bytes:
+    """The bytes a manifest's integrity hash and signature cover: its JSON without the integrity record."""
+    body = {key: value for key, value in raw.items() if key != INTEGRITY_KEY}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def manifest_digest(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_manifest(raw)).hexdigest()
+
+
+def seal_manifest(raw: dict[str, Any]) -> str:
+    """``manifest.json`` text for ``raw`` with its integrity record (re)computed: how olvf writes every manifest."""
+    body = {key: value for key, value in raw.items() if key != INTEGRITY_KEY}
+    body[INTEGRITY_KEY] = {
+        "sha256": manifest_digest(body),
+        "of": "the manifest as JSON with sorted keys, no white space, without this record",
+    }
+    return json.dumps(body, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def check_integrity(raw: Any, source: str) -> None:
+    """Refuse a manifest that olvf did not write as it is (see the module docstring)."""
+    if not isinstance(raw, dict):
+        return  # manifest_from_dict says what is wrong
+    record = raw.get(INTEGRITY_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        raise BundleError(
+            f"{source} has no integrity record: written by an olvf older than this one, or by hand; "
+            "re-export the bundle with this olvf version"
+        )
+    if record["sha256"] != manifest_digest(raw):
+        raise BundleError(
+            f"{source} was changed after olvf wrote it (its integrity sha256 does not match; a hand edit?); "
+            "undo the change or re-export the bundle (settings belong in olvf-export's options, the operating "
+            "point in olvf-validate --write-operating-point)"
+        )
 
 
 def bundle_member(name: Any, what: str) -> str:
@@ -232,10 +282,15 @@ class Manifest:
         """The threshold on the ensemble's p(fresh) at or over which olvf recommends MRI."""
         return self.operating_points["fresh"]
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         raw = dataclasses.asdict(self)
         raw["display"] = self.display.to_dict()
-        return json.dumps(raw, indent=2, sort_keys=False, allow_nan=False) + "\n"
+        # JSON's own shapes (lists, not tuples), so that a signed copy compares equal to a re-read one
+        return json.loads(json.dumps(raw, allow_nan=False))
+
+    def to_json(self) -> str:
+        """``manifest.json`` as olvf writes it, sealed with its integrity record."""
+        return seal_manifest(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST_NAME) -> Manifest:
@@ -245,6 +300,7 @@ class Manifest:
             raise BundleError(
                 f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); re-export the bundle"
             ) from None
+        check_integrity(raw, source)
         return manifest_from_dict(raw, source)
 
     def validate(self) -> None:
@@ -287,6 +343,13 @@ class Manifest:
             )
         if not isinstance(self.demo, bool):
             raise BundleError(f"manifest: demo must be true or false, got {self.demo!r}")
+        seeded = [spec.name for spec in self.models if "demo_seed" in spec.source]
+        if seeded and not self.demo:
+            # The banner is what keeps random weights out of a diagnosis; it cannot be switched off alone.
+            raise BundleError(
+                f"manifest: demo is false but {', '.join(seeded)} come from demo seeds (random weights); "
+                "a demo bundle stays labelled DEMO, export real checkpoints instead"
+            )
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -337,7 +400,7 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
             f"{source} has schema version {version}, this olvf reads {', '.join(map(str, READABLE_SCHEMAS))}; "
             "re-export the bundle with this olvf version or install the olvf that wrote it"
         )
-    data = dict(raw)
+    data = {key: value for key, value in raw.items() if key != INTEGRITY_KEY}
     if version == 1:
         data["models"] = [dict(m) if isinstance(m, dict) else m for m in data.get("models") or []]
         _upgrade_schema_1(data, source)

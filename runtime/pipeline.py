@@ -6,15 +6,29 @@
 the DICOM node call :class:`StudyPipeline`; writers take its results
 (:mod:`olvf.runtime.results`) and recompute nothing.
 
-Inputs go in batches of ``batch`` studies: each batch is one detector call
-for all its images and one ensemble call for every vertebra of every image,
-so studies that arrive together share the models' fixed costs.
+Inputs go in batches: each batch is one detector call for all its images
+and one ensemble call for every vertebra of every image, so studies that
+arrive together share the models' fixed costs. A batch closes at ``batch``
+studies or when the images it holds reach ``batch_memory`` bytes, whichever
+comes first: full-size images stay in memory until their batch is
+classified, so memory, not a count, is what bounds a run. Results are
+yielded batch by batch; a caller that writes and drops each one holds at
+most one batch, whatever the number of inputs. What one input may cost at
+most is :class:`olvf.runtime.radiograph.ReadLimits`.
 
-Failure isolation: what goes wrong with one input (it cannot be read, its
-pixels are unusable) is that input's :class:`InputFailure`, and the others
-go on, whatever the batch size. What goes wrong with the bundle or the
-backend (a graph that does not load, a GPU that fails mid-run) is no input's
+Failure isolation: anything that goes wrong with one input, while it is
+read, letterboxed, decoded, cropped or while its result is put together, is
+that input's :class:`InputFailure` (an :class:`InputError`; an unexpected
+exception is named by its class), and the others go on, whatever the batch
+size. What goes wrong with the bundle or the backend (a graph that does not
+load, a GPU that fails mid-run: :class:`BundleError`, :class:`BackendError`,
+raised by the detector and ensemble calls the batch shares) is no input's
 fault: it is raised once and stops the run, without blaming an input.
+
+Which side of the image is anterior (for the Grad-CAM regions) comes, per
+study, from the file's Patient Orientation when it says, else the default;
+a ``geometry`` given to the pipeline (the CLI's ``--anterior``) overrides
+both. Each report says which was used.
 """
 
 from __future__ import annotations
@@ -27,20 +41,29 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from olvf.errors import BundleError, InputError
-from olvf.runtime.cam_regions import CamAnalysis, RegionGeometry, analyse_cams
+from olvf.errors import BundleError, InputError, OlvfError
+from olvf.runtime.cam_regions import CamAnalysis, RegionGeometry, analyse_cams, geometry_from_orientation
 from olvf.runtime.crops import crop_regions, extract_crops
 from olvf.runtime.decision import mri_decision
 from olvf.runtime.detection import Detections, Letterbox
 from olvf.runtime.manifest import CLASSIFIER_FLAGS
-from olvf.runtime.radiograph import MIN_SIDE, Radiograph, RadiographInfo, gray_image, read_radiograph
+from olvf.runtime.radiograph import DEFAULT_LIMITS, Radiograph, RadiographInfo, ReadLimits, gray_image, read_radiograph
 from olvf.runtime.results import Classification, InputFailure, StageTimes, StudyOutcome, StudyResult
+from olvf.text import printable
 
 if TYPE_CHECKING:
     from olvf.runtime.session import Runtime  # the runtime imports this module for Runtime.infer
 
-DEFAULT_BATCH = 16  # studies per detector + ensemble call: bounds memory (full-size images stay in RAM) and latency
+DEFAULT_BATCH = 16  # studies per detector + ensemble call, at most
+DEFAULT_BATCH_MEMORY = 512 * 2**20  # bytes of images a batch holds before it is run (full-size images stay in RAM)
+# A lateral lumbar film spans T12-S1, about six vertebral bodies and their discs from top to bottom: under
+# 256 px on its shorter side a body would be under about 32 px, a thumbnail that gives no verdict worth having.
+CASCADE_MIN_SIDE = 256
 CROP_MIN_SIDE = 16  # without a detector an input is one vertebra's crop, far smaller than a radiograph
+# Crops per ensemble call on CPU. ONNX Runtime's CPU arena grows to the largest call and keeps it: the
+# demo ensemble (ResNet-50 + DenseNet-161 + ResNeXt-50 at 224) peaks at 1.1 GB in 8-crop calls and at
+# 2.0 GB in 32-crop calls, for the same time per crop. GPUs keep the graph's maximum (their memory is their own).
+CPU_MAX_CROPS = 8
 CROP_LEVEL = "crop"
 CROP_RULE = "no detector in the bundle: the whole image is one vertebral-body crop"
 _DISPLAY_SLACK = 1e-3  # float rounding of a caller's [0, 1] image
@@ -118,6 +141,7 @@ class _Study:
     source: str
     radiograph: Radiograph
     read_ms: float
+    geometry: RegionGeometry
     fitted: Letterbox | None = None
     tensor: np.ndarray | None = None
     detections: Detections | None = None
@@ -125,12 +149,43 @@ class _Study:
     batch: np.ndarray | None = None
     crops_ms: float = 0.0
 
+    @property
+    def held_bytes(self) -> int:
+        """What this study keeps in memory until its batch is classified."""
+        held = self.radiograph.pixels.nbytes
+        for array in (self.tensor, self.batch):
+            held += 0 if array is None else array.nbytes
+        return held
+
+
+def unexpected_failure(source: str, exc: BaseException) -> InputError:
+    """An exception nobody anticipated while analysing one input, as that input's one-line error."""
+    text = " ".join(str(exc).split()) or "no message"
+    return InputError(
+        f"{printable(source)}: could not be analysed ({type(exc).__name__}: {printable(text[:300])}); "
+        "the file is unlike any radiograph olvf knows: check it, and report it if it is a valid image"
+    )
+
+
+def failure(source: str, exc: Exception) -> InputFailure:
+    """The outcome of an input whose analysis raised ``exc``; bundle and backend errors are not an input's."""
+    if isinstance(exc, OlvfError) and not isinstance(exc, InputError):
+        raise exc
+    error = exc if isinstance(exc, InputError) else unexpected_failure(source, exc)
+    return InputFailure(source, error)
+
 
 class StudyPipeline:
     """Run studies on a loaded :class:`Runtime`; see the module docstring.
 
-    ``geometry``: how Grad-CAM maps are divided into regions (which side is anterior).
-    ``operating_point``: the p(fresh) at or over which MRI is recommended (default: the bundle's).
+    ``batch`` and ``batch_memory``: a batch closes at this many studies or at
+    this many bytes of images held, whichever comes first. ``geometry``: how
+    Grad-CAM maps are divided into regions for every study (which side is
+    anterior), overriding each file's Patient Orientation; None: per study.
+    ``operating_point``: the p(fresh) at or over which MRI is recommended
+    (default: the bundle's). ``limits``: what one input may cost to read.
+    ``max_crops``: crops per ensemble call (default: CPU_MAX_CROPS on CPU, the
+    graph's maximum elsewhere); the batch's crops go in as many calls as it takes.
     """
 
     def __init__(
@@ -138,8 +193,11 @@ class StudyPipeline:
         runtime: Runtime,
         *,
         batch: int = DEFAULT_BATCH,
+        batch_memory: int = DEFAULT_BATCH_MEMORY,
         geometry: RegionGeometry | None = None,
         operating_point: float | None = None,
+        limits: ReadLimits = DEFAULT_LIMITS,
+        max_crops: int | None = None,
     ) -> None:
         if runtime.runner is None:
             raise BundleError(
@@ -148,43 +206,73 @@ class StudyPipeline:
             )
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
+        if batch_memory < 1:
+            raise ValueError(f"batch_memory must be at least 1 byte, got {batch_memory}")
         self.runtime = runtime
         self.batch = batch
-        self.geometry = geometry or RegionGeometry()
+        self.batch_memory = batch_memory
+        self.geometry = geometry
+        self.limits = limits
         self.operating_point = runtime.manifest.fresh_operating_point if operating_point is None else operating_point
         if not 0.0 < self.operating_point < 1.0:
             raise ValueError(f"operating point must lie strictly between 0 and 1, got {self.operating_point}")
         self.cascade = runtime.detector is not None
         self._fresh = runtime.classes.index("fresh")
+        if max_crops is not None and max_crops < 1:
+            raise ValueError(f"max_crops must be at least 1, got {max_crops}")
+        on_cpu = str(getattr(runtime.runner, "device", "cpu")).lower().startswith("cpu")
+        self.max_crops = max_crops or (CPU_MAX_CROPS if on_cpu else None)
 
     def run(self, inputs: Iterable[StudyInput]) -> Iterator[StudyOutcome]:
-        """Every input's outcome, in input order, batch by batch."""
-        pending: list[StudyInput] = []
-        for item in inputs:
-            pending.append(item)
-            if len(pending) == self.batch:
-                yield from self.run_batch(pending)
-                pending = []
+        """Every input's outcome, in input order, batch by batch (see the module docstring)."""
+        pending: list[_Study | InputFailure] = []
+        held = studies = 0
+        for order, item in enumerate(inputs):
+            admitted = self._admit(order, item)
+            if isinstance(admitted, InputFailure) and not studies:
+                yield admitted  # nothing waits before it: no need to hold it back
+                continue
+            pending.append(admitted)
+            if isinstance(admitted, _Study):
+                studies += 1
+                held += admitted.held_bytes
+            if studies >= self.batch or held >= self.batch_memory:
+                yield from self._finish_batch(pending)
+                pending, held, studies = [], 0, 0
         if pending:
-            yield from self.run_batch(pending)
+            yield from self._finish_batch(pending)
 
     def run_batch(self, inputs: Sequence[StudyInput]) -> list[StudyOutcome]:
-        """One batch: each input read on its own, then one detector call and one ensemble call for all."""
-        outcomes: dict[int, StudyOutcome] = {}
-        studies: list[_Study] = []
-        for order, item in enumerate(inputs):
-            try:
-                studies.append(self._read(order, item))
-            except InputError as exc:
-                outcomes[order] = InputFailure(source_label(item), exc)
-        studies = self._isolated(studies, outcomes, self._prepare_detection)
-        detect_ms = self._detect(studies) if self.cascade else None
-        studies = self._isolated(studies, outcomes, self._decode_and_crop)
-        for result in self._classify(studies, detect_ms):
-            outcomes[result[0]] = result[1]
-        return [outcomes[order] for order in sorted(outcomes)]
+        """These inputs as one batch, whatever their number: one detector call and one ensemble call for all."""
+        return list(self._finish_batch([self._admit(order, item) for order, item in enumerate(inputs)]))
 
     # -- stages ------------------------------------------------------------------
+    def _admit(self, order: int, item: StudyInput) -> _Study | InputFailure:
+        """Read one input and letterbox it for the detector; any failure is this input's."""
+        label = source_label(item)
+        try:
+            study = self._read(order, item)
+            self._prepare_detection(study)
+        except Exception as exc:  # noqa: BLE001 - see failure(): an input's problem, or re-raised
+            return failure(label, exc)
+        return study
+
+    def _finish_batch(self, pending: list[_Study | InputFailure]) -> list[StudyOutcome]:
+        """Detect, crop and classify the batch's studies; every outcome in input order."""
+        outcomes: dict[int, StudyOutcome] = {}
+        studies: list[_Study] = []
+        for position, entry in enumerate(pending):
+            if isinstance(entry, InputFailure):
+                outcomes[position] = entry
+            else:
+                entry.order = position
+                studies.append(entry)
+        detect_ms = self._detect(studies, outcomes) if self.cascade else None
+        studies = self._isolated(studies, outcomes, self._decode_and_crop)
+        for order, outcome in self._classify(studies, detect_ms):
+            outcomes[order] = outcome
+        return [outcomes[order] for order in sorted(outcomes)]
+
     def _read(self, order: int, item: StudyInput) -> _Study:
         started = perf_counter()
         if isinstance(item, ImageInput):
@@ -197,16 +285,19 @@ class StudyPipeline:
             info = item.info if item.info is not None else array_info(pixels, item.source)
             radiograph = Radiograph(np.clip(pixels, 0.0, 1.0), info)
         else:
-            min_side = MIN_SIDE if self.cascade else CROP_MIN_SIDE
-            radiograph = read_radiograph(Path(item), self.runtime.manifest.display, min_side=min_side)
-        return _Study(order, source_label(item), radiograph, (perf_counter() - started) * 1e3)
+            min_side = CASCADE_MIN_SIDE if self.cascade else CROP_MIN_SIDE
+            radiograph = read_radiograph(
+                Path(item), self.runtime.manifest.display, min_side=min_side, limits=self.limits
+            )
+        geometry = self.geometry or geometry_from_orientation(radiograph.info.patient_orientation)
+        return _Study(order, source_label(item), radiograph, (perf_counter() - started) * 1e3, geometry)
 
     def _prepare_detection(self, study: _Study) -> None:
         if self.cascade:
             study.tensor, study.fitted = self.runtime.detector_input(study.radiograph.pixels)
 
-    def _detect(self, studies: list[_Study]) -> float:
-        """One detector call for the batch; its time, to be shared."""
+    def _detect(self, studies: list[_Study], outcomes: dict[int, StudyOutcome]) -> float:
+        """One detector call for the batch (a backend failure stops the run); its time, to be shared."""
         if not studies:
             return 0.0
         started = perf_counter()
@@ -214,8 +305,12 @@ class StudyPipeline:
         elapsed = (perf_counter() - started) * 1e3
         for study, output in zip(studies, raw):
             assert study.fitted is not None
-            study.detections = self.runtime.decode(output, study.fitted)
             study.tensor = None  # the letterboxed copy is not needed any more
+            try:
+                study.detections = self.runtime.decode(output, study.fitted)
+            except Exception as exc:  # noqa: BLE001 - decoding one image's output is that image's
+                outcomes[study.order] = failure(study.source, exc)
+        studies[:] = [s for s in studies if s.order not in outcomes]
         return elapsed
 
     def _decode_and_crop(self, study: _Study) -> None:
@@ -234,46 +329,57 @@ class StudyPipeline:
         study.batch = preprocess(crops) if crops else np.zeros((0, *preprocess.input_shape), np.float32)
         study.crops_ms = (perf_counter() - started) * 1e3
 
-    def _classify(self, studies: list[_Study], detect_ms: float | None) -> list[tuple[int, StudyResult]]:
-        """One ensemble call for every vertebra of the batch, Grad-CAM and its regions, split per study."""
+    def _classify(self, studies: list[_Study], detect_ms: float | None) -> list[tuple[int, StudyOutcome]]:
+        """One ensemble call for every vertebra of the batch, then Grad-CAM, its regions and the result per study."""
         if not studies:
             return []
         batches = [s.batch for s in studies if s.batch is not None and len(s.batch)]
         started = perf_counter()
         if batches:
-            outputs = self.runtime.run_ensemble(np.concatenate(batches))
+            crops = np.concatenate(batches)
+            step = self.max_crops or len(crops)
+            parts = [self.runtime.run_ensemble(crops[i : i + step]) for i in range(0, len(crops), step)]
+            del crops
+            outputs = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             ran = perf_counter()
             everything = self.runtime.explain(outputs)
         else:
             ran = perf_counter()
             everything = self.runtime.empty_classification()
-        boxes = np.concatenate([s.detections.boxes for s in studies if s.detections is not None])
-        regions = np.concatenate([s.regions for s in studies])
-        cams = analyse_cams(everything.cam, boxes, regions, self.geometry)
-        finished = perf_counter()
+        for study in studies:
+            study.batch = None  # the crops went to the ensemble
+        explained = perf_counter()
         share = len(studies)
-        results, start = [], 0
+        results: list[tuple[int, StudyOutcome]] = []
+        start = 0
         for study in studies:
             assert study.detections is not None
             end = start + len(study.detections)
-            timings = StageTimes(
-                read=study.read_ms,
-                detect=None if detect_ms is None else detect_ms / share,
-                crops=study.crops_ms,
-                ensemble=(ran - started) * 1e3 / share,
-                gradcam=(finished - ran) * 1e3 / share,
-                shared_by=share,
-            )
-            result = self._result(
-                study.source,
-                study.radiograph,
-                study.detections,
-                study.regions,
-                everything[start:end],
-                cams[start:end],
-                timings,
-            )
-            results.append((study.order, result))
+            region_started = perf_counter()
+            try:
+                classification = everything[start:end]
+                cams = analyse_cams(classification.cam, study.detections.boxes, study.regions, study.geometry)
+                timings = StageTimes(
+                    read=study.read_ms,
+                    detect=None if detect_ms is None else detect_ms / share,
+                    crops=study.crops_ms,
+                    ensemble=(ran - started) * 1e3 / share,
+                    gradcam=(explained - ran) * 1e3 / share + (perf_counter() - region_started) * 1e3,
+                    shared_by=share,
+                )
+                outcome: StudyOutcome = self._result(
+                    study.source,
+                    study.radiograph,
+                    study.detections,
+                    study.regions,
+                    classification,
+                    cams,
+                    timings,
+                    study.geometry,
+                )
+            except Exception as exc:  # noqa: BLE001 - one study's result is that study's
+                outcome = failure(study.source, exc)
+            results.append((study.order, outcome))
             start = end
         return results
 
@@ -291,8 +397,9 @@ class StudyPipeline:
             regions = crop_regions(detections.boxes, self.runtime.manifest.crops)
         else:
             regions = np.rint(detections.boxes).astype(np.int64)
-        cams = analyse_cams(classification.cam, detections.boxes, regions, self.geometry)
-        return self._result(source, radiograph, detections, regions, classification, cams, timings)
+        geometry = self.geometry or geometry_from_orientation(radiograph.info.patient_orientation)
+        cams = analyse_cams(classification.cam, detections.boxes, regions, geometry)
+        return self._result(source, radiograph, detections, regions, classification, cams, timings, geometry)
 
     def _result(
         self,
@@ -303,6 +410,7 @@ class StudyPipeline:
         classification: Classification,
         cams: CamAnalysis,
         timings: StageTimes,
+        geometry: RegionGeometry,
     ) -> StudyResult:
         decision = mri_decision(detections.levels, classification.probabilities[:, self._fresh], self.operating_point)
         return StudyResult(
@@ -312,7 +420,7 @@ class StudyPipeline:
             regions=regions,
             classification=classification,
             cam_regions=cams,
-            geometry=self.geometry,
+            geometry=geometry,
             decision=decision,
             timings=timings,
             cascade=self.cascade,
@@ -322,13 +430,13 @@ class StudyPipeline:
     def _isolated(
         studies: list[_Study], outcomes: dict[int, StudyOutcome], step: Callable[[_Study], None]
     ) -> list[_Study]:
-        """Apply a per-input step; an input error takes only that input out of the batch."""
+        """Apply a per-input step; any failure of an input takes only that input out of the batch."""
         kept = []
         for study in studies:
             try:
                 step(study)
-            except InputError as exc:
-                outcomes[study.order] = InputFailure(study.source, exc)
+            except Exception as exc:  # noqa: BLE001 - see failure(): an input's problem, or re-raised
+                outcomes[study.order] = failure(study.source, exc)
                 continue
             kept.append(study)
         return kept

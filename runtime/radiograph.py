@@ -8,8 +8,9 @@ date, accession number, institution), so reports built from it can be shared.
 
 DICOM follows the standard's grayscale pipeline (PS3.4 N.2):
 
-1. the stored values of frame 0, decoded by pydicom (a compressed transfer
-   syntax whose codec is not installed is refused with what to install);
+1. the stored values of frame 0, decoded by pydicom with the codecs of the
+   base install (:mod:`olvf.runtime.dicom_codecs`: JPEG Lossless, JPEG
+   Extended 12-bit, JPEG-LS, JPEG 2000, RLE, deflate);
 2. the Modality LUT: Rescale Slope/Intercept or a Modality LUT Sequence
    (``pydicom.pixels.apply_modality_lut``);
 3. the VOI transform chosen by :class:`DisplayConversion`: the file's VOI LUT
@@ -24,6 +25,33 @@ Colour DICOMs (RGB, YBR_*; pydicom 3 converts YBR to RGB when decoding) and
 colour images become gray by BT.601 luminance, the weights of OpenCV's
 ``COLOR_BGR2GRAY``. Their values are display values already, so they are only
 divided by their maximum.
+
+What a file may cost (:class:`ReadLimits`, checked before anything is
+decoded, from the file size, the DICOM header, the JPEG / JPEG-LS / JPEG 2000
+codestream header and the PNG / JPEG / TIFF header, :mod:`olvf.runtime.image_headers`):
+
+- at most ``max_pixels`` (40 million) pixels per frame, e.g. 6000 x 6600;
+- at most ``max_bytes`` (256 MiB) on disk, and for a deflated data set once inflated
+  (inflated in a stream and counted, never held whole, before pydicom reads it).
+
+Any file, however malformed, costs only itself: every failure while reading
+it is an :class:`InputError` naming the file and, where there is one, the
+element at fault (pydicom converts elements lazily, so a wrong VR surfaces
+only when a value is used; the reader reads each value it needs through one
+guarded accessor). Refused with their reason, never analysed:
+
+- a codestream whose size or samples contradict the DICOM header (Rows and
+  Columns swapped, SamplesPerPixel 3 on gray data), native pixel data far
+  longer or shorter than the header declares, Samples per Pixel that do not
+  fit the photometric interpretation, Bits Stored over Bits Allocated;
+- pixels that are not finite after the Modality LUT (a Rescale Intercept of
+  1e308), or one value everywhere (blank), before or after the display
+  conversion;
+- olvf's own results (its Secondary Capture and SR, Manufacturer "olvf"): a
+  PACS returns them with the study, and they are not radiographs.
+
+A JPEG 2000 codestream whose sign differs from Pixel Representation is
+decoded as the codestream says (pydicom's correction) and a note says so.
 
 Decisions:
 
@@ -42,8 +70,17 @@ Decisions:
   8-bit LUT wraps around. LUT output is scaled by the LUT's own range, not by
   the bits its descriptor declares, because some CR vendors declare the
   storage size instead (Horos and Cornerstone read the data the same way).
+- Spacing: a zero spacing (``0\\0``, what some modalities write for "unknown")
+  is treated as absent, not as malformed.
+- Patient Orientation (0020,0020), when present, is kept
+  (``info.patient_orientation``): its row direction says which side of the
+  image the patient faces (:func:`olvf.runtime.cam_regions.geometry_from_orientation`).
 - PNG / JPEG / TIFF carry no window: 8-bit files are divided by 255, 16-bit
   ones get the percentile window.
+
+Every text taken from a header (modality, UIDs, explanations, pydicom's
+warnings that quote values) passes through :func:`olvf.text.printable`, so
+no escape sequence in a file reaches a terminal or a report.
 
 pydicom's warnings about a file (invalid values, excess padding) become
 ``info.notes`` instead of stderr output; recording them is not thread-safe
@@ -53,8 +90,10 @@ pydicom's warnings about a file (invalid values, excess padding) become
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -66,17 +105,37 @@ from typing import Any
 import cv2
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_windowing, get_decoder
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+)
 
 from olvf.errors import InputError
+from olvf.runtime import dicom_codecs
 from olvf.runtime.config import DisplayConversion
+from olvf.runtime.dicom_header import (
+    DEFAULT_LIMITS,
+    GRAY,
+    DicomHeader,
+    Geometry,
+    ReadLimits,
+    check_codestream,
+    check_deflated,
+    failure,
+    image_geometry,
+    one_line,
+    optional_str,
+    refuse_own_results,
+    require_complete,
+    require_min_side,
+    require_pixel_data,
+    transfer_syntax,
+)
+from olvf.runtime.image_headers import ImageHeader, jpeg_header, png_header, tiff_header
+from olvf.text import printable
 
 MIN_SIDE = 64  # pixels; a lumbar vertebra spans far more on any real radiograph
-BITS_STORED_RANGE = (8, 16)
-GRAY = ("MONOCHROME1", "MONOCHROME2")
 
 _BT601 = np.array([0.299, 0.587, 0.114])  # R, G, B
 _IMAGE_MAGIC = (
@@ -85,16 +144,24 @@ _IMAGE_MAGIC = (
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
     (b"II+\x00", "tiff"),  # BigTIFF
+    (b"MM\x00+", "tiff"),
 )
 # A raw dataset begins with its first element's tag: group 0002 (file meta
 # without preamble) or 0008 (identifying group), little or big endian.
 _RAW_DICOM_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
-_NATIVE_SYNTAXES: dict[tuple[bool | None, bool | None], UID] = {
-    (True, True): ImplicitVRLittleEndian,
-    (False, True): ExplicitVRLittleEndian,
-    (False, False): ExplicitVRBigEndian,
-}
 _PYDICOM_DIR = str(Path(pydicom.__file__).parent)
+_CHUNK = 1 << 20
+# Pixel-wise steps run on row blocks of about this many pixels, so that their float64 temporaries
+# stay a few MB whatever the image: a 40-megapixel film is read in about 11 bytes per pixel, not 34.
+_BLOCK_PIXELS = 1 << 20
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+dicom_codecs.register()
 
 
 @dataclass(frozen=True)
@@ -108,7 +175,10 @@ class RadiographInfo:
     ``explanation``, ``reason`` (why the fallback: "absent", "malformed: ...",
     "requested"), ``percentiles`` and ``lut``. Treat it as read-only.
     ``pixel_spacing_mm`` is (row, column) spacing; from ImagerPixelSpacing it is
-    measured at the detector, not in the patient.
+    measured at the detector, not in the patient. ``sha256``: of the file's
+    bytes, so that results can say which content they came from.
+    ``patient_orientation``: Patient Orientation (0020,0020), row and column
+    direction (e.g. ``("P", "F")``), when the file has it.
     """
 
     path: str
@@ -128,6 +198,8 @@ class RadiographInfo:
     frame_used: int
     transfer_syntax: str | None
     notes: tuple[str, ...] = ()
+    sha256: str | None = None
+    patient_orientation: tuple[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,40 +218,99 @@ def read_radiograph(
     conversion: DisplayConversion = DisplayConversion(),
     *,
     min_side: int = MIN_SIDE,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Radiograph:
     """Read a DICOM, PNG, JPEG or TIFF radiograph; the content decides the format, not the name.
 
     ``min_side``: smaller images are refused as too small to hold a vertebra.
+    ``limits``: larger ones are refused before they are decoded.
     Raises :class:`InputError` (one line naming the file and the fix) for any
-    file that cannot be used.
+    file that cannot be used, whatever is wrong with it.
     """
     path = Path(path)
-    kind = _sniff(_read_head(path))
-    if kind == "dicom":
-        return _read_dicom(path, conversion, min_side, preamble=True)
-    if kind == "raw-dicom":
-        return _read_dicom(path, conversion, min_side, preamble=False)
-    if kind is not None:
-        return _read_image(path, kind, conversion, min_side)
-    raise InputError(f"{path}: neither DICOM nor a PNG, JPEG or TIFF image; export the radiograph from PACS as DICOM")
+    head, size = _open_checked(path, limits)
+    kind = _sniff(head)
+    if kind is None:
+        raise InputError(
+            f"{printable(path)}: neither DICOM nor a PNG, JPEG or TIFF image; export the radiograph from PACS as DICOM"
+        )
+    digest = _sha256(path)
+    try:
+        if kind in ("dicom", "raw-dicom"):
+            radiograph = _read_dicom(path, conversion, min_side, limits, preamble=kind == "dicom")
+        else:
+            radiograph = _read_image(path, kind, conversion, min_side, limits)
+    except MemoryError:
+        raise InputError(
+            f"{printable(path)}: not enough memory to read this {size / 2**20:.0f} MiB file here; "
+            "free memory or read it on a larger machine"
+        ) from None
+    return Radiograph(radiograph.pixels, dataclasses.replace(radiograph.info, sha256=digest))
 
 
 # --- file level -------------------------------------------------------------
 
 
-def _read_head(path: Path) -> bytes:
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; pass the radiograph file itself")
+def _open_checked(path: Path, limits: ReadLimits) -> tuple[bytes, int]:
+    """The first 132 bytes and the size of a regular, readable, non-empty file within the byte limit.
+
+    The file is opened non-blocking and checked to be regular first: opening a
+    FIFO for reading blocks until a writer comes, which may be never.
+    """
+    shown = printable(path)
     try:
-        with path.open("rb") as stream:
-            head = stream.read(132)
+        info = os.stat(path)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file; check the path") from None
+        raise InputError(f"{shown}: no such file; check the path") from None
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot be read ({exc.strerror or exc}); check the path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{shown}: is a folder; pass the radiograph file itself")
+    for test, what in _NOT_REGULAR:
+        if test(info.st_mode):
+            raise InputError(f"{shown}: is {what}, not a file; olvf reads regular files only")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except PermissionError:
-        raise InputError(f"{path}: permission denied; make the file readable for this user") from None
+        raise InputError(f"{shown}: permission denied; make the file readable for this user") from None
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot be opened ({exc.strerror or exc}); check the path") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):  # replaced between stat and open
+            raise InputError(f"{shown}: is not a regular file; olvf reads regular files only")
+        head = os.read(fd, 132)
+    finally:
+        os.close(fd)
+    size = opened.st_size
     if not head:
-        raise InputError(f"{path}: the file is empty (0 bytes); copy it again from PACS or its source")
-    return head
+        raise InputError(f"{shown}: the file is empty (0 bytes); copy it again from PACS or its source")
+    if size > limits.max_bytes:
+        raise InputError(
+            f"{shown}: {size / 2**20:.0f} MiB is over olvf's limit of {limits.max_bytes / 2**20:.0f} MiB per "
+            "input; a radiograph is far smaller, export the single image"
+        )
+    return head, size
+
+
+def _read_head(path: Path) -> bytes:
+    """The first 132 bytes of a file that may be read (see :func:`_open_checked`)."""
+    return _open_checked(path, DEFAULT_LIMITS)[0]
+
+
+def _row_blocks(shape: tuple[int, ...]) -> Iterator[slice]:
+    per_row = max(1, int(np.prod(shape[1:])))
+    step = max(1, _BLOCK_PIXELS // per_row)
+    for start in range(0, shape[0], step):
+        yield slice(start, start + step)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _sniff(head: bytes) -> str | None:
@@ -207,91 +338,105 @@ def _pydicom_warnings(notes: list[str]) -> Iterator[None]:
     for item in caught:
         if item.filename.startswith(_PYDICOM_DIR):
             note = f"pydicom: {' '.join(str(item.message).split())}"
-            if note not in notes:
+            if note not in notes and len(notes) < 50:
                 notes.append(note)
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 # --- DICOM ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Geometry:
-    """The Image Pixel module values the pipeline depends on, validated."""
-
-    rows: int
-    columns: int
-    samples: int
-    bits_allocated: int
-    bits_stored: int
-    photometric: str
-    frames: int
-
-
-def _read_dicom(path: Path, conversion: DisplayConversion, min_side: int, *, preamble: bool) -> Radiograph:
+def _read_dicom(path: Path, conversion: DisplayConversion, min_side: int, limits: ReadLimits, *, preamble: bool):
     notes: list[str] = []
-    with _pydicom_warnings(notes):
-        ds = _parse_dicom(path, preamble)
-        _require_pixel_data(ds, path, preamble)
-        ts = _transfer_syntax(ds, path, notes)
-        geometry = _geometry(ds, path, min_side)
-        _require_complete(ds, ts, geometry, path)
-        if geometry.frames > 1:
-            notes.append(f"{geometry.frames} frames; used frame 0 (a radiograph is a single frame)")
-        stored, decoded_as = _decode_first_frame(ds, ts, path)
-        if decoded_as in GRAY:
-            pixels, window, inverted = _gray_pipeline(stored, ds, geometry, conversion, path, notes)
-        else:
-            gray = _to_gray(stored, decoded_as)
-            _require_not_blank(gray, path)
-            top = float(2**geometry.bits_stored - 1)
-            pixels, window, inverted = gray / top, _window_record("full range", centre=top / 2, width=top), False
-        spacing, spacing_source, spacing_reason = _spacing(ds, notes)
-        sop_instance_uid = _optional_str(ds.get("SOPInstanceUID"))
-        modality = _optional_str(ds.get("Modality"))
+    try:
+        with _pydicom_warnings(notes):
+            ds = _parse_dicom(path, preamble, limits)
+            radiograph = _dicom_radiograph(ds, path, conversion, min_side, limits, preamble, notes)
+        # pydicom's warnings join the notes when the block ends
+        info = dataclasses.replace(radiograph.info, notes=tuple(printable(note) for note in notes))
+        return Radiograph(radiograph.pixels, info)
+    except (InputError, MemoryError):
+        raise
+    except RecursionError:
+        raise InputError(
+            f"{printable(path)}: the DICOM data set nests sequences too deeply to read; "
+            "it is not a radiograph as a modality writes it, export the image again"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - whatever pydicom raises on a malformed file is the file's fault
+        raise InputError(
+            f"{printable(path)}: the DICOM data set is malformed ({failure(exc)}); export the image again"
+        ) from None
+
+
+def _dicom_radiograph(
+    ds: Dataset,
+    path: Path,
+    conversion: DisplayConversion,
+    min_side: int,
+    limits: ReadLimits,
+    preamble: bool,
+    notes: list[str],
+) -> Radiograph:
+    header = DicomHeader(ds, path)
+    refuse_own_results(header)
+    require_pixel_data(header, preamble)
+    ts = transfer_syntax(header, notes)
+    geometry = image_geometry(header, min_side, limits)
+    require_complete(header, ts, geometry)
+    if ts.is_compressed:
+        check_codestream(header, ts, geometry, notes)
+    if geometry.frames > 1:
+        notes.append(f"{geometry.frames} frames; used frame 0 (a radiograph is a single frame)")
+    stored, decoded_as = _decode_first_frame(header, ts, geometry, notes)
+    del ds.PixelData  # decoded: the encoded bytes (as large as the image) are not needed any more
+    if decoded_as in GRAY:
+        pixels, window, inverted = _gray_pipeline(stored, header, geometry, conversion, notes)
+    else:
+        gray = _to_gray(stored, decoded_as)
+        _require_not_blank(gray, path)
+        top = float(2**geometry.bits_stored - 1)
+        pixels, window, inverted = gray / top, _window_record("full range", centre=top / 2, width=top), False
+    spacing, spacing_source, spacing_reason = _spacing(header, notes)
     if not preamble:
         notes.append("no DICOM preamble ('DICM'); parsed with force=True because it starts like a DICOM dataset")
     info = RadiographInfo(
         path=str(path),
         kind="dicom",
-        sop_instance_uid=sop_instance_uid,
-        modality=modality,
+        sop_instance_uid=header.text("SOPInstanceUID"),
+        modality=header.text("Modality"),
         rows=geometry.rows,
         columns=geometry.columns,
         bits_stored=geometry.bits_stored,
         photometric_interpretation=geometry.photometric,
         inverted=inverted,
-        window=window,
+        window=_printable_window(window),
         pixel_spacing_mm=spacing,
         spacing_source=spacing_source,
         spacing_reason=spacing_reason,
         frames=geometry.frames,
         frame_used=0,
-        transfer_syntax=ts.name,
-        notes=tuple(notes),
+        transfer_syntax=printable(ts.name),
+        notes=tuple(printable(note) for note in notes),
+        patient_orientation=_orientation(header, notes),
     )
-    return Radiograph(_finish(pixels), info)
+    return Radiograph(_finish(pixels, path), info)
 
 
 def _gray_pipeline(
     stored: np.ndarray,
-    ds: Dataset,
-    geometry: _Geometry,
+    header: DicomHeader,
+    geometry: Geometry,
     conversion: DisplayConversion,
-    path: Path,
     notes: list[str],
 ) -> tuple[np.ndarray, dict[str, Any], bool]:
     """Modality LUT, VOI, then MONOCHROME1 inversion; returns pixels in [0, 1], the window, inverted."""
+    path = header.path
     _require_not_blank(stored, path)
-    looked_up = _by_table(stored, ds, geometry, conversion, path, notes)
+    looked_up = _by_table(stored, header, geometry, conversion, notes)
     if looked_up is not None:
         return looked_up
-    return _gray_values(stored, ds, geometry, conversion, path, notes)
+    return _gray_values(stored, header, geometry, conversion, notes)
 
 
 # Largest range of stored values worth a table (16-bit images); a table larger than a quarter of the image is not.
@@ -301,10 +446,9 @@ _PER_VALUE_VOI = ("VOI LUT Sequence", "Window Center/Width")
 
 def _by_table(
     stored: np.ndarray,
-    ds: Dataset,
-    geometry: _Geometry,
+    header: DicomHeader,
+    geometry: Geometry,
     conversion: DisplayConversion,
-    path: Path,
     notes: list[str],
 ) -> tuple[np.ndarray, dict[str, Any], bool] | None:
     """The same conversion as :func:`_gray_values`, computed once per possible stored value and looked up.
@@ -316,7 +460,7 @@ def _by_table(
     percentile window, a Modality LUT Sequence, which need not be monotonic) or a table would not pay; the
     per-pixel path then does the work and raises whatever it raises.
     """
-    if stored.dtype.kind not in "iu" or conversion.window == "percentile" or ds.get("ModalityLUTSequence"):
+    if stored.dtype.kind not in "iu" or conversion.window == "percentile" or header.get("ModalityLUTSequence"):
         return None
     low, high = int(stored.min()), int(stored.max())
     span = high - low + 1
@@ -325,7 +469,7 @@ def _by_table(
     scratch: list[str] = []
     domain = np.arange(low, high + 1, dtype=stored.dtype)
     try:
-        table, window, inverted = _gray_values(domain, ds, geometry, conversion, path, scratch)
+        table, window, inverted = _gray_values(domain, header, geometry, conversion, scratch)
     except InputError:
         return None
     if window["source"] not in _PER_VALUE_VOI:
@@ -341,158 +485,58 @@ def _by_table(
 
 def _gray_values(
     stored: np.ndarray,
-    ds: Dataset,
-    geometry: _Geometry,
+    header: DicomHeader,
+    geometry: Geometry,
     conversion: DisplayConversion,
-    path: Path,
     notes: list[str],
 ) -> tuple[np.ndarray, dict[str, Any], bool]:
-    values = _modality(stored, ds, path, notes)
-    pixels, window = _voi(values, ds, conversion, notes)
+    values = _modality(stored, header, notes)
+    pixels, window = _voi(values, header, conversion, notes)
     inverted = False
     if geometry.photometric == "MONOCHROME1":
         inverted = conversion.invert_monochrome1
         if inverted:
-            pixels = 1.0 - pixels
+            np.subtract(1.0, pixels, out=pixels)
         else:
             notes.append("MONOCHROME1 left as stored (bright = less dense), as the display conversion says")
-    elif str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE":
+    elif str(header.get("PresentationLUTShape", "")).upper() == "INVERSE":
         notes.append("Presentation LUT Shape INVERSE on MONOCHROME2 ignored; only MONOCHROME1 is inverted")
     return pixels, window, inverted
 
 
-def _parse_dicom(path: Path, preamble: bool) -> Dataset:
+def _parse_dicom(path: Path, preamble: bool, limits: ReadLimits) -> Dataset:
+    if preamble:
+        check_deflated(path, limits)
     try:
         return pydicom.dcmread(path, force=not preamble)
-    except (InvalidDicomError, ValueError, EOFError, struct.error, OverflowError) as exc:
+    except RecursionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged headers
         raise InputError(
-            f"{path}: the DICOM header cannot be parsed ({_one_line(exc)}); "
+            f"{printable(path)}: the DICOM header cannot be parsed ({failure(exc)}); "
             "the file is damaged, copy it again from PACS"
         ) from None
 
 
-def _require_pixel_data(ds: Dataset, path: Path, preamble: bool) -> None:
-    if "PixelData" in ds:
-        return
-    if not preamble:
-        raise InputError(
-            f"{path}: no DICOM preamble and no pixel data; not an image olvf can read, "
-            "export the radiograph from PACS as a DICOM file"
-        )
-    meta = getattr(ds, "file_meta", None)
-    sop = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
-    if sop:
-        name = UID(str(sop)).name
-        what = f"{name}, SOP class {sop}" if name != str(sop) else f"SOP class {sop}"
-    else:
-        what = "no SOP class either, possibly truncated"
-    modality = ds.get("Modality")
-    if modality:
-        what += f", modality {modality}"
-    raise InputError(
-        f"{path}: holds no pixel data ({what}); olvf needs the radiograph image itself (DX or CR), "
-        "not a report, presentation state or other non-image object"
-    )
-
-
-def _transfer_syntax(ds: Dataset, path: Path, notes: list[str]) -> UID:
-    meta = getattr(ds, "file_meta", None)
-    declared = meta.get("TransferSyntaxUID") if meta is not None else None
-    if declared:
-        return UID(str(declared))
-    # Raw datasets and some old writers name no transfer syntax; pydicom already had
-    # to find the encoding to read the header, and native pixel data shares it.
-    is_implicit, is_little = ds.original_encoding
-    native = _NATIVE_SYNTAXES.get((is_implicit, is_little))
-    if ds["PixelData"].is_undefined_length or native is None:
-        raise InputError(
-            f"{path}: the pixel data is compressed but the file names no Transfer Syntax UID; "
-            "export the image again from PACS"
-        )
-    if meta is None:
-        ds.file_meta = meta = FileMetaDataset()
-    meta.TransferSyntaxUID = native  # pydicom's decoders look it up here
-    notes.append(f"no Transfer Syntax UID in the file; used {native.name}, the encoding of its header")
-    return native
-
-
-def _geometry(ds: Dataset, path: Path, min_side: int) -> _Geometry:
-    required = {
-        "Rows": "(0028,0010)",
-        "Columns": "(0028,0011)",
-        "BitsAllocated": "(0028,0100)",
-        "BitsStored": "(0028,0101)",
-        "PhotometricInterpretation": "(0028,0004)",
-    }
-    absent = [f"{name} {tag}" for name, tag in required.items() if ds.get(name) in (None, "")]
-    if absent:
-        raise InputError(f"{path}: the image lacks {', '.join(absent)}; the file is incomplete, export it again")
-    try:
-        geometry = _Geometry(
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            samples=int(ds.get("SamplesPerPixel", 1)),
-            bits_allocated=int(ds.BitsAllocated),
-            bits_stored=int(ds.BitsStored),
-            photometric=str(ds.PhotometricInterpretation).strip().upper(),
-            frames=int(ds.get("NumberOfFrames") or 1),
-        )
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{path}: invalid image dimensions ({_one_line(exc)}); export the image again") from None
-    low, high = BITS_STORED_RANGE
-    if not low <= geometry.bits_stored <= high:
-        modality = ds.get("Modality") or "unknown modality"
-        raise InputError(
-            f"{path}: {geometry.bits_stored}-bit pixels ({modality}); olvf reads radiographs stored "
-            f"with {low} to {high} bits, pass the DX or CR image"
-        )
-    if (
-        geometry.photometric not in GRAY
-        and geometry.photometric != "RGB"
-        and not geometry.photometric.startswith("YBR")
-    ):
-        raise InputError(
-            f"{path}: photometric interpretation {geometry.photometric} is not a radiograph's gray or colour "
-            "values; export the original image (MONOCHROME1/2)"
-        )
-    _require_min_side(geometry.rows, geometry.columns, min_side, path)
-    if geometry.frames < 1:
-        raise InputError(f"{path}: Number of Frames is {geometry.frames}; export the image again")
-    return geometry
-
-
-def _require_complete(ds: Dataset, ts: UID, geometry: _Geometry, path: Path) -> None:
-    """Native pixel data shorter than its header declares means the transfer was cut short."""
-    if ts.is_compressed:
-        return  # a cut codestream is caught by its decoder
-    per_pixel = geometry.samples * ((geometry.bits_allocated + 7) // 8)
-    expected = geometry.rows * geometry.columns * per_pixel * geometry.frames
-    if geometry.photometric == "YBR_FULL_422":
-        expected = expected * 2 // 3  # 4:2:2 keeps one Cb and one Cr per two pixels
-    actual = len(ds.PixelData)
-    if actual < expected:
-        raise InputError(
-            f"{path}: the pixel data is truncated ({actual} of {expected} bytes); "
-            "the file was cut short, copy it again from PACS"
-        )
-
-
-def _decode_first_frame(ds: Dataset, ts: UID, path: Path) -> tuple[np.ndarray, str]:
+def _decode_first_frame(header: DicomHeader, ts: UID, geometry: Geometry, notes: list[str]) -> tuple[np.ndarray, str]:
     """Frame 0 as decoded by pydicom and the photometric interpretation of the result."""
+    shown = printable(header.path)
     try:
         decoder = get_decoder(ts)
     except NotImplementedError:
         raise InputError(
-            f"{path}: pydicom cannot decode transfer syntax {ts.name} ({ts}); "
+            f"{shown}: pydicom cannot decode transfer syntax {printable(ts.name)} ({printable(ts)}); "
             "export the image uncompressed (Explicit VR Little Endian)"
         ) from None
     if not decoder.is_available:
         raise InputError(
-            f"{path}: {ts.name} pixel data needs a decoder that is not installed "
+            f"{shown}: {ts.name} pixel data needs a decoder that is not installed "
             f"({'; '.join(decoder.missing_dependencies)}); install one of them or export the image uncompressed"
         )
+    chatter: list[str] = []
     try:
-        array, properties = decoder.as_array(ds, index=0)
+        with dicom_codecs.native_stderr(chatter):
+            array, properties = decoder.as_array(header.ds, index=0)
     except RuntimeError as exc:  # every installed plugin failed
         missing = decoder.missing_dependencies
         advice = (
@@ -500,52 +544,118 @@ def _decode_first_frame(ds: Dataset, ts: UID, path: Path) -> tuple[np.ndarray, s
             if missing
             else "the file may be damaged, export it again"
         )
-        raise InputError(f"{path}: {ts.name} pixel data cannot be decoded ({_one_line(exc)}); {advice}") from None
-    except (ValueError, AttributeError) as exc:  # inconsistent Image Pixel module
-        raise InputError(f"{path}: the pixel data cannot be read ({_one_line(exc)}); export the image again") from None
+        raise InputError(f"{shown}: {ts.name} pixel data cannot be decoded ({one_line(exc)}); {advice}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an inconsistent Image Pixel module, in whatever form
+        raise InputError(f"{shown}: the pixel data cannot be read ({failure(exc)}); export the image again") from None
+    finally:
+        notes.extend(f"decoder: {line}" for line in chatter[:5])
+    expected = (geometry.rows, geometry.columns) if geometry.samples == 1 else (geometry.rows, geometry.columns, 3)
+    if array.shape != expected:
+        raise InputError(
+            f"{shown}: the pixel data decoded to shape {array.shape}, not the header's {expected}; "
+            "export the image again"
+        )
     return array, str(properties["photometric_interpretation"]).upper()
 
 
 def _to_gray(array: np.ndarray, photometric: str) -> np.ndarray:
-    values = array.astype(np.float64)
-    if photometric == "RGB":
-        return values @ _BT601
-    return values[..., 0]  # YBR that pydicom left as YBR: Y is the luma already
+    if photometric != "RGB":
+        return array[..., 0].astype(np.float32)  # YBR that pydicom left as YBR: Y is the luma already
+    gray = np.empty(array.shape[:2], np.float32)
+    for rows in _row_blocks(array.shape):
+        gray[rows] = array[rows].astype(np.float64) @ _BT601
+    return gray
 
 
-def _modality(stored: np.ndarray, ds: Dataset, path: Path, notes: list[str]) -> np.ndarray:
+def _modality(stored: np.ndarray, header: DicomHeader, notes: list[str]) -> np.ndarray:
     """Stored values to modality values; a malformed Modality LUT makes every later step meaningless."""
-    if ds.get("ModalityLUTSequence"):
-        problem = _lut_problem(ds.ModalityLUTSequence[0], ds, allowed_bits=(8, 16))
+    ds, shown = header.ds, printable(header.path)
+    sequence = header.get("ModalityLUTSequence")
+    if sequence:
+        try:
+            problem = _lut_problem(sequence[0], ds, allowed_bits=(8, 16))
+        except Exception as exc:  # noqa: BLE001 - a LUT stored as UN or with wrong VRs
+            problem = failure(exc)
         if problem:
-            raise InputError(f"{path}: the Modality LUT Sequence is malformed ({problem}); export the image again")
-    elif "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+            raise InputError(f"{shown}: the Modality LUT Sequence is malformed ({problem}); export the image again")
+    else:
+        slope_raw, intercept_raw = header.get("RescaleSlope"), header.get("RescaleIntercept")
+        if (slope_raw is None) != (intercept_raw is None):
             notes.append("only one of Rescale Slope / Rescale Intercept present; ignored, as the standard needs both")
-        else:
-            slope, intercept = _finite(ds.RescaleSlope), _finite(ds.RescaleIntercept)
+            for keyword in ("RescaleSlope", "RescaleIntercept"):
+                if keyword in ds:
+                    del ds[keyword]
+        elif slope_raw is not None:
+            slope, intercept = _finite(slope_raw), _finite(intercept_raw)
             if slope is None or intercept is None or slope == 0:
                 raise InputError(
-                    f"{path}: invalid Rescale Slope/Intercept ({ds.RescaleSlope!s}, {ds.RescaleIntercept!s}); "
+                    f"{shown}: invalid Rescale Slope/Intercept ({printable(slope_raw)}, {printable(intercept_raw)}); "
                     "export the image again"
                 )
-    return apply_modality_lut(stored, ds)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = _rescaled(stored, header) if not sequence else apply_modality_lut(stored, ds)
+        low, high = float(np.min(values)), float(np.max(values))
+    if not (math.isfinite(low) and math.isfinite(high) and math.isfinite(high - low)):
+        raise InputError(
+            f"{shown}: the Modality LUT (Rescale Slope {printable(header.get('RescaleSlope', '-'))}, Intercept "
+            f"{printable(header.get('RescaleIntercept', '-'))}) makes pixel values that are not finite numbers; "
+            "the header is damaged, export the image again"
+        )
+    rescaled = not sequence and header.get("RescaleSlope") is not None
+    if rescaled and (high - low) < 0.5 * float(np.ptp(stored)) * abs(_finite(header.get("RescaleSlope")) or 1.0):
+        raise InputError(
+            f"{shown}: Rescale Slope {printable(header.get('RescaleSlope'))} and Intercept "
+            f"{printable(header.get('RescaleIntercept'))} are too large for the pixel values (their differences are "
+            "lost in rounding); the header is damaged, export the image again"
+        )
+    if low == high:
+        raise InputError(
+            f"{shown}: blank image after the Modality LUT (every pixel is {low:g}); "
+            "check that the right image was exported"
+        )
+    return values
+
+
+def _rescaled(stored: np.ndarray, header: DicomHeader) -> np.ndarray:
+    """Rescale Slope/Intercept applied as pydicom's apply_modality_lut does, in float32 where that is exact enough.
+
+    float32 holds every 16-bit value times a slope exactly to 7 digits; values beyond 2**24 get float64.
+    """
+    slope_raw, intercept_raw = header.get("RescaleSlope"), header.get("RescaleIntercept")
+    slope = 1.0 if slope_raw is None else float(_finite(slope_raw) or 1.0)
+    intercept = 0.0 if intercept_raw is None else float(_finite(intercept_raw) or 0.0)
+    extreme = max(abs(float(stored.min())), abs(float(stored.max()))) * abs(slope) + abs(intercept)
+    values = stored.astype(np.float32 if extreme < 2**24 else np.float64)
+    if slope != 1.0:
+        values *= slope
+    if intercept != 0.0:
+        values += intercept
+    return values
 
 
 class _Malformed(Exception):
     """A VOI source of the file that cannot be used; the message says why."""
 
 
-def _voi(values: np.ndarray, ds: Dataset, conversion: DisplayConversion, notes: list[str]) -> tuple[np.ndarray, dict]:
+def _voi(
+    values: np.ndarray, header: DicomHeader, conversion: DisplayConversion, notes: list[str]
+) -> tuple[np.ndarray, dict]:
     """Modality values to [0, 1] by the file's VOI, else by percentiles, recording which and why."""
     if conversion.window == "percentile":
         return _percentile_window(values, conversion.fallback_percentiles, "requested")
     problems: list[str] = []
     for source, apply in (("VOI LUT Sequence", _voi_lut), ("Window Center/Width", _window)):
         try:
-            result = apply(values, ds, notes)
+            result = apply(values, header.ds, notes)
         except _Malformed as exc:
             problems.append(f"{source}: {exc}")
+            continue
+        except (MemoryError, RecursionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a VOI that cannot be read is malformed, never fatal
+            problems.append(f"{source}: {failure(exc)}")
             continue
         if result is None:
             continue  # absent
@@ -572,9 +682,12 @@ def _voi_lut(values: np.ndarray, ds: Dataset, notes: list[str]) -> tuple[np.ndar
         first -= 2**16
         notes.append(f"VOI LUT first mapped value read as signed ({first})")
     lut = _lut_data(item, ds, bits)
-    index = np.clip(np.rint(values).astype(np.int64) - first, 0, entries - 1)  # LUTs map integers
     low, high = float(lut.min()), float(lut.max())
-    pixels = (lut[index].astype(np.float64) - low) / (high - low)
+    scaled = (lut.astype(np.float64) - low) / (high - low)
+    pixels = np.empty(values.shape, np.float32)
+    for rows in _row_blocks(values.shape):
+        index = np.clip(np.rint(values[rows]).astype(np.int64) - first, 0, entries - 1)  # LUTs map integers
+        pixels[rows] = scaled[index]
     if high > 2**bits - 1 or high < 2 ** (bits - 1):
         notes.append(
             f"VOI LUT values span {low:g}..{high:g} although its descriptor declares {bits} bits; scaled by the values"
@@ -584,7 +697,7 @@ def _voi_lut(values: np.ndarray, ds: Dataset, notes: list[str]) -> tuple[np.ndar
     window = _window_record(
         "VOI LUT Sequence",
         alternatives=len(sequence),
-        explanation=_optional_str(explanation),
+        explanation=optional_str(explanation),
         lut={"entries": entries, "first_mapped": first, "bits": bits, "range": [low, high]},
     )
     return pixels, window
@@ -598,25 +711,29 @@ def _window(values: np.ndarray, ds: Dataset, notes: list[str]) -> tuple[np.ndarr
         raise _Malformed("only one of Window Center / Window Width present")
     centres, widths = _numbers(ds["WindowCenter"].value), _numbers(ds["WindowWidth"].value)
     if centres is None or widths is None:
-        raise _Malformed(f"non-numeric values ({ds['WindowCenter'].value!s} / {ds['WindowWidth'].value!s})")
+        raise _Malformed(
+            f"non-numeric values ({printable(ds['WindowCenter'].value)} / {printable(ds['WindowWidth'].value)})"
+        )
     function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
     try:
-        windowed = apply_windowing(values, ds, index=0)
         # The output range depends on bits, sign and rescale (PS3.3 C.11.2.1.2);
         # windowing the extremes asks pydicom for the range it used.
         black, white = apply_windowing(np.array([-np.inf, np.inf]), ds, index=0)
+        if black == white:
+            raise _Malformed("its output range is empty")
+        pixels = np.empty(values.shape, np.float32)
+        for rows in _row_blocks(values.shape):
+            windowed = apply_windowing(values[rows].astype(np.float64), ds, index=0)
+            pixels[rows] = np.clip((windowed - black) / (white - black), 0.0, 1.0)
     except ValueError as exc:  # width out of range for the function, unknown function
-        raise _Malformed(_one_line(exc)) from None
-    if black == white:
-        raise _Malformed("its output range is empty")
-    pixels = np.clip((windowed - black) / (white - black), 0.0, 1.0)
+        raise _Malformed(one_line(exc)) from None
     centre, width = centres[0], widths[0]
     _require_contrast(pixels, f"centre {centre:g}, width {width:g} maps every pixel to one value")
     explanations = ds.get("WindowCenterWidthExplanation")
     if isinstance(explanations, str) or explanations is None:
-        explanation = _optional_str(explanations)
+        explanation = optional_str(explanations)
     else:
-        explanation = _optional_str(explanations[0]) if len(explanations) else None
+        explanation = optional_str(explanations[0]) if len(explanations) else None
     alternatives = max(len(centres), len(widths))
     if alternatives > 1:
         notes.append(f"the file offers {alternatives} windows; used the first (centre {centre:g}, width {width:g})")
@@ -632,12 +749,13 @@ def _window(values: np.ndarray, ds: Dataset, notes: list[str]) -> tuple[np.ndarr
 
 
 def _percentile_window(values: np.ndarray, percentiles: tuple[float, float], reason: str) -> tuple[np.ndarray, dict]:
-    values = values.astype(np.float64, copy=False)
     low, high = (float(v) for v in np.percentile(values, percentiles))
-    if high <= low:  # most pixels share one value; stretch the whole range instead
+    if not high > low:  # most pixels share one value; stretch the whole range instead
         low, high = float(values.min()), float(values.max())
         reason += "; percentiles coincide, used min/max"
-    pixels = np.clip((values - low) / (high - low), 0.0, 1.0)
+    pixels = np.empty(values.shape, np.float32)
+    for rows in _row_blocks(values.shape):
+        pixels[rows] = np.clip((values[rows].astype(np.float64) - low) / (high - low), 0.0, 1.0)
     window = _window_record(
         "percentile fallback",
         centre=(low + high) / 2,
@@ -711,19 +829,60 @@ def _lut_data(item: Dataset, ds: Dataset, bits: int) -> np.ndarray:
     return np.asarray(list(data), dtype=np.int64)
 
 
-def _spacing(ds: Dataset, notes: list[str]) -> tuple[tuple[float, float] | None, str | None, str | None]:
-    """PixelSpacing (in the patient, calibrated) before ImagerPixelSpacing (at the detector)."""
+def _spacing(header: DicomHeader, notes: list[str]) -> tuple[tuple[float, float] | None, str | None, str | None]:
+    """PixelSpacing (in the patient, calibrated) before ImagerPixelSpacing (at the detector).
+
+    A zero spacing is what some modalities write for "not known": it counts as absent, not as malformed.
+    """
     malformed: list[str] = []
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        if keyword not in ds:
+        try:
+            raw = header.get(keyword)
+        except InputError:
+            malformed.append(keyword)
             continue
-        values = _numbers(ds[keyword].value)
+        if raw is None or raw == "":
+            continue
+        values = _numbers(raw)
+        if values is not None and len(values) == 2 and all(v == 0 for v in values):
+            notes.append(f"{keyword} is 0\\0 (unknown); treated as absent")
+            continue
         if values is not None and len(values) == 2 and min(values) > 0:
             if malformed:
                 notes.append(f"{' and '.join(malformed)} malformed; used {keyword}")
             return (values[0], values[1]), keyword, None
         malformed.append(keyword)
     return None, None, f"malformed {' and '.join(malformed)}" if malformed else "missing"
+
+
+def _orientation(header: DicomHeader, notes: list[str]) -> tuple[str, str] | None:
+    """Patient Orientation (0020,0020): the patient directions of the image's rows and columns, if usable."""
+    try:
+        raw = header.get("PatientOrientation")
+    except InputError:
+        notes.append("Patient Orientation (0020,0020) cannot be read; ignored")
+        return None
+    if raw is None or raw == "":
+        return None
+    values = [raw] if isinstance(raw, str) else list(raw)
+    directions = [printable(str(v)).strip().upper() for v in values]
+    if len(directions) != 2 or not all(d and set(d) <= set("APRLHF") for d in directions):
+        notes.append(f"Patient Orientation {printable(raw)!s} is not two directions of A, P, R, L, H, F; ignored")
+        return None
+    return directions[0], directions[1]
+
+
+def _printable_window(window: dict[str, Any]) -> dict[str, Any]:
+    """The window record with its text escaped and its numbers finite (reports are strict JSON)."""
+    clean = dict(window)
+    for key in ("explanation", "reason", "function"):
+        if isinstance(clean.get(key), str):
+            clean[key] = printable(clean[key])
+    for key in ("centre", "width"):
+        value = clean.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            clean[key] = None
+    return clean
 
 
 def _numbers(value: Any) -> list[float] | None:
@@ -743,32 +902,61 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _optional_str(value: Any) -> str | None:
-    text = str(value).strip() if value is not None else ""
-    return text or None
-
-
 # --- PNG / JPEG / TIFF --------------------------------------------------------
 
 
-def _read_image(path: Path, kind: str, conversion: DisplayConversion, min_side: int) -> Radiograph:
+def _image_header(path: Path, kind: str) -> ImageHeader | None:
+    with open(path, "rb") as stream:
+        if kind == "tiff":
+            return tiff_header(stream)
+        head = stream.read(1 << 20 if kind == "jpeg" else 64)
+    return png_header(head) if kind == "png" else jpeg_header(head)
+
+
+def _read_image(path: Path, kind: str, conversion: DisplayConversion, min_side: int, limits: ReadLimits) -> Radiograph:
+    shown = printable(path)
+    try:
+        declared = _image_header(path, kind)
+    except (OSError, struct.error):
+        declared = None
+    if declared is None:
+        raise InputError(
+            f"{shown}: looks like a {kind.upper()} image but its header cannot be read (damaged or cut short); "
+            "export it again"
+        )
+    if declared.pixels > limits.max_pixels:
+        raise InputError(
+            f"{shown}: {declared.columns}x{declared.rows} pixels is over olvf's limit of "
+            f"{limits.max_pixels / 1e6:g} megapixels per image; a radiograph is smaller, check the export"
+        )
+    require_min_side(declared.rows, declared.columns, min_side, path)
     # imdecode on the bytes: cv2.imread cannot open non-ASCII paths on Windows.
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise InputError(
+            f"{shown}: the {kind.upper()} image cannot be decoded ({one_line(exc)}); export it again"
+        ) from None
     if image is None:
         raise InputError(
-            f"{path}: looks like a {kind.upper()} image but cannot be decoded (damaged or cut short); export it again"
+            f"{shown}: looks like a {kind.upper()} image but cannot be decoded (damaged or cut short); export it again"
+        )
+    if image.shape[:2] != (declared.rows, declared.columns):
+        raise InputError(
+            f"{shown}: decoded to {image.shape[1]}x{image.shape[0]} pixels although its header says "
+            f"{declared.columns}x{declared.rows}; the file is damaged, export it again"
         )
     colour = image.ndim == 3 and image.shape[2] >= 3
     if image.ndim == 3:
         image = image[:, :, 2::-1] if colour else image[:, :, 0]  # BGR(A) to RGB; gray(+alpha) to gray
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(
-            f"{path}: {image.dtype} pixels are not supported; "
+            f"{shown}: {image.dtype} pixels are not supported; "
             f"save the radiograph as 8- or 16-bit {kind.upper()} or DICOM"
         )
     rows, columns = image.shape[:2]
-    _require_min_side(rows, columns, min_side, path)
-    gray = image.astype(np.float64) @ _BT601 if colour else image.astype(np.float64)
+    require_min_side(rows, columns, min_side, path)
+    gray = _to_gray(image, "RGB") if colour else image.astype(np.float32)
     _require_not_blank(gray, path)
     bits = image.dtype.itemsize * 8
     if bits == 8:
@@ -793,29 +981,40 @@ def _read_image(path: Path, kind: str, conversion: DisplayConversion, min_side: 
         frame_used=0,
         transfer_syntax=None,
     )
-    return Radiograph(_finish(pixels), info)
+    return Radiograph(_finish(pixels, path), info)
 
 
 # --- shared checks ------------------------------------------------------------
 
 
-def _require_min_side(rows: int, columns: int, min_side: int, path: Path) -> None:
-    if min(rows, columns) < min_side:
+def _require_not_blank(values: np.ndarray, path: Path) -> None:
+    low, high = values.min(), values.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError(f"{printable(path)}: the pixel values are not finite numbers; export the image again")
+    if low == high:
         raise InputError(
-            f"{path}: {columns}x{rows} pixels is too small to hold a vertebra (need at least {min_side} on each side); "
-            "pass the full radiograph, not a thumbnail"
+            f"{printable(path)}: blank image (every pixel is {low:g}); check that the right image was exported"
         )
 
 
-def _require_not_blank(values: np.ndarray, path: Path) -> None:
-    low, high = values.min(), values.max()
-    if low == high:
-        raise InputError(f"{path}: blank image (every pixel is {low:g}); check that the right image was exported")
+def _finish(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """The display image, read-only (a Radiograph is frozen, and callers share one array), checked once more.
 
-
-def _finish(pixels: np.ndarray) -> np.ndarray:
-    # Read-only: a Radiograph is frozen, and callers share one array.
-    out = np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
+    Whatever the route through the windows, an image with non-finite values or one gray
+    everywhere gives no verdict worth having.
+    """
+    if not np.isfinite(pixels).all():
+        raise InputError(
+            f"{printable(path)}: the display conversion gives pixel values that are not finite numbers; "
+            "the header's window or LUT is damaged, export the image again"
+        )
+    out = np.ascontiguousarray(pixels, dtype=np.float32)
+    np.clip(out, 0.0, 1.0, out=out)
+    if out.min() == out.max():
+        raise InputError(
+            f"{printable(path)}: the display conversion makes every pixel {float(out.min()):g} (no contrast); "
+            "check that the right image was exported"
+        )
     out.setflags(write=False)
     return out
 

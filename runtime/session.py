@@ -257,9 +257,13 @@ def load(
     *,
     precision: str | None = None,
     verify: bool = True,
+    trusted_keys: Sequence[str | Path] | None = None,
     **options: Any,
 ) -> Runtime:
     """Open ``bundle_dir`` (each graph's hash checked as it loads) and start ``backend`` on its graphs.
+
+    ``trusted_keys``: public key files or folders, one of which must have signed the bundle
+    (:mod:`olvf.runtime.signing`); None: those OLVF_TRUSTED_KEYS names, if any.
 
     ``backend="auto"`` (the default, as for ``olvf-infer``) tries TensorRT
     engines built on this machine, then ONNX Runtime on the GPU, then the
@@ -271,7 +275,7 @@ def load(
     other keyword options go to the backend (``device=``, ``threads=`` for
     onnxruntime; ``device=`` GPU index for tensorrt; ``checkpoints=`` for torch).
     """
-    bundle = open_bundle(bundle_dir, verify=verify)
+    bundle = open_bundle(bundle_dir, verify=verify, trusted=trusted_keys)
     device = options.get("device")
     if backend == "auto" and device in GPU_DEVICES:
         rt = open_runtime(bundle, "onnxruntime", precision=precision, **options)

@@ -140,7 +140,8 @@ def test_quick_start_finds_the_fresh_l2_and_recommends_mri(demo_bundle: Path, tm
     capsys.readouterr()
     out = tmp_path / "olvf-out"
     assert _console("olvf-infer")(["--bundle", str(demo_bundle), "--out", str(out), "--json", str(film)]) == 0
-    (report,) = json.loads(capsys.readouterr().out)
+    (entry,) = json.loads(capsys.readouterr().out)
+    report = entry["report"]
     calls = {v["level"]: v["prediction"] for v in report["vertebrae"]}
     assert calls == {"T12": "normal", "L1": "normal", "L2": "fresh", "L3": "normal", "L4": "normal", "L5": "normal"}
     assert report["mri_recommended"] is True and report["mri_levels"] == ["L2"], report["mri_reason"]

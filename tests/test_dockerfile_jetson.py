@@ -46,8 +46,22 @@ def test_runs_as_a_non_root_user_with_the_bundle_as_a_volume() -> None:
     assert entry.startswith("[") and "olvf-infer" in entry and "/bundle" in entry, "exec form, bundle from the volume"
 
 
-def test_engines_are_built_on_the_first_start_on_the_device() -> None:
+def _olvf_command() -> list[str]:
+    """The entry point from olvf-infer on (after the init process in front of it)."""
     entry = json.loads(next(arg for op, arg in _instructions() if op == "ENTRYPOINT"))
+    return entry[next(i for i, part in enumerate(entry) if part.endswith("/olvf-infer")) :]
+
+
+def test_an_init_process_forwards_sigterm_to_olvf_infer() -> None:
+    """docker stop sends SIGTERM to PID 1; tini forwards it, olvf-infer cleans up as on Ctrl-C (exit 143)."""
+    entry = json.loads(next(arg for op, arg in _instructions() if op == "ENTRYPOINT"))
+    assert entry[:2] == ["/usr/bin/tini", "--"] and entry[2].endswith("/olvf-infer")
+    installs = " ".join(arg for op, arg in _instructions() if op == "RUN" and "apt-get install" in arg)
+    assert " tini" in installs
+
+
+def test_engines_are_built_on_the_first_start_on_the_device() -> None:
+    entry = _olvf_command()
     assert "--build-engines-if-needed" in entry
     # The flag must be one olvf-infer knows, with an empty input list allowed (a build-only start).
     args = build_parser().parse_args(entry[1:])

@@ -7,6 +7,7 @@ defined is in :mod:`olvf.runtime.cam_regions`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,12 @@ def report_context(rt: Runtime, bundle_label: str) -> ReportContext:
             "precision": rt.detector.precision or manifest.graph_for("detector", rt.precision).precision,
         }
     return ReportContext(
-        bundle={"path": bundle_label, "manifest_sha256": rt.bundle.manifest_sha256, "demo": manifest.demo},
+        bundle={
+            "path": bundle_label,
+            "manifest_sha256": rt.bundle.manifest_sha256,
+            "demo": manifest.demo,
+            "signature": rt.bundle.signature.to_dict(),
+        },
         backend={
             "name": rt.backend,
             "device": rt.runner.device,
@@ -143,6 +149,11 @@ def build_report(
         report["warning"] = DEMO_WARNING  # first, where nobody can miss it
     report.update(
         {
+            # Which input this folder holds: its real path and content (olvf.runtime.writers.study_folder).
+            "source": {
+                "path": None if info["kind"] == "array" else os.path.realpath(study.source),
+                "sha256": info.get("sha256"),
+            },
             "mode": "cascade" if study.cascade else "crop",
             "mri_recommended": decision["mri_recommended"],
             "mri_reason": decision["reason"],

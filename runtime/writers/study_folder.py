@@ -4,25 +4,45 @@ With a DICOM source, the folder also gets the DICOM results a PACS files
 with the patient: ``olvf_sc.dcm`` (Secondary Capture of the overlay) and
 ``olvf_sr.dcm`` (TID 1500 Structured Report), built from the same result.
 
-The folder is built in a staging folder beside it and renamed into place
-(:func:`olvf.runtime.atomic.staged_directory`), so no half-written study is
-ever left; an existing folder is replaced only with ``force``.
+The folder is built in a staging folder beside it and put in place by one
+rename (:mod:`olvf.runtime.atomic`), so no half-written study is ever left.
+
+Which input a folder holds is recorded in its ``report.json`` (``source``:
+the input's real path and the sha256 of its bytes). Under ``--out``,
+:class:`OutputFolder` puts each input's results in the folder named after
+the file (``scan``) unless that holds another input's results, then
+``scan-2``, ``scan-3``, ...; a different input never lands in a folder,
+``force`` replaces only the same input's earlier results, and a folder
+without such a record (the user's own, an older olvf's) is never replaced.
+The name is chosen and the folder renamed into place under the lock of
+``--out``, so concurrent runs on the same ``--out`` take turns for that
+instant and cannot both claim one folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from olvf.errors import OlvfError
-from olvf.runtime.atomic import staged_directory
+from olvf.errors import OlvfError, OutputExistsError
+from olvf.runtime.atomic import Staging, check_replaceable, clean_stale, commit, folder_lock
+from olvf.runtime.batch import study_name
 from olvf.runtime.cpu import usable_cores
 from olvf.runtime.results import StudyResult
 from olvf.runtime.writers.overlay import encode_png, render_heatmap, render_overlay, study_marks
-from olvf.runtime.writers.report import DEMO_WARNING, ReportContext, build_report, heatmap_caption, heatmap_name
+from olvf.runtime.writers.report import (
+    DEMO_WARNING,
+    SCHEMA,
+    ReportContext,
+    build_report,
+    heatmap_caption,
+    heatmap_name,
+)
+from olvf.text import printable
 
 if TYPE_CHECKING:
     from olvf.runtime.writers.dicom_source import DicomSource
@@ -31,19 +51,89 @@ OVERLAY = "overlay.png"
 REPORT = "report.json"
 
 
-def write_study(
-    study: StudyResult,
-    context: ReportContext,
-    folder: Path,
-    *,
-    force: bool,
-    dicom: DicomSource | None = None,
-) -> dict[str, Any]:
-    """Draw and write one study's folder atomically; returns its report.
+def source_identity(path: str | os.PathLike[str]) -> str:
+    """What makes two inputs the same input: the file's real path (links and ``..`` resolved)."""
+    return os.path.realpath(path)
 
-    ``dicom``: the source's DICOM header; with it the Secondary Capture and the SR are written too.
-    """
-    start = perf_counter()
+
+def recorded_source(folder: Path) -> str | None:
+    """The input whose results ``folder`` holds (its report's ``source.path``); None for any other folder."""
+    try:
+        with open(folder / REPORT, encoding="utf-8") as handle:
+            report = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("olvf-report"):
+        return None
+    source = report.get("source")
+    path = source.get("path") if isinstance(source, dict) else None
+    return path if isinstance(path, str) else None
+
+
+class OutputFolder:
+    """``--out``: one results folder per input, never another input's (see the module docstring)."""
+
+    def __init__(self, root: Path, *, force: bool) -> None:
+        self.root = Path(root)
+        self.force = force
+
+    def check(self) -> None:
+        """Before any analysis: ``--out`` is a folder this process can create and write into."""
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputExistsError(f"--out {self.root} is a file, not a folder; choose another --out")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = Staging(self.root / "write-test")
+            probe.discard()
+        except OSError as exc:
+            raise OlvfError(
+                f"--out {self.root}: cannot write there ({exc.strerror or exc}); choose a folder you can write to"
+            ) from None
+        with folder_lock(self.root):
+            clean_stale(self.root)
+
+    def _candidates(self, path: Path) -> tuple[Path | None, Path]:
+        """The folder that holds ``path``'s results already (or None) and the first free name."""
+        base, identity = study_name(path), source_identity(path)
+        n = 1
+        while True:
+            folder = self.root / (base if n == 1 else f"{base}-{n}")
+            if not os.path.lexists(folder):
+                return None, folder
+            if folder.is_dir() and recorded_source(folder) == identity:
+                return folder, folder
+            n += 1
+
+    def existing(self, path: Path) -> Path | None:
+        """The folder holding this input's earlier results, if there is one."""
+        return self._candidates(path)[0]
+
+    def refuse_existing(self, path: Path) -> None:
+        """Before the slow work: without ``force``, an input whose results exist is not analysed again."""
+        folder = self.existing(path)
+        if folder is not None and not self.force:
+            raise OutputExistsError(
+                f"{printable(path)}: its results folder {printable(folder)} already exists; pass --force to replace it"
+            )
+
+    def place(self, staging: Staging, path: Path) -> Path:
+        """Put a finished staging folder in place for ``path``, under the lock of ``--out``."""
+        with folder_lock(self.root):
+            own, free = self._candidates(path)
+            if own is not None and not self.force:
+                raise OutputExistsError(
+                    f"{printable(path)}: its results folder {printable(own)} was written meanwhile (another olvf "
+                    "run?); pass --force to replace it"
+                )
+            target = own or free
+            commit(staging, target, replace=own is not None)
+        return target
+
+
+def _files(
+    study: StudyResult, context: ReportContext, dicom: DicomSource | None, start: float
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Every file of the study's folder, drawn and encoded, and its report."""
     marks = study_marks(study)
     pixels = study.radiograph.pixels
 
@@ -70,19 +160,55 @@ def write_study(
             dicom, overlay[..., ::-1], study_findings(study, context)
         )
         dicom_files = {"secondary_capture": SC_NAME, "structured_report": SR_NAME}
+    report = build_report(
+        study, context, overlay={"image": OVERLAY, **layout.to_dict()}, write_ms=(perf_counter() - start) * 1e3
+    )
+    if dicom_files:
+        report["dicom"] = dicom_files
+    assert report["schema"] == SCHEMA
+    images[REPORT] = (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8")
+    return images, report
+
+
+def write_study(
+    study: StudyResult,
+    context: ReportContext,
+    destination: Path | OutputFolder,
+    *,
+    force: bool = False,
+    dicom: DicomSource | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Draw and write one study's folder atomically; returns its report and the folder written.
+
+    ``destination``: the folder itself (replaced only with ``force``), or an
+    :class:`OutputFolder` that chooses it by the input (its own ``force`` applies).
+    ``dicom``: the source's DICOM header; with it the Secondary Capture and the SR are written too.
+    """
+    start = perf_counter()
+    files, report = _files(study, context, dicom, start)
+    shown = destination.root if isinstance(destination, OutputFolder) else destination
     try:
-        with staged_directory(folder, force=force) as staging:
-            for name, data in images.items():
-                (staging / name).write_bytes(data)
-            report = build_report(
-                study,
-                context,
-                overlay={"image": OVERLAY, **layout.to_dict()},
-                write_ms=(perf_counter() - start) * 1e3,
-            )
-            if dicom_files:
-                report["dicom"] = dicom_files
-            (staging / REPORT).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        if isinstance(destination, OutputFolder):
+            staging = Staging(destination.root / study_name(Path(study.source)))
+        else:
+            check_replaceable(destination, force=force)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            staging = Staging(destination)
+        try:
+            for name, data in files.items():
+                (staging.path / name).write_bytes(data)
+            if isinstance(destination, OutputFolder):
+                folder = destination.place(staging, Path(study.source))
+            else:
+                with folder_lock(destination.parent):
+                    check_replaceable(destination, force=force)
+                    commit(staging, destination, replace=True)
+                folder = destination
+        except BaseException:
+            staging.discard()
+            raise
     except OSError as exc:
-        raise OlvfError(f"{folder}: cannot write the results ({exc.strerror or exc}); choose another --out") from None
-    return report
+        raise OlvfError(
+            f"{printable(shown)}: cannot write the results ({exc.strerror or exc}); choose another --out"
+        ) from None
+    return report, folder

@@ -12,7 +12,7 @@ import olvf
 from olvf.errors import BundleError, OutputExistsError
 from olvf.runtime.atomic import staged_directory, write_text_atomic
 from olvf.runtime.bundle import open_bundle
-from olvf.runtime.manifest import CLASS_NAMES, Manifest
+from olvf.runtime.manifest import CLASS_NAMES, Manifest, seal_manifest
 
 
 @pytest.fixture
@@ -20,11 +20,12 @@ def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
 
 
-def _edit_manifest(bundle: Path, edit) -> None:
+def _edit_manifest(bundle: Path, edit, *, seal: bool = True) -> None:
+    """Change the manifest; ``seal``: as olvf would write it (integrity recomputed), else as a hand edit would."""
     path = bundle / "manifest.json"
     raw = json.loads(path.read_text())
     edit(raw)
-    path.write_text(json.dumps(raw))
+    path.write_text(seal_manifest(raw) if seal else json.dumps(raw, indent=2))
 
 
 def test_manifest_round_trips_and_describes_the_bundle(tiny_bundle: Path) -> None:

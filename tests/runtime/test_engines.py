@@ -31,7 +31,7 @@ from olvf.phantom import make_phantom, write_dicom
 from olvf.runtime.bundle import open_bundle
 from olvf.runtime.bundle_engines import build_bundle_engines, describe
 from olvf.runtime.cli import main as infer_main
-from olvf.runtime.manifest import MANIFEST_NAME, read_manifest
+from olvf.runtime.manifest import MANIFEST_NAME, read_manifest, seal_manifest
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -125,7 +125,7 @@ def test_tensorrt_11_needs_the_fp16_graph(tiny_bundle: Path, tmp_path: Path, mon
     raw = json.loads((bundle / MANIFEST_NAME).read_text())
     raw["graphs"] = [g for g in raw["graphs"] if g["precision"] == "fp32"]
     raw["files"].pop("ensemble_fp16.onnx")
-    (bundle / MANIFEST_NAME).write_text(json.dumps(raw))
+    (bundle / MANIFEST_NAME).write_text(seal_manifest(raw))
     assert len(read_manifest(bundle).graphs) == len(manifest.graphs) - 1
     with pytest.raises(BundleError, match="TensorRT 11 builds FP16 engines only from an FP16 graph.*--precision fp16"):
         build_bundle_engines(bundle)
@@ -284,7 +284,7 @@ def test_an_engine_built_from_an_older_graph_is_stale(cascade_bundle: Path, tmp_
     raw = json.loads((bundle / MANIFEST_NAME).read_text())
     for engine in raw["engines"]:
         engine["source_sha256"] = "0" * 64  # as if the graph had been re-exported since
-    (bundle / MANIFEST_NAME).write_text(json.dumps(raw))
+    (bundle / MANIFEST_NAME).write_text(seal_manifest(raw))
     with pytest.raises(BundleError, match="is stale.*--rebuild-engines"):
         olvf.load(bundle, backend="tensorrt")
 
@@ -375,9 +375,9 @@ def test_rebuild_engines_without_tensorrt_says_what_to_install(tiny_bundle: Path
     assert err.count("\n") == 1
 
 
-def test_no_input_and_nothing_to_build_is_an_input_error(tiny_bundle: Path) -> None:
+def test_no_input_and_nothing_to_build_is_an_argument_error(tiny_bundle: Path) -> None:
     code, _, err = _run(infer_main, ["--bundle", str(tiny_bundle)])
-    assert code == 3 and "no INPUT given" in err
+    assert code == 2 and "no INPUT given" in err
 
 
 def test_the_jetson_entrypoint_works_in_a_fresh_process(cascade_bundle: Path, tmp_path: Path, monkeypatch) -> None:
@@ -556,7 +556,7 @@ def test_tensorrt_messages_go_to_stderr_so_json_output_stays_clean(
     args = ["--rebuild-engines", "--bundle", str(bundle), "--json", "--out", str(tmp_path / "o"), str(film)]
     code, out, err = _run(infer_main, args)
     assert code == 0, err
-    assert [r["backend"]["name"] for r in json.loads(out)] == ["tensorrt"]
+    assert [r["report"]["backend"]["name"] for r in json.loads(out)] == ["tensorrt"]
     assert "TensorRT warning: Timing cache is corrupted" in err
 
 

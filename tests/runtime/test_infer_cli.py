@@ -83,7 +83,7 @@ def batch(cascade_bundle: Path, films: Path, tmp_path_factory) -> dict[str, Any]
 
 @pytest.fixture(scope="module")
 def reports(batch: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {Path(r["input"]["path"]).name: r for r in json.loads(batch["stdout"])}
+    return {Path(r["report"]["input"]["path"]).name: r["report"] for r in json.loads(batch["stdout"])}
 
 
 # --- the report ---------------------------------------------------------------------
@@ -108,8 +108,14 @@ def test_report_schema(batch: dict[str, Any], reports) -> None:
     assert info["spacing_source"] == "PixelSpacing" and len(info["pixel_spacing_mm"]) == 2
     text = json.dumps(report)
     assert "PHANTOM^OLVF" not in text and "OLVF-PHANTOM" not in text  # the phantom's patient name and ID
-    assert set(report["bundle"]) == {"path", "manifest_sha256", "demo"} and report["bundle"]["demo"] is True
-    assert len(report["bundle"]["manifest_sha256"]) == 64
+    assert set(report["bundle"]) == {"path", "manifest_sha256", "demo", "signature"}
+    assert report["bundle"]["demo"] is True
+    assert len(report["bundle"]["manifest_sha256"]) == 64 and report["bundle"]["signature"]["status"] == "unsigned"
+    # which input this folder holds: its real path and the sha256 of its bytes
+    assert report["source"]["path"] == str(Path(info["path"]).resolve()) and len(report["source"]["sha256"]) == 64
+    # the phantom records Patient Orientation P\F: rows run towards posterior, so anterior is left
+    assert info["patient_orientation"] == ["P", "F"]
+    assert report["gradcam_regions"]["anterior_source"].startswith("Patient Orientation (0020,0020) P\\F")
     backend = report["backend"]
     assert (backend["name"], backend["device"], backend["precision"]) == ("onnxruntime", "cpu", "fp32")
     assert backend["detector"]["name"] == "onnxruntime"
@@ -304,7 +310,11 @@ def test_a_study_that_fails_in_the_batch_does_not_sink_the_others(cascade_bundle
         ]
     )
     assert code == 3 and "synthetic failure" in err and (tmp_path / "m2" / "report.json").exists()
-    (report,) = json.loads(out)  # stdout stays valid JSON, holding the reports that were written
+    failure, success = json.loads(out)  # stdout stays valid JSON: one object per input, in input order
+    assert failure["input"].endswith("film.png") and "report" not in failure
+    assert failure["error"] == {"type": "InputError", "exit_code": 3, "message": "synthetic failure of the PNG study"}
+    report = success["report"]
+    assert success["folder"] == str(tmp_path / "m2") and success["input"].endswith("m2.dcm")
     assert report["input"]["path"].endswith("m2.dcm") and report["timings_shared_by"] == 1
 
 
@@ -362,7 +372,9 @@ def test_a_backend_failure_mid_run_stops_once_and_blames_no_input(cascade_bundle
     inputs = [str(films / "m2.dcm")] * 1 + [str(films / name) for name in ("m1.dcm", "j2k.dcm", "film.png")]
     out = tmp_path / "out"
     code, stdout, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(out), "--batch", "2", *inputs])
-    assert code == 7 and stdout == ""
+    # The studies written before the failure were printed as they were written; no summary line follows.
+    assert code == 7 and "m2.dcm" in stdout and "m1.dcm" in stdout and "j2k.dcm" not in stdout
+    assert "studies:" not in stdout
     (line,) = err.splitlines()
     assert line.startswith("olvf-infer: error: onnxruntime") and "illegal memory access" in line
     assert not any(name in line for name in ("m1.dcm", "j2k.dcm", "film.png")), "no input is blamed"
@@ -458,7 +470,8 @@ def test_without_a_detector_each_image_is_one_crop(tiny_bundle: Path, tmp_path: 
 def test_crop_json_for_scripts(tiny_bundle: Path, tmp_path: Path) -> None:
     args = ["--bundle", str(tiny_bundle), "--out", str(tmp_path), "--json", "--precision", "fp16"]
     code, out, _ = run_cli([*args, str(crop_paths()[0])])
-    (report,) = json.loads(out)
+    (entry,) = json.loads(out)
+    report = entry["report"]
     assert code == 0 and report["mode"] == "crop" and report["backend"]["precision"] == "fp16"
     assert report["backend"]["detector"] is None and report["timings_ms"]["detect"] is None
     (v,) = report["vertebrae"]
@@ -526,7 +539,7 @@ assert not any(m.startswith("torch") for m in sys.modules if sys.modules[m] is n
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert [v["level"] for v in json.loads(done.stdout)[0]["vertebrae"]] == LEVELS
+    assert [v["level"] for v in json.loads(done.stdout)[0]["report"]["vertebrae"]] == LEVELS
     assert (tmp_path / "m2" / "overlay.png").exists()
 
 

@@ -16,6 +16,7 @@ from olvf.errors import BundleError
 from olvf.runtime import tolerances
 from olvf.runtime.bundle import open_bundle
 from olvf.runtime.cpu import cpu_kind
+from olvf.runtime.manifest import seal_manifest
 from olvf.runtime.route_check import compare_studies, correlation, judge, verify_demo_route
 from olvf.runtime.routes import record_verified_route
 
@@ -33,7 +34,7 @@ def _edit(bundle: Path, edit) -> None:
     path = bundle / "manifest.json"
     raw = json.loads(path.read_text())
     edit(raw)
-    path.write_text(json.dumps(raw))
+    path.write_text(seal_manifest(raw))  # as olvf writes it: a hand edit would fail the integrity check
 
 
 def test_auto_runs_onnx_runtime_fp32_until_a_route_is_verified(int8_copy: Path) -> None:
