@@ -37,9 +37,12 @@ CLASSIFIERS: dict[str, Tolerances] = {
     # FP32 graphs agree with PyTorch (and its autograd Grad-CAM) to about 1e-6; 1e-4 leaves room for
     # another CPU's kernels without letting a wrong graph through.
     "fp32": Tolerances(probabilities=1e-4, cam=1e-3),
-    # FP16 backbones round activations to 11 bits: probabilities move by a few 1e-3, maps by a few 1e-2,
-    # more where two regions of a map are nearly tied for the peak (measured on the demo bundle: 2.7e-3, 2.4e-2).
-    "fp16": Tolerances(probabilities=1e-2, cam=0.1),
+    # FP16 backbones round activations to 11 bits; a trained head amplifies that rounding by its weights'
+    # norm: the demo's trained heads move a member's probability by up to 1.4e-2 (ResNeXt-50, ONNX Runtime
+    # on CPU; 2.7e-3 with the old untrained heads), maps by a few 1e-2, more where two regions of a map are
+    # nearly tied for the peak. 3e-2 leaves room for a GPU's kernels; a wrong graph moves probabilities by
+    # tenths. Whether FP16 changes decisions is olvf-validate's question, on a labelled set.
+    "fp16": Tolerances(probabilities=3e-2, cam=0.1),
 }
 
 DETECTORS: dict[str, DetectorTolerances] = {

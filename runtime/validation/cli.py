@@ -62,7 +62,7 @@ def _count(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Compute the study's per-vertebra table (accuracy, sensitivity, specificity, AUC with 95%% "
+        description="Compute the study's per-vertebra table (accuracy, sensitivity, specificity, AUC with 95% "
         "bootstrap intervals; detection mAP; the MRI operating point) for a bundle on a labelled set, and gate "
         "faster routes against the first.",
     )
