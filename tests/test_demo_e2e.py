@@ -42,7 +42,8 @@ def demo_bundle(tmp_path_factory) -> Path:
     from olvf.export.cli import main
 
     out = tmp_path_factory.mktemp("demo") / "bundle"
-    assert main(["--demo", "--out", str(out)]) == 0
+    # With the FP16 graph too: its export gate runs on the trained demo heads, and the FP16 route is tested below.
+    assert main(["--demo", "--precision", "fp16", "--out", str(out)]) == 0
     return out
 
 
@@ -99,6 +100,25 @@ def test_demo_bundle_finds_and_names_the_lumbar_levels(demo_runtime, tmp_path: P
     # Every vertebra found went through the demo classifiers.
     assert len(result.classification) == len(result.detections)
     print(f"{case}: {figures}")
+
+
+@pytest.mark.slow
+@needs_ultralytics
+def test_demo_fp16_graph_keeps_the_fp32_decisions(demo_bundle: Path, demo_runtime, tmp_path: Path) -> None:
+    """What a GPU runs (the FP16 graph) calls each vertebra as the FP32 graph does, on every case above."""
+    with olvf.load(demo_bundle, backend="onnxruntime", precision="fp16") as half:
+        for case, (seed, fractures, size, storage) in CASES.items():
+            path = tmp_path / f"{case}.dcm"
+            write_dicom(make_phantom(seed, fractures, size), path, **storage)
+            full, rounded = demo_runtime.infer(path), half.infer(path)
+            assert rounded.detections.levels == full.detections.levels, case
+            assert rounded.classification.labels == full.classification.labels, case
+            # The FP16 detector moves boxes by a pixel or so, so crops and probabilities move a little; the MRI
+            # call at the operating point must not.
+            fresh = full.classification.classes.index("fresh")
+            point = json.loads((demo_bundle / "manifest.json").read_text(encoding="utf-8"))["operating_points"]["fresh"]
+            calls = [r.classification.probabilities[:, fresh] >= point for r in (full, rounded)]
+            assert (calls[0] == calls[1]).all(), f"{case}: FP16 changed an MRI call"
 
 
 @pytest.mark.slow
