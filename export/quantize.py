@@ -278,14 +278,14 @@ def add_int8_graph(bundle_dir: str | Path, calibration: Path | None = None, *, p
         raise BundleError(f"bundle {folder} has no classifiers to quantise")
     source = manifest.graph("ensemble", "fp32")
     with olvf.load(folder, backend="onnxruntime", precision="fp32", device="cpu") as rt:
-        calibration = calibration_for(rt, calibration, manifest.demo, progress)
+        crops = calibration_for(rt, calibration, manifest.demo, progress)
     # New names: the bundle stays valid as it is until its manifest is replaced, which takes the lock briefly.
     xml = folder / f"ensemble_int8.{secrets.token_hex(3)}.xml"
     written = [xml, xml.with_suffix(".bin")]
     retired: set[str] = set()
     try:
         record = quantize_graph(
-            bundle.file(source.file), xml, calibration, [m.class_maps_output for m in manifest.models], progress
+            bundle.file(source.file), xml, crops, [m.class_maps_output for m in manifest.models], progress
         )
         hashes = {path.name: sha256_file(path) for path in written}
 

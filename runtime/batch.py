@@ -141,8 +141,8 @@ def expand_argument(argument: str, exclude: Sequence[Path] = ()) -> Expanded:
             return Expanded(argument, (), InputError(f"{shown}: {what}; check the folder"))
         return Expanded(argument, tuple(files))
     if os.path.lexists(path) or not _GLOB_CHARS & set(argument):
-        own = _olvf_output(path) if os.path.lexists(path) else None
-        return Expanded(argument, () if own else (path,), own)
+        output = _olvf_output(path) if os.path.lexists(path) else None
+        return Expanded(argument, () if output else (path,), output)
     files = []
     for match in sorted(glob.glob(argument, recursive=True)):
         found = Path(match)

@@ -627,7 +627,7 @@ def _rescaled(stored: np.ndarray, header: DicomHeader) -> np.ndarray:
     slope = 1.0 if slope_raw is None else float(_finite(slope_raw) or 1.0)
     intercept = 0.0 if intercept_raw is None else float(_finite(intercept_raw) or 0.0)
     extreme = max(abs(float(stored.min())), abs(float(stored.max()))) * abs(slope) + abs(intercept)
-    values = stored.astype(np.float32 if extreme < 2**24 else np.float64)
+    values: np.ndarray = stored.astype(np.float32 if extreme < 2**24 else np.float64)
     if slope != 1.0:
         values *= slope
     if intercept != 0.0:
