@@ -110,7 +110,12 @@ class OpenVinoRunner(Runner):
         return cls(bundle.file(graph.file), precision=run, weights_path=weights, **options)
 
     def load_impl(self) -> list[TensorSpec]:
-        ov = import_openvino()
+        try:
+            ov = import_openvino()
+        except ImportError as exc:  # the module imports without openvino; the backend needs it now
+            raise BackendError(
+                f"OpenVINO is not installed ({exc.name or exc}); pip install 'olvf[openvino]'"
+            ) from None
         core = ov.Core()
         if self.precision == "bf16":
             reason = bf16_unavailable(core)

@@ -53,3 +53,14 @@ def test_the_pytorch_reference_refuses_the_detector_role(tiny_bundle: Path) -> N
     pytest.importorskip("torch")
     with pytest.raises(BackendError, match="ensemble only, not the detector"):
         runner_class("torch").from_bundle(open_bundle(tiny_bundle), "detector")
+
+
+def test_openvino_missing_is_a_backend_error_with_the_install_hint(tiny_bundle: Path, monkeypatch) -> None:
+    """So auto and the benchmark pass over it with the reason instead of ending the run."""
+    import sys
+
+    import olvf
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    with pytest.raises(BackendError, match=r"OpenVINO is not installed .*pip install 'olvf\[openvino\]'"):
+        olvf.load(tiny_bundle, backend="openvino", precision="fp32")
