@@ -113,9 +113,7 @@ class OpenVinoRunner(Runner):
         try:
             ov = import_openvino()
         except ImportError as exc:  # the module imports without openvino; the backend needs it now
-            raise BackendError(
-                f"OpenVINO is not installed ({exc.name or exc}); pip install 'olvf[openvino]'"
-            ) from None
+            raise BackendError(f"OpenVINO is not installed ({exc.name or exc}); pip install 'olvf[openvino]'") from None
         core = ov.Core()
         if self.precision == "bf16":
             reason = bf16_unavailable(core)
