@@ -263,6 +263,16 @@ def _export_detector(
         # Read without running anything: an original-repository model is rebuilt, an ultralytics one is not.
         original = read_original_yolov5(path)
         fp16_out = staging / half_name if options.precision == "fp16" else None
+        common: dict[str, Any] = dict(
+            imgsz=source.imgsz,
+            opset=options.opset,
+            radiograph=source.radiograph,
+            conf=min(source.conf, 0.001),
+            iou=source.iou,
+            fp16_out=fp16_out,
+            fp16_conf=source.conf,
+            max_batch=options.max_batch,
+        )
         if original is not None:
             progress(
                 f"exporting detector {path.name} (original YOLOv5 repository: rebuilt by olvf from its recorded "
@@ -273,35 +283,11 @@ def _export_detector(
                     f"--detector-stride {source.stride} does not match {path.name}'s stride {original.stride}; "
                     "drop --detector-stride (the checkpoint records it)"
                 )
-            result = det.export_original_yolov5(
-                original,
-                staging / name,
-                imgsz=source.imgsz,
-                names=source.names,
-                opset=options.opset,
-                radiograph=source.radiograph,
-                conf=min(source.conf, 0.001),
-                iou=source.iou,
-                fp16_out=fp16_out,
-                fp16_conf=source.conf,
-                max_batch=options.max_batch,
-            )
+            result = det.export_original_yolov5(original, staging / name, names=source.names, **common)
             origin_record: dict[str, Any] = {"format": FORMAT, **original.record()}
         else:
             progress(f"exporting detector {path.name} with ultralytics (offline)")
-            result = det.export_ultralytics(
-                path,
-                staging / name,
-                imgsz=source.imgsz,
-                opset=options.opset,
-                trust_pickle=source.trust_pickle,
-                radiograph=source.radiograph,
-                conf=min(source.conf, 0.001),
-                iou=source.iou,
-                fp16_out=fp16_out,
-                fp16_conf=source.conf,
-                max_batch=options.max_batch,
-            )
+            result = det.export_ultralytics(path, staging / name, trust_pickle=source.trust_pickle, **common)
             origin_record = {"format": "ultralytics"}
         graph, figures, half_figures = result.graph, result.figures, result.fp16_figures
         det.check_detector_parity(figures, "fp32", name)

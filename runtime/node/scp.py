@@ -121,8 +121,8 @@ class Receiver:
         sop_instance = str(request.AffectedSOPInstanceUID)
         key = instance_key(sop_instance, self.bundle_sha256)
         calling = str(event.assoc.requestor.ae_title).strip()
-        if sop_class not in RADIOGRAPH_CLASSES:
-            reason = f"{_class_name(sop_class)} is not a radiograph storage class (accepted: CR, DX, Secondary Capture)"
+
+        def refuse(status: int, answer: str, reason: str) -> int:
             self._record(
                 key,
                 state="refused",
@@ -131,24 +131,20 @@ class Receiver:
                 sender=calling,
                 received_at=received_ns / 1e9,
             )
-            self.log.study(key, "refused", f"status 0x0122 SOP class not supported: {reason}")
-            return SOP_CLASS_NOT_SUPPORTED
+            self.log.study(key, "refused", f"status 0x{status:04X} {answer}: {reason}")
+            return status
+
+        if sop_class not in RADIOGRAPH_CLASSES:
+            reason = f"{_class_name(sop_class)} is not a radiograph storage class (accepted: CR, DX, Secondary Capture)"
+            return refuse(SOP_CLASS_NOT_SUPPORTED, "SOP class not supported", reason)
         try:
             # Decodes the data set: a garbled one is refused here. pydicom's warnings, which quote values, are
             # silenced process-wide by the node (a per-call catch_warnings is not thread-safe).
             event.dataset  # noqa: B018
         except Exception as exc:  # pydicom raises many types for a garbled stream; none may be answered success
-            reason = f"the data set cannot be decoded ({type(exc).__name__})"
-            self._record(
-                key,
-                state="refused",
-                reason=reason,
-                sop_class=_class_name(sop_class),
-                sender=calling,
-                received_at=received_ns / 1e9,
+            return refuse(
+                CANNOT_UNDERSTAND, "cannot understand", f"the data set cannot be decoded ({type(exc).__name__})"
             )
-            self.log.study(key, "refused", f"status 0xC210 cannot understand: {reason}")
-            return CANNOT_UNDERSTAND
         with self._key_lock(key):
             held = self.spool.holds(key)
             if held is not None:
