@@ -131,7 +131,9 @@ def radiograph_paths(source: Path) -> list[Path]:
                 f"--calibration {source}: the CSV needs a column named {', '.join(CSV_PATH_COLUMNS)} "
                 "(the radiograph of each row, relative to the CSV's folder)"
             )
-        return [(source.parent / row[column].strip()) for row in rows if (row[column] or "").strip()]
+        # A labelled set has a row per vertebra: each radiograph once, or its crops would weigh six times.
+        named = (row[column].strip() for row in rows if (row[column] or "").strip())
+        return [source.parent / name for name in dict.fromkeys(named)]
     raise InputError(f"--calibration {source}: give a folder of radiographs or a labelled set's .csv")
 
 

@@ -171,7 +171,8 @@ def test_calibration_from_a_labelled_set_csv(tmp_path) -> None:
     from olvf.export.quantize import radiograph_paths
 
     write_calibration_images(tmp_path / "films", 3, (80, 80))
-    (tmp_path / "set.csv").write_text("Path,label\nfilms/film_00.png,fresh\nfilms/film_02.png,normal\n,\n")
+    rows = "films/film_00.png,L1,fresh\nfilms/film_02.png,L1,normal\nfilms/film_00.png,L2,normal\n,,\n"
+    (tmp_path / "set.csv").write_text("Path,level,label\n" + rows)  # a row per vertebra, as olvf-phantom --set writes
     assert radiograph_paths(tmp_path / "set.csv") == [tmp_path / "films/film_00.png", tmp_path / "films/film_02.png"]
     (tmp_path / "bad.csv").write_text("name,label\na.png,fresh\n")
     with pytest.raises(InputError, match="needs a column named path, file, image"):
