@@ -165,6 +165,9 @@ def radiograph_calibration(rt: Any, source: Path, progress: Progress = print) ->
 def import_nncf() -> tuple[Any, Any]:
     from olvf.runtime.runners.openvino import import_openvino
 
+    # NNCF imports torch where it is installed, whose extension loader warns that no CUDA runtime is found:
+    # true on a CPU machine and nothing the person quantising can act on.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         ov = import_openvino()
         import nncf
