@@ -187,26 +187,38 @@ class SignatureStatus:
 
 
 def _differences(base: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(local additions, other changes) of ``current`` against the signed ``base``."""
+    """(local additions, other changes) of ``current`` against the signed ``base``.
+
+    Every file the signer listed keeps its hash, engines included; only a signed engine retired here (its
+    entry and its file both gone) may be missing. A device may add engines, each with a file name of its own:
+    an engine naming a signed file would let that file be swapped.
+    """
     additions: list[str] = []
     changes: list[str] = []
-    engines_now = current.get("engines") or []
-    engine_files = {e.get("file") for e in engines_now + (base.get("engines") or []) if isinstance(e, dict)}
+    signed_engines = [e for e in base.get("engines") or [] if isinstance(e, dict)]
+    engines_now = [e for e in current.get("engines") or [] if isinstance(e, dict)]
     signed_files = base.get("files") or {}
+    new_engine_files: set[str] = set()
     for engine in engines_now:
-        if engine not in (base.get("engines") or []):
-            graph, source = engine.get("source_graph"), engine.get("source_sha256")
-            if not graph or signed_files.get(graph) != source:
-                changes.append(f"engine {engine.get('file')} was not built from a signed graph")
-            else:
-                additions.append(f"engine {engine.get('file')} ({engine.get('gpu_name')}, built {engine.get('built')})")
+        if engine in signed_engines:
+            continue
+        name, graph, source = engine.get("file"), engine.get("source_graph"), engine.get("source_sha256")
+        if not isinstance(name, str) or name in signed_files:
+            changes.append(f"engine {name} takes the name of a signed file")
+        elif not graph or signed_files.get(graph) != source:
+            changes.append(f"engine {name} was not built from a signed graph")
+        else:
+            new_engine_files.add(name)
+            additions.append(f"engine {name} ({engine.get('gpu_name')}, built {engine.get('built')})")
+    retired = {e.get("file") for e in signed_engines if e not in engines_now}
     for key in sorted(set(base) | set(current)):
         if key in LOCAL_KEYS:
             continue
         before, after = base.get(key), current.get(key)
         if key == "files":
-            before = {k: v for k, v in (before or {}).items() if k not in engine_files}
-            after = {k: v for k, v in (after or {}).items() if k not in engine_files}
+            after = after or {}
+            before = {k: v for k, v in (before or {}).items() if not (k in retired and k not in after)}
+            after = {k: v for k, v in after.items() if k not in new_engine_files}
         elif key == "parity":
             before = {k: v for k, v in (before or {}).items() if not k.startswith(ENGINE_PARITY_PREFIX)}
             after = {k: v for k, v in (after or {}).items() if not k.startswith(ENGINE_PARITY_PREFIX)}

@@ -220,6 +220,44 @@ def test_an_engine_not_built_from_a_signed_graph_voids_the_signature(bundle: Pat
         open_bundle(bundle, trusted=[public])
 
 
+def test_an_engine_entry_cannot_cover_a_swapped_graph(bundle: Path, tmp_path: Path) -> None:
+    """The review's attack: an 'engine' named like a signed graph, the graph swapped and its hash updated."""
+    key, _, public = _keys(tmp_path, "hospital")
+    write_signature(bundle, key)
+    manifest = open_bundle(bundle, verify=False).manifest
+    graph = bundle / "ensemble_fp32.onnx"
+    graph.write_bytes(graph.read_bytes() + b"\0")  # stands for a swapped graph
+    engine = EngineSpec(
+        role="ensemble",
+        file="ensemble_fp32.onnx",
+        source_graph="ensemble_fp16.onnx",
+        source_sha256=manifest.files["ensemble_fp16.onnx"],
+        precision="fp16",
+        tensorrt_version="10.3.0",
+        gpu_name="Orin",
+        compute_capability="8.7",
+        built="2026-01-01T00:00:00+00:00",
+    )
+    files = {**manifest.files, "ensemble_fp32.onnx": sha256_file(graph)}
+    (bundle / MANIFEST_NAME).write_text(dataclasses.replace(manifest, engines=(engine,), files=files).to_json())
+    with pytest.raises(BundleError, match="engine ensemble_fp32.onnx takes the name of a signed file"):
+        open_bundle(bundle, trusted=[public])
+
+
+def test_a_signed_engine_swapped_on_the_device_voids_the_signature(bundle: Path, tmp_path: Path) -> None:
+    key, _, public = _keys(tmp_path, "hospital")
+    _add_engine(bundle)
+    write_signature(bundle, key)  # the signer shipped this engine
+    assert open_bundle(bundle, trusted=[public]).signature.status == "verified"
+    manifest = open_bundle(bundle, verify=False).manifest
+    engine = bundle / "ensemble.fake-sm87.0001.engine"
+    engine.write_bytes(b"another engine")
+    files = {**manifest.files, engine.name: sha256_file(engine)}
+    (bundle / MANIFEST_NAME).write_text(dataclasses.replace(manifest, files=files).to_json())
+    with pytest.raises(BundleError, match=r"changed since key \w+ signed it \(files\)"):
+        open_bundle(bundle, trusted=[public])
+
+
 def test_export_signs_and_resign_signs_again(tmp_path: Path) -> None:
     from olvf.export.cli import main as export_main
 
