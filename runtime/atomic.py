@@ -226,9 +226,28 @@ def commit(staging: Staging, target: Path, *, replace: bool) -> None:
         return
     with _signals_held():
         os.rename(target, staging.retired)
-        os.rename(staging.path, target)
+        try:
+            os.rename(staging.path, target)
+        except OSError:
+            os.rename(staging.retired, target)  # the old results back where they were, not left hidden
+            raise
     shutil.rmtree(staging.retired, ignore_errors=True)
     staging.close()
+
+
+def sync_folder(folder: Path) -> None:
+    """Make ``folder``'s entries durable (after files were written or renamed in it); best effort where the
+    file system cannot sync a directory."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _owner_gone(lock: Path) -> bool:

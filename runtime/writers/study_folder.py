@@ -29,8 +29,9 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from olvf.errors import OlvfError, OutputExistsError
-from olvf.runtime.atomic import Staging, check_replaceable, clean_stale, commit, folder_lock
+from olvf.runtime.atomic import Staging, check_replaceable, clean_stale, commit, folder_lock, sync_folder
 from olvf.runtime.batch import study_name
+from olvf.runtime.bundle import sha256_file
 from olvf.runtime.cpu import usable_cores
 from olvf.runtime.results import StudyResult
 from olvf.runtime.writers.overlay import encode_png, render_heatmap, render_overlay, study_marks
@@ -51,13 +52,22 @@ OVERLAY = "overlay.png"
 REPORT = "report.json"
 
 
-def source_identity(path: str | os.PathLike[str]) -> str:
-    """What makes two inputs the same input: the file's real path (links and ``..`` resolved)."""
-    return os.path.realpath(path)
+def source_identity(path: str | os.PathLike[str], sha256: str | None = None) -> tuple[str, str | None]:
+    """What makes two inputs the same input: the file's real path (links and ``..`` resolved) and its content.
+
+    A PACS export that reuses a file name for the next patient is another input: its results go to a folder
+    of their own and never replace the first patient's. ``sha256``: the content's, where already known.
+    """
+    if sha256 is None:
+        try:
+            sha256 = sha256_file(Path(path))
+        except OSError:
+            sha256 = None
+    return os.path.realpath(path), sha256
 
 
-def recorded_source(folder: Path) -> str | None:
-    """The input whose results ``folder`` holds (its report's ``source.path``); None for any other folder."""
+def recorded_source(folder: Path) -> tuple[str, str | None] | None:
+    """The input whose results ``folder`` holds (its report's ``source``); None for any other folder."""
     try:
         with open(folder / REPORT, encoding="utf-8") as handle:
             report = json.load(handle)
@@ -66,8 +76,10 @@ def recorded_source(folder: Path) -> str | None:
     if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("olvf-report"):
         return None
     source = report.get("source")
-    path = source.get("path") if isinstance(source, dict) else None
-    return path if isinstance(path, str) else None
+    if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+        return None
+    sha = source.get("sha256")
+    return source["path"], sha if isinstance(sha, str) else None
 
 
 class OutputFolder:
@@ -92,9 +104,9 @@ class OutputFolder:
         with folder_lock(self.root):
             clean_stale(self.root)
 
-    def _candidates(self, path: Path) -> tuple[Path | None, Path]:
+    def _candidates(self, path: Path, sha256: str | None = None) -> tuple[Path | None, Path]:
         """The folder that holds ``path``'s results already (or None) and the first free name."""
-        base, identity = study_name(path), source_identity(path)
+        base, identity = study_name(path), source_identity(path, sha256)
         n = 1
         while True:
             folder = self.root / (base if n == 1 else f"{base}-{n}")
@@ -116,10 +128,11 @@ class OutputFolder:
                 f"{printable(path)}: its results folder {printable(folder)} already exists; pass --force to replace it"
             )
 
-    def place(self, staging: Staging, path: Path) -> Path:
-        """Put a finished staging folder in place for ``path``, under the lock of ``--out``."""
+    def place(self, staging: Staging, path: Path, sha256: str | None = None) -> Path:
+        """Put a finished staging folder in place for ``path`` (whose analysed content had ``sha256``), under the
+        lock of ``--out``."""
         with folder_lock(self.root):
-            own, free = self._candidates(path)
+            own, free = self._candidates(path, sha256)
             if own is not None and not self.force:
                 raise OutputExistsError(
                     f"{printable(path)}: its results folder {printable(own)} was written meanwhile (another olvf "
@@ -196,9 +209,11 @@ def write_study(
             staging = Staging(destination)
         try:
             for name, data in files.items():
-                (staging.path / name).write_bytes(data)
+                _write_durably(staging.path / name, data)
+            sync_folder(staging.path)  # durable before it replaces anything: a power cut leaves old or new
             if isinstance(destination, OutputFolder):
-                folder = destination.place(staging, Path(study.source))
+                source = report.get("source") or {}
+                folder = destination.place(staging, Path(study.source), source.get("sha256"))
             else:
                 with folder_lock(destination.parent):
                     check_replaceable(destination, force=force)
@@ -207,8 +222,16 @@ def write_study(
         except BaseException:
             staging.discard()
             raise
+        sync_folder(folder.parent)
     except OSError as exc:
         raise OlvfError(
             f"{printable(shown)}: cannot write the results ({exc.strerror or exc}); choose another --out"
         ) from None
     return report, folder
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

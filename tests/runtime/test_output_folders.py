@@ -67,14 +67,14 @@ def test_force_replaces_only_the_same_inputs_results(cascade_bundle: Path, tmp_p
     assert done.returncode == 0, done.stderr
     assert [e["folder"] for e in json.loads(done.stdout)] == ["o/scan", "o/scan-2"]
     holds_a = _source(tmp_path / "o" / "scan")
-    assert holds_a == {"path": source_identity(a), "sha256": hashlib.sha256(a.read_bytes()).hexdigest()}
-    assert _source(tmp_path / "o" / "scan-2")["path"] == source_identity(b)
+    assert holds_a == {"path": os.path.realpath(a), "sha256": hashlib.sha256(a.read_bytes()).hexdigest()}
+    assert _source(tmp_path / "o" / "scan-2")["path"] == os.path.realpath(b)
     before = (tmp_path / "o" / "scan" / "report.json").read_bytes()
 
     done = _infer(cascade_bundle, tmp_path, "--out", "o", "--force", "b/scan.dcm")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o" / "scan" / "report.json").read_bytes() == before, "a's results are untouched"
-    assert _source(tmp_path / "o" / "scan-2")["path"] == source_identity(b)
+    assert _source(tmp_path / "o" / "scan-2")["path"] == os.path.realpath(b)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["scan", "scan-2"]
 
     done = _infer(cascade_bundle, tmp_path, "--out", "o", "a/scan.dcm")
@@ -94,7 +94,8 @@ def _place(root: str, source: str, barrier, results) -> None:
     """One process: a finished staging folder for ``source``, placed when every process is ready."""
     out = OutputFolder(Path(root), force=False)
     staging = Staging(Path(root) / "scan")
-    report = {"schema": "olvf-report/1", "source": {"path": source_identity(source), "sha256": "x"}, "pid": os.getpid()}
+    path, sha256 = source_identity(source)
+    report = {"schema": "olvf-report/1", "source": {"path": path, "sha256": sha256}, "pid": os.getpid()}
     (staging.path / "report.json").write_text(json.dumps(report))
     barrier.wait()
     try:
@@ -143,6 +144,61 @@ def test_two_concurrent_runs_on_one_out_cannot_both_claim_one_input(cascade_bund
     assert codes == [0, 8], outputs
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["scan"]
     assert recorded_source(tmp_path / "o" / "scan") == source_identity(two_scans[0])
+
+
+def _placed(out: OutputFolder, source: Path) -> Path:
+    """A finished results folder for ``source`` as olvf writes one, put in place."""
+    staging = Staging(out.root / "scan")
+    path, sha256 = source_identity(source)
+    (staging.path / "report.json").write_text(
+        json.dumps({"schema": "olvf-report/1", "source": {"path": path, "sha256": sha256}})
+    )
+    return out.place(staging, source, sha256)
+
+
+def test_a_reused_file_name_with_new_content_never_replaces_the_first_results(tmp_path: Path) -> None:
+    """A PACS export that writes the next patient's film under the same name: a new folder, the first kept."""
+    source = tmp_path / "inbox" / "scan.dcm"
+    source.parent.mkdir()
+    source.write_bytes(b"patient A's film")
+    plain = OutputFolder(tmp_path / "o", force=False)
+    plain.check()
+    first = _placed(plain, source)
+    kept = (first / "report.json").read_bytes()
+    source.write_bytes(b"patient B's film")
+    forced = OutputFolder(tmp_path / "o", force=True)
+    forced.refuse_existing(source)  # B has no results yet: nothing to refuse
+    second = _placed(forced, source)
+    assert (first.name, second.name) == ("scan", "scan-2")
+    assert (first / "report.json").read_bytes() == kept
+    source.write_bytes(b"patient A's film")  # the same input again: its own folder is the one found
+    assert forced.existing(source) == first
+
+
+def test_a_failed_second_rename_puts_the_old_results_back(tmp_path: Path, monkeypatch) -> None:
+    """Without renameat2 (NFS, SMB) the old results are moved aside first; if the new ones cannot follow,
+    the old ones return rather than stay hidden."""
+    target = tmp_path / "scan"
+    target.mkdir()
+    (target / "report.json").write_text("old results")
+    staging = Staging(target)
+    (staging.path / "report.json").write_text("new results")
+    real_rename, calls = os.rename, []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(atomic.os, "rename", second_fails)
+    with pytest.raises(OSError):
+        atomic.commit(staging, target, replace=True)
+    monkeypatch.undo()
+    assert (target / "report.json").read_text() == "old results"
+    staging.discard()
+    assert _hidden(tmp_path) == []
 
 
 def test_a_crash_between_the_two_renames_is_repaired_by_the_next_run(tmp_path: Path, monkeypatch) -> None:
