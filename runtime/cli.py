@@ -55,7 +55,13 @@ from olvf.cli_main import run_main
 from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError, UsageError
 from olvf.runtime.batch import Progress, expand_inputs
 from olvf.runtime.cam_regions import RegionGeometry
-from olvf.runtime.pipeline import CPU_MAX_CROPS, DEFAULT_BATCH, DEFAULT_BATCH_MEMORY, StudyPipeline
+from olvf.runtime.pipeline import (
+    CPU_MAX_CROPS,
+    DEFAULT_BATCH,
+    DEFAULT_BATCH_MEMORY,
+    StudyPipeline,
+    unexpected_failure,
+)
 from olvf.runtime.results import InputFailure
 from olvf.runtime.runners import backend_names
 from olvf.runtime.session import Runtime
@@ -378,6 +384,9 @@ def run(args: argparse.Namespace) -> int:
                         report, folder = write_study(outcome, printer.context, out, dicom=dicom)
                     except OlvfError as exc:
                         failed(order, outcome.source, exc)
+                        continue
+                    except Exception as exc:  # a header element first read by the writers; this input's alone
+                        failed(order, outcome.source, unexpected_failure(outcome.source, exc))
                         continue
                     label = printable(outcome.source)
                     lines = tuple(summary_lines(outcome, label, printable(folder)))

@@ -93,3 +93,33 @@ def test_dciodvfy_finds_no_error_in_what_the_command_wrote(ran) -> None:
         done = subprocess.run([tool("dciodvfy"), str(ran["out"] / "lateral" / name)], capture_output=True, text=True)
         errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], f"{name}: {errors}"
+
+
+def test_a_header_that_breaks_the_dicom_writers_fails_that_input_only(
+    cascade_bundle: Path, tmp_path, monkeypatch
+) -> None:
+    """The DICOM writers read elements the analysis never touched (the study's UIDs): a damaged one is that
+    film's one-line error, and the film beside it still gets its results."""
+    import struct
+
+    from olvf.runtime.writers import dicom_source
+
+    bad, _ = write_source(tmp_path / "bad.dcm", size=(1250, 1000))
+    good, _ = write_source(tmp_path / "good.dcm", size=(1250, 1000), seed=4)
+    real = dicom_source.read_dicom_source
+
+    def damaged(path, *args, **kwargs):
+        if Path(path).name == "bad.dcm":
+            raise struct.error("unpack requires a buffer of 4 bytes")  # as pydicom raises on a wrong VR
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_source, "read_dicom_source", damaged)
+    code, stdout, stderr = run_cli(
+        ["--bundle", str(cascade_bundle), "--out", str(tmp_path / "out"), "--dicom", "--json", str(bad), str(good)]
+    )
+    assert code == 3, stderr
+    assert "Traceback" not in stderr
+    (line,) = [x for x in stderr.splitlines() if "bad.dcm" in x]
+    assert "could not be analysed (error: unpack requires" in line
+    entries = {Path(e["input"]).name: e for e in json.loads(stdout)}
+    assert "error" in entries["bad.dcm"] and (tmp_path / "out" / "good" / "olvf_sr.dcm").is_file()
