@@ -132,10 +132,15 @@ def expand_argument(argument: str, exclude: Sequence[Path] = ()) -> Expanded:
     if path.is_dir():
         files = folder_files(path, exclude)
         if not files:
+            try:
+                children = list(path.iterdir())  # os.walk says nothing of a folder it cannot read
+            except OSError as exc:
+                reason = f"cannot be read ({exc.strerror or exc}); check its permissions"
+                return Expanded(argument, (), InputError(f"{shown}: {reason}"))
             own = (
                 is_results_folder(path)
                 or os.path.realpath(path) in {os.path.realpath(p) for p in exclude}
-                or any(is_results_folder(child) for child in path.iterdir() if child.is_dir())
+                or any(is_results_folder(child) for child in children if child.is_dir())
             )
             what = "holds olvf results, not radiographs" if own else "folder holds no DICOM, PNG, JPEG or TIFF file"
             return Expanded(argument, (), InputError(f"{shown}: {what}; check the folder"))

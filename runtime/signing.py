@@ -106,7 +106,12 @@ def _public_keys_in(path: Path) -> list[bytes]:
     from cryptography.hazmat.primitives import serialization
 
     ed25519 = _crypto()
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(
+            f"trusted key {path}: cannot be read ({exc.strerror or exc}); check its permissions"
+        ) from None
     text = data.decode("ascii", "replace").strip()
     try:
         key = (
@@ -130,7 +135,12 @@ def trusted_keys(paths: Sequence[str | os.PathLike[str]] | None = None) -> dict[
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in _KEY_SUFFIXES and p.is_file())
+            try:
+                files = sorted(p for p in path.iterdir() if p.suffix.lower() in _KEY_SUFFIXES and p.is_file())
+            except OSError as exc:
+                raise BundleError(
+                    f"trusted keys folder {path}: cannot be read ({exc.strerror or exc}); check its permissions"
+                ) from None
             if not files:
                 raise BundleError(f"trusted keys folder {path} holds no .pem or .pub file")
         elif path.is_file():

@@ -290,3 +290,19 @@ def test_infer_runs_only_what_its_trusted_keys_signed(bundle: Path, tmp_path: Pa
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["report"]["bundle"]["signature"]["status"] == "verified"
     assert entry["report"]["bundle"]["signature"]["trusted"] is True
+
+
+def test_an_unreadable_trusted_key_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    from olvf.runtime import signing
+
+    _, _, public = _keys(tmp_path, "hospital")
+    real = Path.read_bytes
+
+    def refused(self: Path) -> bytes:
+        if self == public:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    with pytest.raises(BundleError, match=r"trusted key .*hospital.pub.pem: cannot be read \(Permission denied\)"):
+        signing.trusted_keys([public])

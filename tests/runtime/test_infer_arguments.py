@@ -105,3 +105,21 @@ def test_header_text_and_file_names_reach_the_terminal_escaped(cascade_bundle: P
     (folder,) = (tmp_path / "o").iterdir()
     report = json.loads((folder / "report.json").read_text())
     assert report["input"]["modality"] == "DX\\x1b[2K\\x1b[1A" and "\x1b" not in folder.name
+
+
+def test_an_unreadable_folder_is_one_line_naming_it(tmp_path: Path, monkeypatch) -> None:
+    """Root reads every folder, so the refusal is staged: the folder's listing fails as it would for a user."""
+    from olvf.runtime.batch import expand_argument
+
+    locked = tmp_path / "scans"
+    locked.mkdir()
+    real = Path.iterdir
+
+    def refused(self: Path):
+        if self == locked:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    expanded = expand_argument(str(locked))
+    assert expanded.files == () and "cannot be read (Permission denied); check its permissions" in str(expanded.error)
