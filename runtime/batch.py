@@ -41,7 +41,7 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _GLOB_CHARS = frozenset("*?[")
 RESULT_FILES = ("report.json", "validation.json")  # what olvf writes into every results folder it makes
-MAX_NAME = 100  # characters of a folder name taken from a file name; staging names add about 30
+MAX_NAME = 100  # UTF-8 bytes of a folder name taken from a file name; staging names add about 60 of 255
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
 T = TypeVar("T")
 
@@ -185,7 +185,8 @@ def study_name(path: Path) -> str:
     if path.suffix.lower() in DICOM_SUFFIXES + IMAGE_SUFFIXES:
         name = name[: -len(path.suffix)]
     name = _UNSAFE_NAME.sub("_", name).lstrip(".") or "input"
-    return name[:MAX_NAME]
+    # File systems count bytes: 100 characters of CJK are 300 bytes, over the 255 a name may have.
+    return name.encode("utf-8", "surrogateescape")[:MAX_NAME].decode("utf-8", "ignore") or "input"
 
 
 def study_names(paths: Sequence[Path]) -> list[str]:

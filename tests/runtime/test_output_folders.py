@@ -302,13 +302,17 @@ def test_out_is_checked_before_anything_is_analysed(cascade_bundle: Path, tmp_pa
     assert main(["--bundle", str(cascade_bundle), "--out", str(tmp_path / "results"), str(tmp_path / "scan.dcm")]) == 8
 
 
-def test_a_very_long_file_name_gets_a_short_folder(cascade_bundle: Path, tmp_path: Path) -> None:
-    name = "x" * 240 + ".dcm"
+@pytest.mark.parametrize(
+    ("stem", "folder"), [("x" * 240, "x" * 100), ("骨" * 80, "骨" * 33)], ids=["ascii", "three-byte-utf8"]
+)
+def test_a_very_long_file_name_gets_a_short_folder(cascade_bundle: Path, tmp_path: Path, stem, folder) -> None:
+    """File systems allow 255 bytes a name; the staging folder's name adds about 60 to the folder's."""
+    name = stem + ".dcm"
     (tmp_path / name).write_bytes(good_bytes())
     done = _infer(cascade_bundle, tmp_path, "--out", "o", "--json", name)
     assert done.returncode == 0, done.stderr
     (entry,) = json.loads(done.stdout)
-    assert entry["folder"] == "o/" + "x" * 100
+    assert entry["folder"] == "o/" + folder
 
 
 def test_olvf_never_reads_its_own_outputs(cascade_bundle: Path, tmp_path: Path) -> None:
