@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter
@@ -56,11 +57,13 @@ def source_identity(path: str | os.PathLike[str], sha256: str | None = None) -> 
     """What makes two inputs the same input: the file's real path (links and ``..`` resolved) and its content.
 
     A PACS export that reuses a file name for the next patient is another input: its results go to a folder
-    of their own and never replace the first patient's. ``sha256``: the content's, where already known.
+    of their own and never replace the first patient's. ``sha256``: the content's, where already known;
+    otherwise read here from a regular file only (opening a FIFO would wait for a writer forever).
     """
     if sha256 is None:
         try:
-            sha256 = sha256_file(Path(path))
+            if stat.S_ISREG(os.stat(path).st_mode):
+                sha256 = sha256_file(Path(path))
         except OSError:
             sha256 = None
     return os.path.realpath(path), sha256
@@ -106,14 +109,18 @@ class OutputFolder:
 
     def _candidates(self, path: Path, sha256: str | None = None) -> tuple[Path | None, Path]:
         """The folder that holds ``path``'s results already (or None) and the first free name."""
-        base, identity = study_name(path), source_identity(path, sha256)
+        base, real = study_name(path), os.path.realpath(path)
+        identity: tuple[str, str | None] | None = None  # the content is read only when a folder names this path
         n = 1
         while True:
             folder = self.root / (base if n == 1 else f"{base}-{n}")
             if not os.path.lexists(folder):
                 return None, folder
-            if folder.is_dir() and recorded_source(folder) == identity:
-                return folder, folder
+            recorded = recorded_source(folder) if folder.is_dir() else None
+            if recorded is not None and recorded[0] == real:
+                identity = identity or source_identity(path, sha256)
+                if identity[1] is not None and recorded == identity:
+                    return folder, folder
             n += 1
 
     def existing(self, path: Path) -> Path | None:

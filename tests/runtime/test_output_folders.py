@@ -175,6 +175,23 @@ def test_a_reused_file_name_with_new_content_never_replaces_the_first_results(tm
     assert forced.existing(source) == first
 
 
+def test_the_content_of_a_fifo_is_never_read_to_name_its_folder(tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer forever: its identity is its path alone, and the reader refuses it."""
+    import threading
+
+    fifo = tmp_path / "scan.dcm"
+    os.mkfifo(fifo)
+    out = OutputFolder(tmp_path / "o", force=False)
+    out.check()
+    (tmp_path / "o" / "scan").mkdir()
+    report = {"schema": "olvf-report/1", "source": {"path": os.path.realpath(fifo), "sha256": "0" * 64}}
+    (tmp_path / "o" / "scan" / "report.json").write_text(json.dumps(report))
+    worker = threading.Thread(target=out.refuse_existing, args=(fifo,), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "naming the FIFO's folder opened the FIFO"
+
+
 def test_a_failed_second_rename_puts_the_old_results_back(tmp_path: Path, monkeypatch) -> None:
     """Without renameat2 (NFS, SMB) the old results are moved aside first; if the new ones cannot follow,
     the old ones return rather than stay hidden."""
