@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_gpu.record_surface import TENSORRT_CLASSES
 from fake_gpu_fixture import FAKE_GPU_DIR, use_fake_gpu
 
 SURFACE = FAKE_GPU_DIR / "surface"
@@ -26,26 +27,8 @@ TENSORRT = sorted(SURFACE.glob("tensorrt-*.json"))
 CUDA_PYTHON = sorted(SURFACE.glob("cuda-python-*.json"))
 OLVF_TENSORRT = Path(__file__).resolve().parents[2] / "runtime" / "runners" / "tensorrt"
 
-# The fake's classes whose public members must all exist in the real bindings.
-FAKE_CLASSES = (
-    "Builder",
-    "IBuilderConfig",
-    "INetworkDefinition",
-    "ITensor",
-    "OnnxParser",
-    "ParserError",
-    "IOptimizationProfile",
-    "ITimingCache",
-    "IProgressMonitor",
-    "Runtime",
-    "ICudaEngine",
-    "IExecutionContext",
-    "EngineInspector",
-    "IHostMemory",
-    "ILogger",
-    "Logger",
-    "Dims",
-)
+# The fake's classes whose public members must all exist in the real bindings: the ones recorded.
+FAKE_CLASSES = TENSORRT_CLASSES
 # Enums the fake defines; they must have exactly the real members and values.
 FAKE_ENUMS = (
     "BuilderFlag",
