@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from olvf import json_text
 from olvf.cli_main import run_main
 
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = run_benchmark(args.bundle, QUICK if args.quick else FULL, variants=tuple(args.variant), progress=progress)
     with staged_directory(args.out, force=args.force) as staging:
-        (staging / "bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (staging / "bench.json").write_text(json_text.dumps(report, indent=2) + "\n", encoding="utf-8")
         (staging / "bench.md").write_text(markdown(report), encoding="utf-8")
         plot(report, staging / "bench.png")
     print(markdown(report))

@@ -233,11 +233,12 @@ def quantize(bundle_dir: Path, calibration: Path | None) -> int:
 def check_routes(bundle_dir: Path, studies: int) -> int:
     """``--check-routes DIR``: each reduced-precision route this machine can run, against ONNX Runtime FP32."""
     from olvf.runtime.bundle import open_bundle
-    from olvf.runtime.route_check import verify_demo_route
+    from olvf.runtime.route_check import check_set_size, verify_demo_route
     from olvf.runtime.routes import REDUCED
 
     if studies < 1:
         raise UsageError("--studies must be at least 1")
+    check_set_size(studies)  # before minutes of work, and before a route is judged on no evidence
     manifest = open_bundle(bundle_dir).manifest
     failed, checked = [], 0
     for name in REDUCED:

@@ -44,13 +44,13 @@ runs on ONNX Runtime. Header text and file names are printed escaped
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from olvf import json_text
 from olvf.cli_main import run_main
 from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError, UsageError
 from olvf.runtime.batch import Progress, expand_inputs
@@ -261,7 +261,7 @@ class Printer:
         else:
             self.ok += 1
         if self.as_json:
-            text = json.dumps(outcome.to_json(), indent=2, allow_nan=False)
+            text = json_text.dumps(outcome.to_json(), indent=2)
             self.stream.write(("[\n" if not self._opened else ",\n") + text)
             self._opened = True
         elif outcome.lines:

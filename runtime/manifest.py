@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from olvf import json_text
 from olvf.errors import BundleError
 from olvf.runtime.config import CropSettings, DetectorSpec, DisplayConversion, Preprocessing
 
@@ -53,7 +54,7 @@ INTEGRITY_KEY = "integrity"
 def canonical_manifest(raw: dict[str, Any]) -> bytes:
     """The bytes a manifest's integrity hash and signature cover: its JSON without the integrity record."""
     body = {key: value for key, value in raw.items() if key != INTEGRITY_KEY}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return json_text.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def manifest_digest(raw: dict[str, Any]) -> str:
@@ -67,7 +68,7 @@ def seal_manifest(raw: dict[str, Any]) -> str:
         "sha256": manifest_digest(body),
         "of": "the manifest as JSON with sorted keys, no white space, without this record",
     }
-    return json.dumps(body, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return json_text.dumps(body, indent=2, sort_keys=False) + "\n"
 
 
 def check_integrity(raw: Any, source: str) -> None:
@@ -286,7 +287,7 @@ class Manifest:
         raw = dataclasses.asdict(self)
         raw["display"] = self.display.to_dict()
         # JSON's own shapes (lists, not tuples), so that a signed copy compares equal to a re-read one
-        return json.loads(json.dumps(raw, allow_nan=False))
+        return json.loads(json_text.dumps(raw))
 
     def to_json(self) -> str:
         """``manifest.json`` as olvf writes it, sealed with its integrity record."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from olvf.errors import OlvfError
+from olvf.errors import OlvfError, UsageError
 from olvf.runtime import tolerances
 from olvf.runtime.bundle import Bundle, open_bundle
 from olvf.runtime.cpu import cpu_kind
@@ -51,13 +51,26 @@ class RouteCheck:
         verdict = "pass" if self.passed else "fail: " + "; ".join(self.problems)
         return (
             f"{self.route}: {f['vertebrae']} vertebrae of {f['studies']} studies, decisions agree "
-            f"{f['decision_agreement']:.2%}, MRI changed in {f['mri_changed']}, fused Grad-CAM r >= "
-            f"{f['gradcam_min_r']:.3f} (1st percentile {f['gradcam_p01_r']:.3f}; per model >= "
-            f"{f['gradcam_model_min_r']:.3f}, 1st percentile {f['gradcam_model_p01_r']:.3f}), probabilities within "
-            f"{f['probabilities_max_abs_diff']:.1e}, accuracy {f['metric_change']['accuracy']:+.3f}, fresh "
-            f"sensitivity {f['metric_change']['fresh_sensitivity']:+.3f}, {f['speedup']:.2f}x the reference's "
-            f"ensemble speed: {verdict}"
+            f"{_share(f['decision_agreement'])}, MRI changed in {f['mri_changed']}, fused Grad-CAM r >= "
+            f"{_r(f['gradcam_min_r'])} (1st percentile {_r(f['gradcam_p01_r'])}; per model >= "
+            f"{_r(f['gradcam_model_min_r'])}, 1st percentile {_r(f['gradcam_model_p01_r'])}), probabilities within "
+            f"{f['probabilities_max_abs_diff']:.1e}, accuracy {_signed(f['metric_change']['accuracy'])}, fresh "
+            f"sensitivity {_signed(f['metric_change']['fresh_sensitivity'])}, "
+            + (f"{f['speedup']:.2f}x the reference's ensemble speed" if f["speedup"] else "speed not measured")
+            + f": {verdict}"
         )
+
+
+def _signed(change: float | None) -> str:
+    return "not measurable" if change is None else f"{change:+.3f}"
+
+
+def _share(value: float | None) -> str:
+    return "not measurable" if value is None else f"{value:.2%}"
+
+
+def _r(value: float | None) -> str:
+    return "not measurable" if value is None else f"{value:.3f}"
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,13 +87,22 @@ def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(flat_x & flat_y, 1.0, np.where(flat_x | flat_y, 0.0, r))
 
 
-def _metrics(predictions: list[str], truth: list[str]) -> dict[str, float]:
+#: what each metric of a route check needs among the matched vertebrae to be measurable
+_METRIC_NEEDS = {"accuracy": "no labelled vertebra was matched", "fresh_sensitivity": "no fresh vertebra was matched"}
+
+
+def _metrics(predictions: list[str], truth: list[str]) -> dict[str, float | None]:
+    """Accuracy and fresh sensitivity against the labels; None where the set holds nothing to measure it on."""
     hits = [p == t for p, t in zip(predictions, truth)]
     fresh = [p == "fresh" for p, t in zip(predictions, truth) if t == "fresh"]
     return {
-        "accuracy": float(np.mean(hits)) if hits else float("nan"),
-        "fresh_sensitivity": float(np.mean(fresh)) if fresh else float("nan"),
+        "accuracy": float(np.mean(hits)) if hits else None,
+        "fresh_sensitivity": float(np.mean(fresh)) if fresh else None,
     }
+
+
+def _change(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
 
 
 def compare_studies(
@@ -123,17 +145,19 @@ def compare_studies(
         "studies": len(reference),
         "vertebrae": total,
         "vertebrae_not_matched": lost,
-        "decision_agreement": agree / total if total else 1.0,
+        # None where nothing could be compared: no evidence, which the gate fails (never 1.0, a pass)
+        "decision_agreement": agree / total if total else None,
         "mri_changed": mri_changed,
         "probabilities_max_abs_diff": prob_diff,
-        "gradcam_min_r": float(min(fused_r)) if fused_r else 1.0,
-        "gradcam_p01_r": float(np.percentile(fused_r, 1)) if fused_r else 1.0,
-        "gradcam_model_min_r": float(min(model_r)) if model_r else 1.0,
-        "gradcam_model_p01_r": float(np.percentile(model_r, 1)) if model_r else 1.0,
+        "gradcam_min_r": float(min(fused_r)) if fused_r else None,
+        "gradcam_p01_r": float(np.percentile(fused_r, 1)) if fused_r else None,
+        "gradcam_model_min_r": float(min(model_r)) if model_r else None,
+        "gradcam_model_p01_r": float(np.percentile(model_r, 1)) if model_r else None,
         "metrics_reference": ref_metrics,
         "metrics_candidate": got_metrics,
-        "metric_change": {k: got_metrics[k] - ref_metrics[k] for k in ref_metrics},
-        "speedup": ref_ms / got_ms if got_ms else float("nan"),
+        "metric_change": {k: _change(got_metrics[k], ref_metrics[k]) for k in ref_metrics},
+        # None: not measured (no time recorded), never NaN, which no JSON writer may carry
+        "speedup": ref_ms / got_ms if got_ms and ref_ms else None,
     }
 
 
@@ -141,18 +165,60 @@ def judge(name: str, figures: dict[str, Any]) -> tuple[str, ...]:
     """What in ``figures`` is over the route's limits, one phrase each."""
     limits = tolerances.ROUTES[name]
     problems = []
-    if figures["decision_agreement"] < limits.decision_agreement:
+    enough = f"use a set with at least {tolerances.MIN_GATE_VERTEBRAE_PER_CLASS} vertebrae of each class"
+    if figures["decision_agreement"] is None:
+        problems.append(f"decision agreement not measurable on this set: no vertebra was found by both; {enough}")
+    elif figures["decision_agreement"] < limits.decision_agreement:
         problems.append(f"decisions agree {figures['decision_agreement']:.2%} (< {limits.decision_agreement:.1%})")
     if figures["vertebrae_not_matched"]:
         problems.append(f"{figures['vertebrae_not_matched']} vertebrae found by one side only")
     if figures["mri_changed"] > limits.mri_changes:
         problems.append(f"the MRI recommendation changed in {figures['mri_changed']} studies")
-    if figures["gradcam_min_r"] < limits.gradcam_min_r:
+    if figures["gradcam_min_r"] is None:
+        problems.append(f"Grad-CAM agreement not measurable on this set: no vertebra kept its class; {enough}")
+    elif figures["gradcam_min_r"] < limits.gradcam_min_r:
         problems.append(f"a Grad-CAM map correlates only {figures['gradcam_min_r']:.3f} (< {limits.gradcam_min_r})")
     for metric, change in figures["metric_change"].items():
-        if np.isfinite(change) and abs(change) > limits.metric_change:
+        # A figure that could not be measured is no evidence the route keeps it: it fails, it never passes.
+        if change is None or not np.isfinite(change):
+            need = _METRIC_NEEDS.get(metric, "it could not be computed")
+            problems.append(f"{metric.replace('_', ' ')} not measurable on this set: {need}; {enough}")
+        elif abs(change) > limits.metric_change:
             problems.append(f"{metric} moved by {change:+.3f} (> {limits.metric_change})")
     return tuple(problems)
+
+
+def check_set_size(studies: int, first_seed: int = FIRST_SEED) -> None:
+    """Refuse, before any study runs, a phantom set too small to judge a route (UsageError naming what it holds)."""
+    counts = _class_counts(range(first_seed, first_seed + studies))
+    reason = tolerances.gate_set_too_small(
+        counts, what=f"{studies} phantom studies", fix=f"check with --studies {_studies_needed(first_seed)} or more"
+    )
+    if reason is not None:
+        raise UsageError(reason)
+
+
+def _class_counts(seeds: Sequence[int]) -> dict[str, int]:
+    from olvf.phantom import phantom_labels
+
+    counts = dict.fromkeys(tolerances.GATE_CLASSES, 0)
+    for seed in seeds:
+        for label in phantom_labels(seed).values():
+            counts[label] += 1
+    return counts
+
+
+def _studies_needed(first_seed: int, limit: int = 10_000) -> int:
+    """The fewest phantom studies from ``first_seed`` that hold enough vertebrae of each class."""
+    from olvf.phantom import phantom_labels
+
+    counts = dict.fromkeys(tolerances.GATE_CLASSES, 0)
+    for n in range(1, limit + 1):
+        for label in phantom_labels(first_seed + n - 1).values():
+            counts[label] += 1
+        if min(counts.values()) >= tolerances.MIN_GATE_VERTEBRAE_PER_CLASS:
+            return n
+    return limit
 
 
 def check_route(
@@ -169,6 +235,7 @@ def check_route(
     chosen = route(name)
     if name not in tolerances.ROUTES:
         raise OlvfError(f"{name} computes in FP32: it needs no check; check one of {', '.join(tolerances.ROUTES)}")
+    check_set_size(studies, first_seed)
     seeds = range(first_seed, first_seed + studies)
     with (
         open_runtime(bundle, "onnxruntime", precision="fp32", device="cpu") as reference,

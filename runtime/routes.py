@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from olvf import json_text
 from olvf.errors import BundleError
 from olvf.runtime.bundle import open_bundle
 from olvf.runtime.bundle_update import update_manifest
@@ -124,6 +125,12 @@ def record_verified_route(
     chosen = route(name)
     if chosen.name not in REDUCED:
         raise BundleError(f"{name} computes in FP32 and needs no verification; record only {', '.join(REDUCED)}")
+    unmeasured = list(json_text.non_finite(figures, "figures"))
+    if unmeasured:  # a NaN compares false with every limit: a check that produced one proved nothing
+        raise BundleError(
+            f"{name} not recorded: {', '.join(unmeasured[:5])} could not be measured; a route is recorded only "
+            "when every figure of its check was measured"
+        )
     folder = Path(bundle_dir)
     bundle = open_bundle(folder)
     checked = route_graphs(bundle.manifest, name)

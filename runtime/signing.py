@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olvf import json_text
 from olvf.errors import BackendError, BundleError, UsageError
 from olvf.runtime.manifest import INTEGRITY_KEY, canonical_manifest
 
@@ -296,5 +297,5 @@ def write_signature(folder: Path, private_key: Any) -> str:
     data = read_manifest_bytes(Path(folder))
     parse_manifest(data, str(Path(folder) / MANIFEST_NAME))  # only a manifest olvf wrote, unaltered, is signed
     record = sign_manifest(json.loads(data), private_key)
-    write_text_atomic(Path(folder) / SIGNATURE_NAME, json.dumps(record, indent=2) + "\n", force=True)
+    write_text_atomic(Path(folder) / SIGNATURE_NAME, json_text.dumps(record, indent=2) + "\n", force=True)
     return str(record["key_id"])

@@ -85,3 +85,27 @@ ROUTES: dict[str, RouteLimits] = {
     "openvino-bf16": RouteLimits(decision_agreement=0.995, mri_changes=0, gradcam_min_r=0.98, metric_change=0.01),
     "openvino-int8": RouteLimits(decision_agreement=0.99, mri_changes=0, gradcam_min_r=0.98, metric_change=0.01),
 }
+
+
+#: the classes a gate set must hold enough vertebrae of (the study's classes, in the heads' order)
+GATE_CLASSES: tuple[str, ...] = ("normal", "old", "fresh")
+#: vertebrae of each class a labelled set needs before a route may be judged on it. Below this a figure such as
+#: fresh sensitivity rests on a handful of vertebrae (one flip moves it by more than 5 %), or cannot be measured at
+#: all; a route that "passed" there would have passed on no evidence.
+MIN_GATE_VERTEBRAE_PER_CLASS = 20
+
+
+def gate_set_too_small(counts: dict[str, int], *, what: str, fix: str) -> str | None:
+    """Why a set with ``counts`` vertebrae per class cannot judge a route, or None when it can.
+
+    ``what`` names the set in the message ("30 phantom studies"); ``fix`` says how to get a bigger one.
+    """
+    short = [c for c in GATE_CLASSES if counts.get(c, 0) < MIN_GATE_VERTEBRAE_PER_CLASS]
+    if not short:
+        return None
+    held = ", ".join(f"{counts.get(c, 0)} {c}" for c in GATE_CLASSES)
+    return (
+        f"{what} hold {held} vertebrae; judging a route needs at least {MIN_GATE_VERTEBRAE_PER_CLASS} of each "
+        f"class ({', '.join(short)} short), else its figures rest on a handful of vertebrae or cannot be measured; "
+        f"{fix}"
+    )

@@ -13,12 +13,12 @@ the README). This module parses and prints; the node is
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from olvf import json_text
 from olvf.cli_main import run_main
 from olvf.errors import UsageError
 
@@ -154,7 +154,7 @@ def _status(args: argparse.Namespace) -> int:
         raise UsageError(f"--spool {args.spool}: no such folder; give the spool of a node (its --spool)")
     status = node_status(args.spool, last=args.last, running=spool_in_use(args.spool))
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json_text.dumps(status, indent=2))
     else:
         print("\n".join(status_lines(status)))
     return 0

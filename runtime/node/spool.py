@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from olvf import json_text
 from olvf.errors import OlvfError
 
 TMP, INBOX, OUTBOX, DEAD_LETTER, FAILED, LEDGER = "tmp", "inbox", "outbox", "dead-letter", "failed", "ledger"
@@ -110,7 +111,7 @@ def write_durable(path: Path, data: bytes, *, tmp_dir: Path | None = None, mtime
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_durable(path, (json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
+    write_durable(path, (json_text.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -310,7 +311,7 @@ class Spool:
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+    return (json_text.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -54,9 +54,15 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
+def optimization_capabilities(core: Any) -> set[str]:
+    """What OpenVINO's CPU plugin says this CPU offers (``BF16``, ``INT8``, ...): the one place olvf asks, so
+    that tests can stand in another kind of CPU and run both sides of every CPU-dependent choice on one machine."""
+    return set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def bf16_unavailable(core: Any) -> str | None:
     """Why this CPU cannot run BF16 natively, or None when it can."""
-    capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    capabilities = optimization_capabilities(core)
     if "BF16" in capabilities:
         return None
     return (

@@ -26,9 +26,10 @@ from olvf.cli_main import run_main
 from olvf.errors import ParityError, UsageError
 from olvf.runtime.atomic import check_replaceable
 from olvf.runtime.pipeline import DEFAULT_BATCH
+from olvf.runtime.tolerances import GATE_CLASSES
 from olvf.runtime.validation.compare import GateLimits
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult
-from olvf.runtime.validation.labels import read_labels
+from olvf.runtime.validation.labels import LabelledSet, read_labels
 from olvf.runtime.validation.report import fmt, write_report
 from olvf.runtime.validation.routes import (
     RouteRun,
@@ -153,9 +154,12 @@ def run(args: argparse.Namespace) -> int:
     routes = [parse_route(text) for text in (args.route or ["auto"])]
     names = route_labels(routes)
     check_replaceable(args.out, force=args.force)  # before minutes of work
+    labelled_set = read_labels(args.set)
+    if len(routes) > 1:
+        _require_every_class(labelled_set)  # before any study runs: the gate could not judge such a set
     validation = validate_routes(
         args.bundle,
-        read_labels(args.set),
+        labelled_set,
         routes,
         progress=lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True),
         target_sensitivity=args.target_sensitivity,
@@ -204,6 +208,21 @@ def run(args: argparse.Namespace) -> int:
         )
         record_passed_routes(args.bundle, validation, progress=print)
     return 0
+
+
+def _require_every_class(labelled: LabelledSet) -> None:
+    counts = dict.fromkeys(GATE_CLASSES, 0)
+    for study in labelled.studies:
+        for vertebra in study.vertebrae:
+            counts[vertebra.label] = counts.get(vertebra.label, 0) + 1
+    missing = [c for c in GATE_CLASSES if not counts[c]]
+    if missing:
+        held = ", ".join(f"{counts[c]} {c}" for c in GATE_CLASSES)
+        raise UsageError(
+            f"{labelled.source} holds {held} vertebrae: with no {' and no '.join(missing)} vertebra the gate's "
+            "figures cannot be measured, so no route can be judged on it; compare routes on a set that holds every "
+            "class"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

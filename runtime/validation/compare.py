@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from olvf.runtime.validation.evaluate import ValidationResult
+from olvf.runtime.validation.evaluate import TASKS, ValidationResult
 from olvf.runtime.validation.metrics import Interval, percentile_interval
 
 DEFAULT_MIN_AGREEMENT = 0.995
@@ -253,6 +253,10 @@ def compare_pair(
     for f in figures:
         if f.outside_reference_interval and limits.gates(f.name):
             reasons.append(f"{f.name} {_text(f.route)} is outside {reference}'s 95% interval {_span(f)}")
+        elif f.reference is None and limits.gates(f.name) and _set_figure(f.name):
+            # Undefined on both sides is no agreement: a route is never passed on a figure the set cannot measure.
+            why = getattr(ours.get(f.name), "undefined", None) or "undefined"
+            reasons.append(f"{f.name} not measurable on this set ({why}); use a labelled set that holds every class")
     return RouteDifference(
         reference,
         name,
@@ -265,6 +269,16 @@ def compare_pair(
         not reasons,
         tuple(reasons),
     )
+
+
+#: figures whose definition needs only the labels (a set without positives or negatives cannot measure them);
+#: predictive values also need the route to decide positively, and may stay undefined on a well-made set
+SET_FIGURES = ("sensitivity", "specificity", "auc")
+
+
+def _set_figure(name: str) -> bool:
+    task, _, figure = name.partition(".")
+    return task in TASKS and figure in SET_FIGURES
 
 
 def _text(value: float | None) -> str:

@@ -15,13 +15,13 @@ place; an existing folder is replaced only with ``force``):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from olvf import json_text
 from olvf.runtime.atomic import staged_directory
 from olvf.runtime.validation.compare import RouteComparison
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult
@@ -348,7 +348,7 @@ def write_report(
     slugs = [slug(n) for n in results]
     if len(set(slugs)) != len(slugs):
         raise ValueError(f"route names {list(results)} do not give distinct file names")
-    text = json.dumps(report_dict(results, comparison, context), indent=2, allow_nan=False) + "\n"
+    text = json_text.dumps(report_dict(results, comparison, context), indent=2) + "\n"
     pictures: dict[str, bytes] = {
         "roc_fracture.png": encode_png(
             draw_roc("ROC: fracture vs normal", {n: r.fracture for n, r in results.items()})

@@ -29,6 +29,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from olvf import json_text
 from olvf.errors import OlvfError, OutputExistsError
 from olvf.runtime.atomic import Staging, check_replaceable, clean_stale, commit, folder_lock, sync_folder
 from olvf.runtime.batch import study_name
@@ -186,7 +187,7 @@ def _files(
     if dicom_files:
         report["dicom"] = dicom_files
     assert report["schema"] == SCHEMA
-    images[REPORT] = (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8")
+    images[REPORT] = (json_text.dumps(report, indent=2) + "\n").encode("utf-8")
     return images, report
 
 

@@ -66,7 +66,6 @@ picture as it was (except where the spine moves because the body collapsed).
 from __future__ import annotations
 
 import io
-import json
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -77,6 +76,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from olvf import json_text
 from olvf.errors import InputError
 from olvf.runtime.atomic import write_bytes_atomic, write_text_atomic
 
@@ -267,6 +267,13 @@ def _choose_fractures(seed: int, fractures: Mapping[str, str] | None) -> dict[st
         if hit:
             chosen[level] = label
     return chosen
+
+
+def phantom_labels(seed: int) -> dict[str, str]:
+    """The class of each level (T12-L5) that :func:`make_phantom` draws for ``seed`` with seed-chosen fractures,
+    without drawing it: what a check set holds is known before any study runs."""
+    chosen = _choose_fractures(int(seed), None)
+    return {level: chosen.get(level, "normal") for level in LEVELS}
 
 
 def _fracture(seed: int, level: str, label: str, deformity: str | None) -> _Fracture:
@@ -1231,5 +1238,5 @@ def truth_dict(phantom: Phantom, **extra: Any) -> dict[str, Any]:
 
 def write_truth(phantom: Phantom, path: Path | str, force: bool = False, **extra: Any) -> None:
     """Write the ground truth as JSON, atomically; ``extra`` fields go in at the top level."""
-    text = json.dumps(truth_dict(phantom, **extra), indent=2) + "\n"
+    text = json_text.dumps(truth_dict(phantom, **extra), indent=2) + "\n"
     write_text_atomic(Path(path), text, force=force)

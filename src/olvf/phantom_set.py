@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 import zlib
 from collections import Counter
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from olvf import json_text
 from olvf.errors import InputError
 from olvf.phantom import DEFORMITIES, FRACTURE_CLASSES, LEVELS, make_phantom, write_dicom, write_truth
 from olvf.runtime.atomic import check_replaceable, staged_directory, write_text_atomic
@@ -190,7 +190,7 @@ def write_phantom_set(
             "box_format": "x1,y1,x2,y2 original pixels, x2,y2 exclusive; vertebral body only",
             "studies": records,
         }
-        write_text_atomic(staging / SET_NAME, json.dumps(description, indent=2) + "\n")
+        write_text_atomic(staging / SET_NAME, json_text.dumps(description, indent=2) + "\n")
     return studies
 
 

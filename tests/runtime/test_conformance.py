@@ -61,10 +61,12 @@ BACKENDS = [
         id="openvino-fp32",
         marks=pytest.mark.skipif(OPENVINO_MISSING is not None, reason=str(OPENVINO_MISSING)),
     ),
-    pytest.param(
-        ("openvino", "bf16", {}),
-        id="openvino-bf16",
-        marks=pytest.mark.skipif(BF16_MISSING is not None, reason=f"BF16: {BF16_MISSING}"),
+    # BF16 numerics exist only where the CPU computes BF16: on a CPU without it olvf refuses BF16 (with a fake CPU kind
+    # claiming it, OpenVINO compiles FP32 and the runner refuses that too); test_openvino runs both sides on every CPU.
+    *(
+        [pytest.param(("openvino", "bf16", {}), id="openvino-bf16")]
+        if OPENVINO_MISSING is None and BF16_MISSING is None
+        else []
     ),
     pytest.param(
         ("openvino", "int8", {}),

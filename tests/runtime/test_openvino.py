@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import import_openvino_or_skip
+from fake_cpu import bf16_kinds, use_cpu_kind
 
 import olvf
 from olvf.errors import BackendError, BundleError, InputError, OlvfError
@@ -37,14 +38,23 @@ def test_default_precision_is_fp32(tiny_bundle: Path) -> None:
         assert rt.precision == "fp32"
 
 
-@pytest.mark.skipif(NO_BF16 is None, reason="this CPU has native BF16")
-def test_bf16_is_refused_with_the_reason_where_the_cpu_lacks_it(tiny_bundle: Path) -> None:
-    with pytest.raises(BackendError, match=r"openvino bf16: this CPU, .* has no native BF16 arithmetic.*use precision"):
+def test_bf16_is_refused_with_the_reason_where_the_cpu_lacks_it(tiny_bundle: Path, monkeypatch) -> None:
+    use_cpu_kind(monkeypatch, "intel-no-bf16")
+    with pytest.raises(BackendError, match=r"openvino bf16: this CPU, Intel Xeon \(no BF16\) .* has no native BF16"):
         olvf.load(tiny_bundle, backend="openvino", precision="bf16")
 
 
-@pytest.mark.skipif(NO_BF16 is not None, reason=f"BF16: {NO_BF16}")
-def test_bf16_compiles_for_bf16(tiny_bundle: Path) -> None:
+@pytest.mark.parametrize("kind", bf16_kinds())
+def test_bf16_runs_as_bf16_or_not_at_all(tiny_bundle: Path, monkeypatch, kind: str) -> None:
+    """Where OpenVINO offers BF16 the runner asks for it and reads it back. On a CPU that only claims it (a fake
+    kind here, a hypervisor that misreports elsewhere) OpenVINO compiles FP32: a route labelled bf16 that ran
+    FP32 would be verified on the wrong arithmetic, so the runner refuses it."""
+    native = NO_BF16 is None
+    use_cpu_kind(monkeypatch, kind)
+    if not native:
+        with pytest.raises(BackendError, match=r"compiled ensemble_fp32.onnx for .* not the bf16 asked"):
+            olvf.load(tiny_bundle, backend="openvino", precision="bf16")
+        return
     with olvf.load(tiny_bundle, backend="openvino", precision="bf16") as rt:
         assert rt.runner._compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
         assert rt.precision == "bf16" and rt.runner.model_path.name == "ensemble_fp32.onnx"
@@ -196,24 +206,62 @@ def test_openvino_writes_nothing_into_the_home_folder(tiny_int8_bundle: Path, tm
     assert list(home.iterdir()) == []
 
 
-def test_olvf_export_quantize_and_check_routes(tiny_bundle: Path, tmp_path, capsys) -> None:
+@pytest.fixture
+def quantized_copy(tiny_bundle: Path, tmp_path) -> Path:
     import shutil
 
     from conftest import write_calibration_images
 
-    from olvf.errors import ParityError
     from olvf.export.cli import main
 
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     films = write_calibration_images(tmp_path / "films", 16, (96, 96))
     assert main(["--quantize", str(bundle), "--calibration", str(films)]) == 0
-    out = capsys.readouterr().out
-    assert "INT8 graph ensemble_int8." in out and "'crops': 16" in out
     assert main(["--calibration", str(films), "--out", str(tmp_path / "x")]) == 2  # calibrates nothing
-    code = main(["--check-routes", str(bundle), "--studies", "2"])
+    return bundle
+
+
+def test_check_routes_refuses_a_set_too_small_before_any_study_runs(quantized_copy: Path, capsys) -> None:
+    """Two studies hold no old vertebra and two fresh ones: any figure of them is no evidence (it was NaN, and a
+    NaN passed the gate, then crashed the manifest write)."""
+    from olvf.export.cli import main
+
+    capsys.readouterr()
+    before = (quantized_copy / "manifest.json").read_bytes()
+    code = main(["--check-routes", str(quantized_copy), "--studies", "2"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err and "checking openvino" not in err, "refused before any study"
+    (line,) = err.strip().splitlines()
+    assert "2 phantom studies hold" in line and "at least 20 of each class" in line
+    assert "check with --studies" in line
+    assert (quantized_copy / "manifest.json").read_bytes() == before, "no route recorded"
+
+
+@pytest.mark.parametrize("kind", ["intel-no-bf16", *bf16_kinds()])
+def test_olvf_export_check_routes_on_every_cpu_kind(quantized_copy: Path, capsys, monkeypatch, kind: str) -> None:
+    from olvf.errors import ParityError
+    from olvf.export.cli import main
+    from olvf.runtime import tolerances
+    from olvf.runtime.route_check import _studies_needed
+
+    use_cpu_kind(monkeypatch, kind)
+    # A small set that holds every class, so the whole path runs in seconds; the real minimum is tested above.
+    monkeypatch.setattr(tolerances, "MIN_GATE_VERTEBRAE_PER_CLASS", 1)
+    studies = _studies_needed(5000)
+    capsys.readouterr()
+    code = main(["--check-routes", str(quantized_copy), "--studies", str(studies)])
     out = capsys.readouterr().out
     assert code in (0, ParityError.exit_code)
-    assert "openvino-int8: 2 vertebrae of 2 studies, decisions agree" in out
-    assert ("openvino-bf16: skipped" in out) == (NO_BF16 is not None)
-    recorded = open_bundle(bundle).manifest.verified_routes
+    assert f"of {studies} studies, decisions agree" in out and "openvino-int8:" in out
+    claims_bf16 = kind != "intel-no-bf16"
+    if not claims_bf16:
+        assert "openvino-bf16: skipped: openvino bf16: this CPU, Intel Xeon (no BF16)" in out
+    elif NO_BF16 is not None:  # a kind that only claims BF16 here: OpenVINO compiled FP32, and olvf noticed
+        assert "openvino-bf16: skipped: OpenVINO compiled" in out
+    else:
+        assert "openvino-bf16: skipped" not in out and "openvino-bf16: " in out
+    recorded = open_bundle(quantized_copy).manifest.verified_routes
     assert bool(recorded) == ("recorded in" in out) and (code == 0 or not recorded)
+    assert "nan" not in (quantized_copy / "manifest.json").read_text().lower()
+    for record in recorded:
+        assert record.cpu["model"] == use_cpu_kind(monkeypatch, kind)["model"]

@@ -94,11 +94,10 @@ def test_an_explicit_precision_is_not_overruled_by_a_verified_route(int8_copy: P
         assert "reduced precision on CPU: --precision fp32 was asked" in rt.selection.why
 
 
-def test_a_verified_route_that_cannot_start_here_falls_back_with_its_reason(int8_copy: Path) -> None:
-    from olvf.runtime.runners.openvino import bf16_unavailable, import_openvino
+def test_a_verified_route_that_cannot_start_here_falls_back_with_its_reason(int8_copy: Path, monkeypatch) -> None:
+    from fake_cpu import use_cpu_kind
 
-    if bf16_unavailable(import_openvino().Core()) is None:
-        pytest.skip("this CPU runs BF16")
+    use_cpu_kind(monkeypatch, "intel-no-bf16")
     # Recorded with this CPU's kind but by another olvf that could run BF16 (a record says nothing of the runtime).
     record_verified_route(int8_copy, "openvino-bf16", {**FIGURES, "speedup": 9.0}, evidence="test")
     record_verified_route(int8_copy, "openvino-int8", FIGURES, evidence="test")
@@ -142,7 +141,7 @@ def test_limits_are_the_issues_figures_and_each_one_fails_a_route() -> None:
         "vertebrae_not_matched": 0,
         "mri_changed": 0,
         "gradcam_min_r": 0.98,
-        "metric_change": {"accuracy": -0.01, "fresh_sensitivity": float("nan")},
+        "metric_change": {"accuracy": -0.01, "fresh_sensitivity": 0.0},
     }
     assert judge("openvino-bf16", good) == ()
     assert tolerances.ROUTES["openvino-int8"].decision_agreement == 0.99
@@ -154,6 +153,63 @@ def test_limits_are_the_issues_figures_and_each_one_fails_a_route() -> None:
         ("metric_change", {"accuracy": 0.02}),
     ):
         assert len(judge("openvino-bf16", {**good, key: bad})) == 1, key
+
+
+@pytest.mark.parametrize(
+    "key, unmeasured, phrase",
+    [
+        ("metric_change", {"accuracy": 0.0, "fresh_sensitivity": None}, "fresh sensitivity not measurable"),
+        ("metric_change", {"accuracy": float("nan"), "fresh_sensitivity": 0.0}, "accuracy not measurable"),
+        ("decision_agreement", None, "decision agreement not measurable"),
+        ("gradcam_min_r", None, "Grad-CAM agreement not measurable"),
+    ],
+)
+def test_a_figure_that_could_not_be_measured_fails_the_route(key, unmeasured, phrase) -> None:
+    """A NaN compares false with every limit: it passed the gate before, with no evidence at all."""
+    good = {
+        "decision_agreement": 1.0,
+        "vertebrae_not_matched": 0,
+        "mri_changed": 0,
+        "gradcam_min_r": 1.0,
+        "metric_change": {"accuracy": 0.0, "fresh_sensitivity": 0.0},
+    }
+    (problem,) = judge("openvino-int8", {**good, key: unmeasured})
+    assert problem.startswith(phrase) and "at least 20 vertebrae of each class" in problem
+
+
+def test_no_fresh_vertebra_gives_an_unmeasurable_figure_not_nan() -> None:
+    from olvf.runtime.route_check import _metrics
+
+    assert _metrics(["normal", "old"], ["normal", "old"]) == {"accuracy": 1.0, "fresh_sensitivity": None}
+    assert _metrics([], []) == {"accuracy": None, "fresh_sensitivity": None}
+
+
+def test_a_route_with_an_unmeasured_figure_is_never_recorded(int8_copy: Path) -> None:
+    before = (int8_copy / "manifest.json").read_bytes()
+    for bad in (float("nan"), float("inf"), np.float32("nan")):
+        figures = {**FIGURES, "metric_change": {"accuracy": 0.0, "fresh_sensitivity": bad}}
+        with pytest.raises(BundleError, match=r"figures.metric_change.fresh_sensitivity could not be measured"):
+            record_verified_route(int8_copy, "openvino-int8", figures, evidence="test")
+    assert (int8_copy / "manifest.json").read_bytes() == before
+
+
+def test_the_phantom_check_set_is_sized_before_any_study_runs(monkeypatch) -> None:
+    from olvf.errors import UsageError
+    from olvf.phantom import make_phantom, phantom_labels
+    from olvf.runtime import route_check
+
+    # the labels counted before the check are the ones the phantoms are drawn with
+    for seed in (5000, 5003, 5011):
+        drawn = {v.level: v.label for v in make_phantom(seed, size=route_check.PHANTOM_SIZE).levels}
+        assert drawn == {k: v for k, v in phantom_labels(seed).items() if k in drawn}
+    needed = route_check._studies_needed(route_check.FIRST_SEED)
+    route_check.check_set_size(needed)
+    assert needed <= 100, "the default --studies judges"
+    with pytest.raises(UsageError, match=rf"{needed - 1} phantom studies hold .* check with --studies {needed}"):
+        route_check.check_set_size(needed - 1)
+    monkeypatch.setattr(route_check, "open_runtime", lambda *a, **k: pytest.fail("a study ran"))
+    with pytest.raises(UsageError):  # before it opens a runtime, or even looks at the bundle
+        route_check.check_route(None, "openvino-int8", studies=3)  # type: ignore[arg-type]
 
 
 def test_map_correlation() -> None:
@@ -184,7 +240,8 @@ def test_studies_compared_with_themselves_agree_and_fp16_stays_close(cascade_bun
     assert 0.9 < half["gradcam_min_r"] < 1.0 and 0 < half["probabilities_max_abs_diff"] < 1e-2
 
 
-def test_the_demo_check_records_a_route_only_when_it_passes(int8_copy: Path) -> None:
+def test_the_demo_check_records_a_route_only_when_it_passes(int8_copy: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tolerances, "MIN_GATE_VERTEBRAE_PER_CLASS", 0)  # 3 studies, so that it runs in seconds
     result, recorded = verify_demo_route(int8_copy, "openvino-int8", studies=3)
     figures = result.figures
     assert figures["studies"] == 3 and figures["vertebrae"] == 3  # no detector: each film is one crop

@@ -147,3 +147,20 @@ def test_labels_without_verify_is_a_usage_error(levels_only, capsys) -> None:
     from olvf.export.cli import main as export_main
 
     assert export_main(["--labels", str(levels_only)]) == 2
+
+
+def test_comparing_routes_on_a_set_without_every_class_is_refused_before_it_runs(bundle, phantom_set, tmp_path):
+    rows = (phantom_set / "labels.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    label = header.index("class")
+    relabelled = [rows[0]] + [",".join("normal" if i == label else c for i, c in enumerate(r.split(","))) for r in
+                              rows[1:]]  # fmt: skip
+    labels = phantom_set / "all-normal.csv"
+    labels.write_text("\n".join(relabelled) + "\n")
+    out = tmp_path / "report"
+    code, _, err = run_cli(
+        ["--bundle", str(bundle), str(labels), "--route", "onnxruntime-fp32", "--route", "torch", "--out", str(out)]
+    )
+    assert code == 2 and "Traceback" not in err
+    assert "0 old, 0 fresh vertebrae" in err and "no route can be judged on it" in err
+    assert "studies through the pipeline" not in err and not out.exists(), "refused before any study ran"

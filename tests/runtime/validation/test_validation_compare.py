@@ -136,3 +136,15 @@ def test_a_vertebra_found_by_one_route_only_is_a_change(case) -> None:
     lost = [c for c in d.changed if c.reference_detected and not c.route_detected]
     assert [(c.study, c.level) for c in lost] == [(key, predictions[key].vertebrae[0].level)]
     assert isinstance(predictions[key].vertebrae[0], PredictedVertebra)
+
+
+def test_identical_routes_fail_on_a_set_that_cannot_measure_the_gate() -> None:
+    """No fresh vertebra: fresh sensitivity is undefined on both routes. Agreement on nothing is no pass."""
+    labelled = random_set(30, seed=4, p=(0.8, 0.2, 0.0))
+    predictions = noisy_predictions(labelled, seed=4, skill=0.45)
+    comparison = compare_routes({"fp32": run(labelled, predictions), "fp16": run(labelled, predictions)})
+    assert not comparison.passed
+    assert any(r.startswith("fp16: fresh.sensitivity not measurable on this set (no positives)") for r in
+               comparison.reasons), comparison.reasons  # fmt: skip
+    # what the set can measure is not blamed
+    assert not any("fracture.sensitivity" in r for r in comparison.reasons)
