@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.cli_main import run_main
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.errors import BundleError
 from olvf.runtime.config import CropSettings, DetectorSpec, DisplayConversion, Preprocessing
 

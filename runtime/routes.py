@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.errors import BundleError
 from olvf.runtime.bundle import open_bundle
 from olvf.runtime.bundle_update import update_manifest

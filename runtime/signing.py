@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.errors import BackendError, BundleError, UsageError
 from olvf.runtime.manifest import INTEGRITY_KEY, canonical_manifest
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from olvf import json_text
+import olvf.json_text as json_text
 
 ROOT = Path(__file__).resolve().parents[1]
 #: json.dumps calls that make identifiers from strings (hashed, never written as figures)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.cli_main import run_main
 from olvf.errors import UsageError
 

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.errors import OlvfError
 
 TMP, INBOX, OUTBOX, DEAD_LETTER, FAILED, LEDGER = "tmp", "inbox", "outbox", "dead-letter", "failed", "ledger"

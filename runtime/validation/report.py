@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.runtime.atomic import staged_directory
 from olvf.runtime.validation.compare import RouteComparison
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult

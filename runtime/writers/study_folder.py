@@ -29,7 +29,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.errors import OlvfError, OutputExistsError
 from olvf.runtime.atomic import Staging, check_replaceable, clean_stale, commit, folder_lock, sync_folder
 from olvf.runtime.batch import study_name

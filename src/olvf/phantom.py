@@ -76,7 +76,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.errors import InputError
 from olvf.runtime.atomic import write_bytes_atomic, write_text_atomic
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from olvf import json_text
+import olvf.json_text as json_text
 from olvf.errors import InputError
 from olvf.phantom import DEFORMITIES, FRACTURE_CLASSES, LEVELS, make_phantom, write_dicom, write_truth
 from olvf.runtime.atomic import check_replaceable, staged_directory, write_text_atomic
