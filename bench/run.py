@@ -284,6 +284,8 @@ def _run(
             figures["speedup_vs_naive"] = round(naive / figures["p50_ms"], 2) if naive else None
             figures["speedup_vs_ort_fp32"] = round(reference / figures["p50_ms"], 2) if reference else None
             figures["gradcam_share"] = round(figures["stages"]["gradcam"]["p50_ms"] / figures["p50_ms"], 4)
+            # the intended-use checks' price (header, anatomy, domain distance); the issue's bound is 5 %
+            figures["applicability_share"] = round(figures["stages"]["applicability"]["p50_ms"] / figures["p50_ms"], 4)
             stages = figures["stages"]
             figures["read_write_share"] = round(
                 (stages["read"]["p50_ms"] + stages["write"]["p50_ms"]) / figures["p50_ms"], 4

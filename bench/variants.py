@@ -35,7 +35,7 @@ from olvf.runtime.session import Runtime
 from olvf.runtime.writers.report import ReportContext, report_context
 from olvf.runtime.writers.study_folder import write_study
 
-STAGES = ("read", "detect", "crops", "ensemble", "gradcam", "write")
+STAGES = ("read", "detect", "crops", "ensemble", "gradcam", "applicability", "write")
 
 
 @dataclass

@@ -119,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --verify: then gate every route that passed on a labelled set (labels.csv or its folder), as "
         "olvf-validate does: decision agreement and the study's figures against ONNX Runtime FP32",
     )
+    target.add_argument(
+        "--intended-use",
+        nargs=2,
+        type=Path,
+        metavar=("DIR", "FILE"),
+        help="no export: set bundle DIR's intended use (the images it gives verdicts on) from FILE, a JSON object "
+        "of the keys to change (modalities, sop_classes, body_parts, views, image_type_values, description, "
+        "anatomy {...}); the others keep the study's defaults",
+    )
     cpu = parser.add_argument_group("CPU reduced precision (pip install 'olvf[quantize]': OpenVINO and NNCF)")
     cpu.add_argument(
         "--int8",
@@ -148,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
         "as verified (real bundles are verified on labelled radiographs with olvf-validate)",
     )
     cpu.add_argument("--studies", type=int, default=100, help="phantom studies for --check-routes (default 100)")
+    domain = parser.add_argument_group("the bundle's own domain (olvf.runtime.domain)")
+    domain.add_argument(
+        "--domain",
+        type=Path,
+        metavar="FOLDER|SET.csv",
+        help="in-domain radiographs (a folder, or a labelled set's CSV with a 'path' column; at least 30 studies) "
+        "to fit the domain check on: studies whose vertebrae look unlike these to the bundle's networks are called "
+        "outside its domain (--demo fits on phantoms without it)",
+    )
+    domain.add_argument(
+        "--fit-domain",
+        type=Path,
+        metavar="DIR",
+        help="no export: fit the domain of bundle DIR on --domain (phantoms for a demo bundle), replacing any there",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument(
         "--precision",
@@ -230,6 +254,27 @@ def quantize(bundle_dir: Path, calibration: Path | None) -> int:
     return 0
 
 
+def fit_domain(bundle_dir: Path, radiographs: Path | None) -> int:
+    """``--fit-domain DIR``: no torch needed."""
+    from olvf.export.domain import add_domain
+
+    print(f"fitting the domain of {bundle_dir}", file=sys.stderr, flush=True)
+    manifest = add_domain(bundle_dir, radiographs, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    assert manifest.domain is not None
+    held_out = manifest.domain.held_out
+    print(
+        f"{bundle_dir}: domain {manifest.domain.file} added: threshold {manifest.domain.threshold:.3g}, "
+        f"{held_out['rejected']} of {held_out['studies']} held-out in-domain studies beyond it"
+    )
+    from olvf.runtime.signing import SIGNATURE_NAME
+
+    if (Path(bundle_dir) / SIGNATURE_NAME).is_file():  # a changed manifest voids the signature
+        print(
+            f"the manifest changed since it was signed: sign it again with olvf-export --resign {bundle_dir} --sign KEY"
+        )
+    return 0
+
+
 def check_routes(bundle_dir: Path, studies: int) -> int:
     """``--check-routes DIR``: each reduced-precision route this machine can run, against ONNX Runtime FP32."""
     from olvf.runtime.bundle import open_bundle
@@ -280,6 +325,34 @@ def engine_wanted(flag: bool | None) -> bool:
     return reason is None
 
 
+def set_intended_use(bundle_dir: Path, path: Path) -> int:
+    """``--intended-use DIR FILE``: the bundle's intended use from a JSON file, written under the bundle's lock."""
+    import dataclasses
+    import json
+
+    import olvf.json_text as json_text
+    from olvf.runtime.bundle_update import update_manifest
+    from olvf.runtime.config import IntendedUse
+    from olvf.runtime.signing import SIGNATURE_NAME
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"--intended-use {path}: cannot read it ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--intended-use {path}: not JSON ({exc})") from None
+    try:
+        use = IntendedUse.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--intended-use {path}: {exc}") from None
+    update_manifest(bundle_dir, lambda m: dataclasses.replace(m, intended_use=use), "the intended use")
+    print(f"bundle {bundle_dir}: intended use set: {use.description}")
+    print(json_text.dumps(use.to_dict(), indent=2))
+    if (Path(bundle_dir) / SIGNATURE_NAME).exists():
+        print(f"the manifest changed: sign it again with olvf-export --resign {bundle_dir} --sign KEY")
+    return 0
+
+
 def resign(bundle_dir: Path, key: Any) -> int:
     """``--resign DIR --sign KEY``: every file checked, then the manifest as it is signed."""
     from olvf.runtime.bundle import open_bundle
@@ -302,6 +375,12 @@ def run(args: argparse.Namespace) -> int:
         from olvf.runtime.signing import load_private_key
 
         key = load_private_key(args.sign)  # before minutes of export
+    if args.domain is not None and any(
+        v is not None for v in (args.resign, args.verify, args.quantize, args.check_routes)
+    ):
+        raise UsageError("--domain goes with an export or with --fit-domain DIR")
+    if args.intended_use is not None:
+        return set_intended_use(*args.intended_use)
     if args.resign is not None:
         if key is None:
             raise UsageError("--resign DIR needs --sign KEY (the private key to sign with)")
@@ -310,6 +389,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--labels goes with --verify DIR")
     if args.verify is not None:
         return verify(args.verify, args.labels)
+    if args.fit_domain is not None:
+        return fit_domain(args.fit_domain, args.domain)
     if args.quantize is not None:
         return quantize(args.quantize, args.calibration)
     if args.check_routes is not None:
@@ -392,6 +473,12 @@ def run(args: argparse.Namespace) -> int:
             members.append(
                 Member(arch, loaded.module, {"file": path.name, "sha256": loaded.sha256, "form": loaded.form})
             )
+    if args.domain is not None:  # before minutes of export, not after
+        from olvf.export.domain import check_domain_source
+
+        if not members:
+            raise OlvfError("--domain measures the classifiers' features: give them (or --demo)")
+        check_domain_source(args.domain)
     options = ExportOptions(
         precision=precision,
         max_batch=args.max_batch,
@@ -417,6 +504,20 @@ def run(args: argparse.Namespace) -> int:
             scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="olvf-demo-detector-")))
             detector = demo_detector_source(scratch, conf=args.conf, iou=args.iou)
         steps: list[Any] = []
+        if args.domain is not None or args.demo:
+            from olvf.export.domain import add_domain
+
+            def domain_step(staging: Path) -> Any:
+                source = "phantoms" if args.domain is None else "the radiographs of --domain"
+                progress(f"fitting the bundle's own domain on {source} (ONNX Runtime FP32)")
+                return add_domain(staging, args.domain, progress=progress)
+
+            steps.append(domain_step)
+        elif members:
+            progress(
+                "no --domain: the bundle will have no domain check (add one later with olvf-export --fit-domain "
+                f"{args.out} --domain RADIOGRAPHS)"
+            )
         if args.int8:
             from olvf.export.quantize import add_int8_graph
 

@@ -6,12 +6,15 @@ Input ``crops`` (N, 3, H, W) float32. Outputs, all float32:
 - ``<model>_probabilities`` (N, C) per model;
 - ``<model>_class_maps`` (N, C, h, w) per model: ``sum_k W[c,k] A_k`` at the
   Grad-CAM layer, from which the runtime takes Grad-CAM for any class
-  without a backward pass (see ``olvf.runtime.gradcam``).
+  without a backward pass (see ``olvf.runtime.gradcam``);
+- ``<model>_features`` (N, K) per model: the globally average-pooled
+  features the head reads, from which the runtime tells whether a crop looks
+  like what the bundle was checked on (see ``olvf.runtime.domain``).
 
 For FP16 the backbones run in half precision while the head, the global
-pooling (a reduction), the softmax and the class maps stay in FP32: the
-casts are part of the graph, which is what a strongly typed TensorRT 11
-network needs.
+pooling (a reduction), the softmax, the class maps and the pooled features
+stay in FP32: the casts are part of the graph, which is what a strongly
+typed TensorRT 11 network needs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ def class_maps_output(model_name: str) -> str:
     return f"{model_name}_class_maps"
 
 
+def features_output(model_name: str) -> str:
+    return f"{model_name}_features"
+
+
 class FusedEnsemble(nn.Module):
     """Run every classifier on the same crops; see the module docstring for outputs."""
 
@@ -61,7 +68,7 @@ class FusedEnsemble(nn.Module):
     def output_names(self) -> list[str]:
         names = [ENSEMBLE_OUTPUT]
         for arch in self.architectures:
-            names += [probabilities_output(arch.name), class_maps_output(arch.name)]
+            names += [probabilities_output(arch.name), class_maps_output(arch.name), features_output(arch.name)]
         return names
 
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -71,11 +78,12 @@ class FusedEnsemble(nn.Module):
         for arch, model in zip(self.architectures, self.models):
             features = arch.features(model, x).float()
             head = arch.head_of(model)
-            logits = head(features.mean(dim=(2, 3)))
+            pooled = features.mean(dim=(2, 3))
+            logits = head(pooled)
             probs = torch.softmax(logits, dim=1)
             # A 1x1 convolution with the head's weights: cheap, and every backend has it.
             class_maps = F.conv2d(features, head.weight[:, :, None, None])
             probabilities.append(probs)
-            per_model += [probs, class_maps]
+            per_model += [probs, class_maps, pooled]
         ensemble = torch.stack(probabilities).mean(dim=0)
         return (ensemble, *per_model)

@@ -2,8 +2,9 @@
 
 The same fixed crops go through the PyTorch models and through ONNX Runtime
 on CPU. Compared: the probabilities (ensemble and per model), the top-1
-class, and each model's Grad-CAM map from the graph against Grad-CAM by
-autograd on the PyTorch model for the same target class.
+class, each model's Grad-CAM map from the graph against Grad-CAM by
+autograd on the PyTorch model for the same target class, and each model's
+pooled features (what the domain check measures), relative to the largest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import numpy as np
 import torch
 
 from olvf.errors import ParityError
-from olvf.export.fused import ENSEMBLE_OUTPUT, FusedEnsemble, class_maps_output, probabilities_output
+from olvf.export.fused import (
+    ENSEMBLE_OUTPUT,
+    FusedEnsemble,
+    class_maps_output,
+    features_output,
+    probabilities_output,
+)
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.export.synthetic import synthetic_crops
 from olvf.runtime.gradcam import grad_cam
@@ -42,6 +49,7 @@ def measure_parity(reference: FusedEnsemble, graph_path: Path, crops: np.ndarray
     target = ens.argmax(axis=1)
     prob_diffs = {"ensemble": float(np.abs(got[ENSEMBLE_OUTPUT] - ens).max())}
     cam_diffs: dict[str, float] = {}
+    feature_diffs: dict[str, float] = {}
     size = (crops.shape[2], crops.shape[3])
     for arch, model in zip(reference.architectures, reference.models):
         name = arch.name
@@ -49,6 +57,8 @@ def measure_parity(reference: FusedEnsemble, graph_path: Path, crops: np.ndarray
         reference_cam = autograd_grad_cam(arch, model, torch.from_numpy(crops), torch.from_numpy(target)).numpy()
         graph_cam = grad_cam(got[class_maps_output(name)], target, size)
         cam_diffs[name] = float(np.abs(graph_cam - reference_cam).max())
+        want = expected[features_output(name)]
+        feature_diffs[name] = float(np.abs(got[features_output(name)] - want).max() / max(np.abs(want).max(), 1e-12))
 
     # A flipped top-1 between two classes whose probabilities differ by less
     # than the tolerance is rounding, not disagreement; both are reported.
@@ -62,6 +72,7 @@ def measure_parity(reference: FusedEnsemble, graph_path: Path, crops: np.ndarray
         "top1_margins_of_disagreements": [float(m) for m in margin[~agree]],
         "gradcam_max_abs_diff": cam_diffs,
         "gradcam_reference": "autograd Grad-CAM on the PyTorch checkpoint, same target class",
+        "features_max_rel_diff": feature_diffs,
     }
 
 
@@ -77,5 +88,10 @@ def check_parity(figures: dict[str, Any], tolerances: Tolerances, graph: str) ->
     for name, diff in figures["gradcam_max_abs_diff"].items():
         if not diff <= tolerances.cam:
             problems.append(f"{name} Grad-CAM differs by {diff:.2e} (> {tolerances.cam:.0e})")
+    for name, diff in figures.get("features_max_rel_diff", {}).items():
+        if not diff <= tolerances.features:
+            problems.append(
+                f"{name} pooled features differ by {diff:.2e} of their largest (> {tolerances.features:.0e})"
+            )
     if problems:
         raise ParityError(f"{graph} does not match PyTorch: " + "; ".join(problems) + "; no bundle was written")

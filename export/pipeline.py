@@ -24,6 +24,7 @@ from olvf.export.fused import (
     INPUT_NAME,
     FusedEnsemble,
     class_maps_output,
+    features_output,
     probabilities_output,
 )
 from olvf.export.onnx_graph import export_onnx
@@ -227,6 +228,7 @@ def _export_bundle(
             probabilities_output=probabilities_output(m.architecture.name),
             class_maps_output=class_maps_output(m.architecture.name),
             source=m.source,
+            features_output=features_output(m.architecture.name),
         )
         for i, m in enumerate(members)
     )
@@ -348,7 +350,9 @@ def _output_names(path: Path) -> tuple[str, ...]:
 def _summary(name: str, figures: dict[str, Any]) -> str:
     probs = max(figures["probabilities_max_abs_diff"].values())
     cams = max(figures["gradcam_max_abs_diff"].values())
+    features = max(figures["features_max_rel_diff"].values())
     return (
         f"      {name}: probabilities max |diff| {probs:.1e}, top-1 agreement "
-        f"{figures['top1_agreement']:.0%}, Grad-CAM max |diff| {cams:.1e}: pass"
+        f"{figures['top1_agreement']:.0%}, Grad-CAM max |diff| {cams:.1e}, pooled features within {features:.1e} "
+        "of their largest: pass"
     )

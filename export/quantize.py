@@ -112,14 +112,15 @@ def phantom_calibration(rt: Any, seeds: Sequence[int] = PHANTOM_SEEDS, progress:
     return _finish(_crops_from_images(rt, images), record, progress)
 
 
-def radiograph_paths(source: Path) -> list[Path]:
-    """The radiographs a calibration argument names: a folder (searched like olvf-infer's inputs) or a CSV."""
+def radiograph_paths(source: Path, flag: str = "--calibration") -> list[Path]:
+    """The radiographs a calibration (or ``flag``) argument names: a folder (searched like olvf-infer's inputs)
+    or a CSV."""
     from olvf.runtime.batch import folder_files
 
     if source.is_dir():
         files = folder_files(source)
         if not files:
-            raise InputError(f"--calibration {source}: the folder holds no DICOM, PNG, JPEG or TIFF file")
+            raise InputError(f"{flag} {source}: the folder holds no DICOM, PNG, JPEG or TIFF file")
         return files
     if source.is_file() and source.suffix.lower() == ".csv":
         with open(source, newline="", encoding="utf-8-sig") as handle:
@@ -128,13 +129,13 @@ def radiograph_paths(source: Path) -> list[Path]:
         column = next((columns[c] for c in CSV_PATH_COLUMNS if c in columns), None)
         if column is None:
             raise InputError(
-                f"--calibration {source}: the CSV needs a column named {', '.join(CSV_PATH_COLUMNS)} "
+                f"{flag} {source}: the CSV needs a column named {', '.join(CSV_PATH_COLUMNS)} "
                 "(the radiograph of each row, relative to the CSV's folder)"
             )
         # A labelled set has a row per vertebra: each radiograph once, or its crops would weigh six times.
         named = (row[column].strip() for row in rows if (row[column] or "").strip())
         return [source.parent / name for name in dict.fromkeys(named)]
-    raise InputError(f"--calibration {source}: give a folder of radiographs or a labelled set's .csv")
+    raise InputError(f"{flag} {source}: give a folder of radiographs or a labelled set's .csv")
 
 
 def radiograph_calibration(rt: Any, source: Path, progress: Progress = print) -> CalibrationSet:

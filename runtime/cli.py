@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import olvf.json_text as json_text
 from olvf.cli_main import run_main
 from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError, UsageError
+from olvf.runtime.applicability import Gate
 from olvf.runtime.batch import Progress, expand_inputs
 from olvf.runtime.cam_regions import RegionGeometry
 from olvf.runtime.pipeline import (
@@ -73,6 +74,11 @@ if TYPE_CHECKING:
     from olvf.runtime.writers.dicom_source import DicomSource
 
 PROG = "olvf-infer"
+
+
+#: every input was read, and at least one was not assessed (a result without a verdict): not an error, but a
+#: script that reads only the exit code must not take the run for a set of verdicts
+NOT_ASSESSED_EXIT = 9
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Find the lumbar vertebrae of lateral radiographs and classify each as normal / old / fresh "
         "fracture, with Grad-CAM; writes report.json, overlay.png and heatmaps per input.",
+        epilog="Intended use: the images the bundle's manifest names (by default lateral radiographs of the lumbar "
+        "or thoracolumbar spine, CR or DX, original images). A study whose header contradicts it, whose "
+        "detected vertebrae are not a lateral lumbar column, or whose crops lie outside the bundle's domain is NOT "
+        'ASSESSED: no verdict, the reason on its line, report.json with "assessed": false and '
+        '"mri_recommended": null (never false). Exit 0: every study assessed; 9: every input read, at least one '
+        "not assessed; 3: an input could not be used (see README, Exit codes).",
     )
     parser.add_argument(
         "inputs",
@@ -198,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="side of the image the patient faces, for the anterior/posterior Grad-CAM bands (default left)",
     )
+    parser.add_argument(
+        "--outside-intended-use",
+        action="store_true",
+        help="RESEARCH ONLY: give verdicts for studies the intended-use checks refuse; every output of such a "
+        "study says OUTSIDE INTENDED USE (olvf-serve has no such option)",
+    )
     return parser
 
 
@@ -243,7 +261,7 @@ class Printer:
         self.stream = stream if stream is not None else sys.stdout
         self.context: ReportContext | None = None
         self.failures: list[OlvfError] = []  # in input order
-        self.count = self.ok = 0
+        self.count = self.ok = self.not_assessed = 0
         self._waiting: dict[int, Outcome] = {}
         self._next = 0
         self._opened = False
@@ -258,6 +276,8 @@ class Printer:
         self.count += 1
         if outcome.error is not None:
             self.failures.append(outcome.error)
+        elif outcome.report is not None and outcome.report.get("assessed") is False:
+            self.not_assessed += 1
         else:
             self.ok += 1
         if self.as_json:
@@ -265,8 +285,10 @@ class Printer:
             self.stream.write(("[\n" if not self._opened else ",\n") + text)
             self._opened = True
         elif outcome.lines:
-            if not self._opened and self.context is not None and self.context.demo:
-                print(DEMO_WARNING, file=self.stream)
+            if not self._opened and self.context is not None:
+                if self.context.demo:
+                    print(DEMO_WARNING, file=self.stream)
+                print(f"bundle intended for {self.context.intended_use}", file=self.stream)
             self._opened = True
             print("\n".join(outcome.lines), file=self.stream)
         self.stream.flush()
@@ -288,7 +310,12 @@ class Printer:
                     file=self.stream,
                 )
             studies = "study" if self.count == 1 else "studies"
-            print(f"{self.count} {studies}: {self.ok} ok, {self.count - self.ok} failed", file=self.stream)
+            failed = self.count - self.ok - self.not_assessed
+            print(
+                f"{self.count} {studies}: {self.ok} assessed, {self.not_assessed} not assessed (no verdict), "
+                f"{failed} failed",
+                file=self.stream,
+            )
         self.stream.flush()
 
 
@@ -372,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
                     batch_memory=args.batch_memory,
                     geometry=_geometry(args.anterior),
                     max_crops=args.max_crops,
+                    gate=Gate(rt.manifest.intended_use, override=args.outside_intended_use),
                 )
                 printer.context, why = report_context(rt, str(args.bundle)), rt.selection.brief
                 for outcome in pipeline.run([Path(source) for source in jobs]):
@@ -389,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
                         failed(order, outcome.source, unexpected_failure(outcome.source, exc))
                         continue
                     label = printable(outcome.source)
-                    lines = tuple(summary_lines(outcome, label, printable(folder)))
+                    lines = tuple(summary_lines(outcome, label, printable(folder), demo=printer.context.demo))
                     progress.advance()
                     printer.add(Outcome(order, label, folder=folder, report=report, lines=lines))
         finished = True
@@ -397,7 +425,9 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
         printer.close(why, finished=finished)
     first_failure = printer.failures[0] if printer.failures else None
-    return 0 if first_failure is None else first_failure.exit_code
+    if first_failure is not None:
+        return first_failure.exit_code
+    return NOT_ASSESSED_EXIT if printer.not_assessed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -196,3 +196,125 @@ class DetectorSpec:
         for name in ("conf", "iou", "duplicate_iou"):
             _in_range(f"detector {name}", getattr(self, name), 0.0, 1.0)
         _in_range("detector min_size", self.min_size, 0.0, 1e6)
+
+
+# DICOM SOP classes of projection radiographs (PS3.4 B.5)
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
+
+
+@dataclass(frozen=True)
+class AnatomyRules:
+    """What the detector's boxes must look like for the film to be a lateral lumbar column (see
+    :mod:`olvf.runtime.applicability`). Ratios are of box sizes in pixels; the ``*_mm`` ranges apply where the
+    file gives its pixel spacing."""
+
+    #: vertebral bodies found, in a craniocaudal run (a lateral lumbar film shows T12-L5: six)
+    min_levels: int = 3
+    #: levels a run may skip (a crushed body the detector missed) before it counts as two columns
+    max_missing_levels: int = 1
+    #: each body's width / height (anteroposterior depth over height on a lateral film)
+    aspect: tuple[float, float] = (0.75, 2.4)
+    #: largest / smallest box width, and height, among the bodies of one film
+    max_width_ratio: float = 1.8
+    max_height_ratio: float = 2.6
+    #: body height and width in mm
+    height_mm: tuple[float, float] = (10.0, 60.0)
+    width_mm: tuple[float, float] = (18.0, 80.0)
+    #: centre-to-centre distance per level, in median body heights
+    step: tuple[float, float] = (0.7, 2.4)
+    #: largest distance of a centre from the smooth curve through them all, in median body widths
+    max_curve_offset: float = 0.5
+    #: the column's angle from the image's vertical (a lateral lumbar film is taken upright)
+    max_tilt_degrees: float = 35.0
+    #: largest intersection-over-union of two bodies (one body is not two)
+    max_overlap: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.min_levels < 2:
+            raise ValueError(f"anatomy.min_levels must be at least 2, got {self.min_levels}")
+        for name in ("aspect", "height_mm", "width_mm", "step"):
+            low, high = (_finite(f"anatomy.{name}", v) for v in getattr(self, name))
+            if not 0 < low < high:
+                raise ValueError(f"anatomy.{name} must be two numbers 0 < low < high, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, (low, high))
+        for name in ("max_width_ratio", "max_height_ratio"):
+            _in_range(f"anatomy.{name}", getattr(self, name), 1.0, 100.0)
+        _in_range("anatomy.max_curve_offset", self.max_curve_offset, 0.0, 10.0)
+        _in_range("anatomy.max_tilt_degrees", self.max_tilt_degrees, 0.0, 90.0)
+        _in_range("anatomy.max_overlap", self.max_overlap, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class IntendedUse:
+    """The images a bundle is for. A header value outside these lists means "not assessed", naming the element;
+    a value that is absent is no pass (the anatomy and domain checks look at the pixels). Values compare
+    case-insensitively, ignoring spaces, hyphens and underscores (``L-SPINE`` is ``LSPINE``).
+
+    The defaults are the study's: CR and DX lateral radiographs of the lumbar or thoracolumbar spine, as the
+    modality made them (``ORIGINAL``/``PRIMARY``; a ``DERIVED`` or ``SECONDARY`` image, olvf's own Secondary
+    Capture among them, is refused).
+    """
+
+    description: str = "lateral radiographs of the lumbar or thoracolumbar spine (CR or DX), original images"
+    modalities: tuple[str, ...] = ("CR", "DX")
+    sop_classes: tuple[str, ...] = (CR_IMAGE_STORAGE, DX_FOR_PRESENTATION, DX_FOR_PROCESSING)
+    body_parts: tuple[str, ...] = ("LSPINE", "TLSPINE", "SPINE", "LUMBAR", "LUMBARSPINE", "THORACOLUMBAR")
+    views: tuple[str, ...] = ("LL", "RL", "LATERAL", "LAT")
+    #: Image Type value 1 (pixel data characteristics) and value 2 (patient examination characteristics)
+    image_type_values: tuple[tuple[str, ...], tuple[str, ...]] = (("ORIGINAL",), ("PRIMARY",))
+    anatomy: AnatomyRules = field(default_factory=AnatomyRules)
+
+    def __post_init__(self) -> None:
+        for name in ("modalities", "sop_classes", "body_parts", "views"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not all(isinstance(v, str) and v.strip() for v in values):
+                raise ValueError(f"intended_use.{name} must be a list of non-empty strings, got {values!r}")
+            object.__setattr__(self, name, tuple(values))
+        if not self.modalities or not self.sop_classes:
+            raise ValueError("intended_use must name at least one modality and one SOP class")
+        first, second = self.image_type_values
+        object.__setattr__(self, "image_type_values", (tuple(first), tuple(second)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> IntendedUse:
+        """Strict about names (a misspelt key would silently keep a default); missing keys keep the default."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"intended_use must be an object, got {type(raw).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"intended_use: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        values = dict(raw)
+        if "anatomy" in values:
+            anatomy = values["anatomy"]
+            known = {f.name for f in dataclasses.fields(AnatomyRules)}
+            if not isinstance(anatomy, Mapping) or set(anatomy) - known:
+                bad = sorted(set(anatomy) - known) if isinstance(anatomy, Mapping) else type(anatomy).__name__
+                raise ValueError(f"intended_use.anatomy: unknown key(s) {bad}; known: {', '.join(sorted(known))}")
+            values["anatomy"] = AnatomyRules(**{k: tuple(v) if isinstance(v, list) else v for k, v in anatomy.items()})
+        if "image_type_values" in values:
+            pair = values["image_type_values"]
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise ValueError("intended_use.image_type_values must be two lists (value 1, value 2)")
+            values["image_type_values"] = (tuple(pair[0]), tuple(pair[1]))
+        for name in ("modalities", "sop_classes", "body_parts", "views"):
+            if name in values and isinstance(values[name], list):
+                values[name] = tuple(values[name])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ValueError(f"intended_use: {exc}") from None
+
+
+def json_ready(settings: Any) -> Any:
+    """A settings dataclass as JSON's shapes (lists, not tuples)."""
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return {f.name: json_ready(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    if isinstance(settings, tuple | list):
+        return [json_ready(v) for v in settings]
+    return settings

@@ -2,7 +2,10 @@
 
 Ties go to MRI: in the emergency department a missed fresh fracture costs more
 than a scan. A film where no vertebral body was found gets no verdict of
-"no MRI" by omission: it says that the film needs a reader.
+"no MRI" by omission: it says that the film needs a reader. A film the bundle
+was not made for (:mod:`olvf.runtime.applicability`) gets no verdict at all:
+``recommended`` is None, never False, so that "not assessed" can never read
+as "no fracture".
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class MriDecision:
-    """Whether olvf recommends MRI for one study, and why, in words a clinician reads."""
+    """Whether olvf recommends MRI for one study, and why, in words a clinician reads.
 
-    recommended: bool
+    ``recommended`` is None for a study that was not assessed (``reason`` says why).
+    """
+
+    recommended: bool | None
     reason: str
     levels: tuple[str, ...]  # the vertebrae at or over the operating point
     max_fresh_level: str | None
@@ -26,7 +32,13 @@ class MriDecision:
     operating_point: float
 
     @property
+    def assessed(self) -> bool:
+        return self.recommended is not None
+
+    @property
     def line(self) -> str:
+        if self.recommended is None:
+            return f"NOT ASSESSED, no verdict: {self.reason}; the film needs a reader"
         verdict = "MRI recommended" if self.recommended else "MRI not indicated by olvf"
         return f"{verdict}: {self.reason}"
 
@@ -51,6 +63,13 @@ def compared(value: float, threshold: float) -> tuple[str, str]:
         if (a == b) == (value == threshold) and (float(a) < float(b)) == (value < threshold):
             return a, b
     return f"{value:.6g}", f"{threshold:.6g}"
+
+
+def not_assessed(reason: str, threshold: float) -> MriDecision:
+    """No verdict: the study is not one the bundle was made for (``reason``: the check that said so)."""
+    return MriDecision(
+        recommended=None, reason=reason, levels=(), max_fresh_level=None, max_fresh=None, operating_point=threshold
+    )
 
 
 def mri_decision(levels: Sequence[str], fresh: np.ndarray, threshold: float) -> MriDecision:

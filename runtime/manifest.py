@@ -38,7 +38,7 @@ from typing import Any
 
 import olvf.json_text as json_text
 from olvf.errors import BundleError
-from olvf.runtime.config import CropSettings, DetectorSpec, DisplayConversion, Preprocessing
+from olvf.runtime.config import CropSettings, DetectorSpec, DisplayConversion, IntendedUse, Preprocessing
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
@@ -119,6 +119,8 @@ class ModelSpec:
     probabilities_output: str
     class_maps_output: str
     source: dict[str, Any] = field(default_factory=dict)
+    #: the pooled features the head reads (N, K); None in bundles exported before the graph had them
+    features_output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,40 @@ class VerifiedRoute:
 
 
 @dataclass(frozen=True)
+class DomainSpec:
+    """The bundle's own domain (:mod:`olvf.runtime.domain`): how far a study may lie, as the bundle's own
+    networks see it, from the in-domain studies it was fitted and checked on.
+
+    ``file``: the statistics (``.npz``), listed and hashed in ``files`` like every file of the bundle.
+    ``fitted_on`` and ``held_out`` say what in words and counts (studies, vertebrae, false-rejection rates),
+    never with file names, which can identify patients. Bundles without the record have no domain check.
+    """
+
+    file: str
+    method: str
+    version: int
+    models: tuple[str, ...]
+    components: int
+    threshold: float
+    threshold_rule: str  # how the threshold was set on held-out in-domain studies, in words
+    fitted_on: dict[str, Any]
+    held_out: dict[str, Any]
+    created: str = ""  # UTC time
+
+    def __post_init__(self) -> None:
+        bundle_member(self.file, "domain statistics file")
+        for name, value in (("version", self.version), ("components", self.components)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"domain {name} must be a whole number >= 1, got {value!r}")
+        threshold = self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 < threshold < float("inf"):
+            raise ValueError(f"domain threshold must be a positive number, got {threshold!r}")
+        for name in ("fitted_on", "held_out"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"domain {name} must be an object")
+
+
+@dataclass(frozen=True)
 class Manifest:
     """The whole ``manifest.json``."""
 
@@ -234,6 +270,10 @@ class Manifest:
     #: earlier fresh operating points, newest last, each with when, why and by what it was replaced
     operating_point_history: tuple[dict[str, Any], ...] = ()
     verified_routes: tuple[VerifiedRoute, ...] = ()
+    #: the images the bundle is for (olvf.runtime.applicability); manifests without it get the study's defaults
+    intended_use: IntendedUse = field(default_factory=IntendedUse)
+    #: the bundle's own domain (olvf.runtime.domain); None: no domain check (bundles without one, or older)
+    domain: DomainSpec | None = None
     schema_version: int = SCHEMA_VERSION
     kind: str = "olvf-bundle"
 
@@ -286,6 +326,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         raw = dataclasses.asdict(self)
         raw["display"] = self.display.to_dict()
+        raw["intended_use"] = self.intended_use.to_dict()
         # JSON's own shapes (lists, not tuples), so that a signed copy compares equal to a re-read one
         return json.loads(json_text.dumps(raw))
 
@@ -344,6 +385,17 @@ class Manifest:
             )
         if not isinstance(self.demo, bool):
             raise BundleError(f"manifest: demo must be true or false, got {self.demo!r}")
+        if self.domain is not None:
+            if self.domain.file not in self.files:
+                raise BundleError(f"manifest: domain statistics {self.domain.file} have no sha256 entry")
+            if set(self.domain.models) != set(self.model_names):
+                raise BundleError("manifest: the domain's models do not match the listed models; fit it again")
+            unpooled = [spec.name for spec in self.models if not spec.features_output]
+            if unpooled:
+                raise BundleError(
+                    f"manifest: the domain check needs the pooled features of {', '.join(unpooled)}, which this "
+                    "bundle's graph does not output; re-export the bundle"
+                )
         seeded = [spec.name for spec in self.models if "demo_seed" in spec.source]
         if seeded and not self.demo:
             # The banner is what keeps random weights out of a diagnosis; it cannot be switched off alone.
@@ -432,6 +484,11 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
                 raise BundleError(f"{source}: display: {exc}; re-export the bundle with this olvf version") from None
         if "crops" in data:
             data["crops"] = _build(CropSettings, data["crops"], "crops")
+        if "intended_use" in data:
+            try:
+                data["intended_use"] = IntendedUse.from_dict(data["intended_use"])
+            except ValueError as exc:
+                raise BundleError(f"{source}: {exc}; correct it with olvf-export --intended-use DIR FILE") from None
         data["graphs"] = tuple(_build(GraphSpec, g, f"graphs[{i}]") for i, g in enumerate(data["graphs"]))
         engines = []
         for i, e in enumerate(data.get("engines", [])):
@@ -447,6 +504,8 @@ def manifest_from_dict(raw: Any, source: str = MANIFEST_NAME) -> Manifest:
                     raise BundleError(f"manifest: verified_routes[{i}].{key} must be an object; re-export the bundle")
             routes.append(_build(VerifiedRoute, r, f"verified_routes[{i}]"))
         data["verified_routes"] = tuple(routes)
+        if data.get("domain") is not None:
+            data["domain"] = _build(DomainSpec, data["domain"], "domain")
         for key in ("files", "producer", "parity", "operating_points"):
             if not isinstance(data.get(key, {}), dict):
                 raise BundleError(f"manifest: {key} must be an object; re-export the bundle")

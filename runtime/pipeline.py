@@ -1,6 +1,7 @@
 """The study pipeline: radiographs in, complete results out, every entry point's one way to run studies.
 
-    read -> detect -> crop -> classify -> Grad-CAM -> StudyResult (or InputFailure)
+    read -> header check -> detect -> anatomy check -> crop -> classify -> Grad-CAM -> domain check
+         -> StudyResult (assessed, or not assessed with its reason) or InputFailure
 
 ``olvf-infer``, ``olvf-bench``, ``olvf-validate``, the engine verification and
 the DICOM node call :class:`StudyPipeline`; writers take its results
@@ -25,6 +26,13 @@ load, a GPU that fails mid-run: :class:`BundleError`, :class:`BackendError`,
 raised by the detector and ensemble calls the batch shares) is no input's
 fault: it is raised once and stops the run, without blaming an input.
 
+The intended-use gate (:mod:`olvf.runtime.applicability`) runs inside the
+pipeline, so every entry point applies it the same way: a study whose header
+contradicts the bundle's intended use is not detected, one whose detections
+are not a lateral lumbar column is not classified, and one whose crops lie
+outside the bundle's domain keeps no classification; each is a result that is
+*not assessed*, with its reason, never a verdict.
+
 Which side of the image is anterior (for the Grad-CAM regions) comes, per
 study, from the file's Patient Orientation when it says, else the default;
 a ``geometry`` given to the pipeline (the CLI's ``--anterior``) overrides
@@ -33,8 +41,10 @@ both. Each report says which was used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING
@@ -42,10 +52,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from olvf.errors import BundleError, InputError, OlvfError
+from olvf.runtime.applicability import (
+    ANATOMY,
+    Check,
+    Gate,
+    check_anatomy,
+    check_domain,
+    check_header,
+    no_domain_record,
+)
 from olvf.runtime.cam_regions import CamAnalysis, RegionGeometry, analyse_cams, geometry_from_orientation
 from olvf.runtime.crops import crop_regions, extract_crops
-from olvf.runtime.decision import mri_decision
-from olvf.runtime.detection import Detections, Letterbox
+from olvf.runtime.decision import mri_decision, not_assessed
+from olvf.runtime.detection import Detections, Letterbox, empty_detections, per_level_names
 from olvf.runtime.manifest import CLASSIFIER_FLAGS
 from olvf.runtime.radiograph import DEFAULT_LIMITS, Radiograph, RadiographInfo, ReadLimits, gray_image, read_radiograph
 from olvf.runtime.results import Classification, InputFailure, StageTimes, StudyOutcome, StudyResult
@@ -148,6 +167,10 @@ class _Study:
     regions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     batch: np.ndarray | None = None
     crops_ms: float = 0.0
+    #: the intended-use checks so far; ``refused``: one failed, so the later stages leave this study alone
+    checks: list[Check] = field(default_factory=list)
+    refused: bool = False
+    checks_ms: float = 0.0
 
     @property
     def held_bytes(self) -> int:
@@ -186,6 +209,7 @@ class StudyPipeline:
     (default: the bundle's). ``limits``: what one input may cost to read.
     ``max_crops``: crops per ensemble call (default: CPU_MAX_CROPS on CPU, the
     graph's maximum elsewhere); the batch's crops go in as many calls as it takes.
+    ``gate``: the intended-use checks (default: the bundle's intended use, no override).
     """
 
     def __init__(
@@ -198,6 +222,7 @@ class StudyPipeline:
         operating_point: float | None = None,
         limits: ReadLimits = DEFAULT_LIMITS,
         max_crops: int | None = None,
+        gate: Gate | None = None,
     ) -> None:
         if runtime.runner is None:
             raise BundleError(
@@ -217,6 +242,9 @@ class StudyPipeline:
         if not 0.0 < self.operating_point < 1.0:
             raise ValueError(f"operating point must lie strictly between 0 and 1, got {self.operating_point}")
         self.cascade = runtime.detector is not None
+        self.gate = gate or Gate(runtime.manifest.intended_use)
+        detector = runtime.manifest.detector
+        self.named_levels = detector is not None and per_level_names(detector.names)
         self._fresh = runtime.classes.index("fresh")
         if max_crops is not None and max_crops < 1:
             raise ValueError(f"max_crops must be at least 1, got {max_crops}")
@@ -242,17 +270,30 @@ class StudyPipeline:
         if pending:
             yield from self._finish_batch(pending)
 
-    def run_batch(self, inputs: Sequence[StudyInput]) -> list[StudyOutcome]:
-        """These inputs as one batch, whatever their number: one detector call and one ensemble call for all."""
-        return list(self._finish_batch([self._admit(order, item) for order, item in enumerate(inputs)]))
+    def run_batch(
+        self, inputs: Sequence[StudyInput], *, refusals: Mapping[int, str] | None = None
+    ) -> list[StudyOutcome]:
+        """These inputs as one batch, whatever their number: one detector call and one ensemble call for all.
+
+        ``refusals``: input index -> why the caller (olvf-serve's screening rule) refuses it; such an input is
+        read, for its picture, and not assessed with that reason.
+        """
+        refusals = refusals or {}
+        admitted = [self._admit(order, item, refusals.get(order)) for order, item in enumerate(inputs)]
+        return list(self._finish_batch(admitted))
 
     # -- stages ------------------------------------------------------------------
-    def _admit(self, order: int, item: StudyInput) -> _Study | InputFailure:
+    def _admit(self, order: int, item: StudyInput, refusal: str | None = None) -> _Study | InputFailure:
         """Read one input and letterbox it for the detector; any failure is this input's."""
         label = source_label(item)
         try:
             study = self._read(order, item)
-            self._prepare_detection(study)
+            self._check(study, partial(check_header, study.radiograph.info, self.gate.intended_use))
+            if refusal is not None:  # no override can lift it: it is the caller's rule, not the gate's
+                study.checks.append(Check("site rule", False, refusal))
+                study.refused = True
+            if not study.refused:
+                self._prepare_detection(study)
         except Exception as exc:  # noqa: BLE001 - see failure(): an input's problem, or re-raised
             return failure(label, exc)
         return study
@@ -292,32 +333,55 @@ class StudyPipeline:
         geometry = self.geometry or geometry_from_orientation(radiograph.info.patient_orientation)
         return _Study(order, source_label(item), radiograph, (perf_counter() - started) * 1e3, geometry)
 
+    def _check(self, study: _Study, check: Check | Callable[[], Check]) -> None:
+        started = perf_counter()
+        if callable(check):
+            check = check()
+        study.checks_ms += (perf_counter() - started) * 1e3
+        study.checks.append(check)
+        study.refused = study.refused or self.gate.refuses(check)
+
     def _prepare_detection(self, study: _Study) -> None:
         if self.cascade:
             study.tensor, study.fitted = self.runtime.detector_input(study.radiograph.pixels)
 
     def _detect(self, studies: list[_Study], outcomes: dict[int, StudyOutcome]) -> float:
         """One detector call for the batch (a backend failure stops the run); its time, to be shared."""
-        if not studies:
+        running = [s for s in studies if not s.refused]
+        if not running:
             return 0.0
         started = perf_counter()
-        raw = self.runtime.run_detector(np.stack([s.tensor for s in studies if s.tensor is not None]))
+        raw = self.runtime.run_detector(np.stack([s.tensor for s in running if s.tensor is not None]))
         elapsed = (perf_counter() - started) * 1e3
-        for study, output in zip(studies, raw):
+        for study, output in zip(running, raw):
             assert study.fitted is not None
             study.tensor = None  # the letterboxed copy is not needed any more
             try:
                 study.detections = self.runtime.decode(output, study.fitted)
+                self._check(study, partial(self._anatomy, study.detections, study.radiograph))
             except Exception as exc:  # noqa: BLE001 - decoding one image's output is that image's
                 outcomes[study.order] = failure(study.source, exc)
         studies[:] = [s for s in studies if s.order not in outcomes]
         return elapsed
+
+    def _anatomy(self, detections: Detections, radiograph: Radiograph) -> Check:
+        return check_anatomy(
+            detections.boxes,
+            detections.levels,
+            rules=self.gate.intended_use.anatomy,
+            spacing_mm=radiograph.info.pixel_spacing_mm,
+            named_levels=self.named_levels,
+        )
 
     def _decode_and_crop(self, study: _Study) -> None:
         started = perf_counter()
         image = study.radiograph.pixels
         preprocess = self.runtime.preprocess
         assert preprocess is not None  # a pipeline needs classifiers
+        if study.refused:  # not detected, or not a column: nothing is classified
+            study.detections = empty_detections("not assessed: no vertebra is classified")
+            study.batch = np.zeros((0, *preprocess.input_shape), np.float32)
+            return
         if self.cascade:
             assert study.detections is not None
             study.regions = crop_regions(study.detections.boxes, self.runtime.manifest.crops)
@@ -326,6 +390,7 @@ class StudyPipeline:
             study.detections = whole_image(image)
             study.regions = np.rint(study.detections.boxes).astype(np.int64)
             crops = [image]
+            study.checks.append(Check(ANATOMY, None, f"not checked: {CROP_RULE}"))
         study.batch = preprocess(crops) if crops else np.zeros((0, *preprocess.input_shape), np.float32)
         study.crops_ms = (perf_counter() - started) * 1e3
 
@@ -366,7 +431,10 @@ class StudyPipeline:
                     ensemble=(ran - started) * 1e3 / share,
                     gradcam=(explained - ran) * 1e3 / share + (perf_counter() - region_started) * 1e3,
                     shared_by=share,
+                    applicability=study.checks_ms,
                 )
+                if not study.refused:
+                    self._check(study, partial(self._domain, classification))
                 outcome: StudyOutcome = self._result(
                     study.source,
                     study.radiograph,
@@ -376,6 +444,7 @@ class StudyPipeline:
                     cams,
                     timings,
                     study.geometry,
+                    study.checks,
                 )
             except Exception as exc:  # noqa: BLE001 - one study's result is that study's
                 outcome = failure(study.source, exc)
@@ -399,7 +468,25 @@ class StudyPipeline:
             regions = np.rint(detections.boxes).astype(np.int64)
         geometry = self.geometry or geometry_from_orientation(radiograph.info.patient_orientation)
         cams = analyse_cams(classification.cam, detections.boxes, regions, geometry)
-        return self._result(source, radiograph, detections, regions, classification, cams, timings, geometry)
+        started = perf_counter()
+        checks = [check_header(radiograph.info, self.gate.intended_use)]
+        if self.cascade:
+            checks.append(self._anatomy(detections, radiograph))
+        checks.append(self._domain(classification))
+        timings = dataclasses.replace(timings, applicability=(perf_counter() - started) * 1e3)
+        return self._result(source, radiograph, detections, regions, classification, cams, timings, geometry, checks)
+
+    def _domain(self, classification: Classification) -> Check:
+        """The study's crops against the bundle's domain, as its own networks see them."""
+        domain = self.runtime.domain
+        if domain is None:
+            return no_domain_record()
+        if not classification.features:
+            return Check("domain", None, "not checked: this backend gave no pooled features")
+        distances = domain.vertebra_distances(classification.features)
+        fitted = domain.spec.fitted_on
+        what = str(fitted.get("description") or fitted.get("what") or "the studies it was fitted on")
+        return check_domain(distances, domain.study_distance(distances), domain.threshold, what)
 
     def _result(
         self,
@@ -411,8 +498,19 @@ class StudyPipeline:
         cams: CamAnalysis,
         timings: StageTimes,
         geometry: RegionGeometry,
+        checks: Sequence[Check],
     ) -> StudyResult:
-        decision = mri_decision(detections.levels, classification.probabilities[:, self._fresh], self.operating_point)
+        applicability = self.gate.decide(checks)
+        if applicability.assessed:
+            fresh = classification.probabilities[:, self._fresh]
+            decision = mri_decision(detections.levels, fresh, self.operating_point)
+        else:  # withheld whole: no vertebra's class, map or probability leaves the pipeline
+            assert applicability.reason is not None
+            decision = not_assessed(applicability.reason, self.operating_point)
+            detections = empty_detections("not assessed: no vertebra is classified")
+            regions = np.zeros((0, 4), np.int64)
+            classification = self.runtime.empty_classification()
+            cams = analyse_cams(classification.cam, detections.boxes, regions, geometry)
         return StudyResult(
             source=source,
             radiograph=radiograph,
@@ -423,6 +521,7 @@ class StudyPipeline:
             geometry=geometry,
             decision=decision,
             timings=timings,
+            applicability=applicability,
             cascade=self.cascade,
         )
 

@@ -179,6 +179,10 @@ class RadiographInfo:
     bytes, so that results can say which content they came from.
     ``patient_orientation``: Patient Orientation (0020,0020), row and column
     direction (e.g. ``("P", "F")``), when the file has it.
+    ``sop_class_uid``, ``body_part_examined``, ``view_position`` and
+    ``image_type`` are the header's own words on what the image is, for the
+    intended-use check (:mod:`olvf.runtime.applicability`); None where the
+    file does not say (every non-DICOM image).
     """
 
     path: str
@@ -200,6 +204,10 @@ class RadiographInfo:
     notes: tuple[str, ...] = ()
     sha256: str | None = None
     patient_orientation: tuple[str, str] | None = None
+    sop_class_uid: str | None = None
+    body_part_examined: str | None = None
+    view_position: str | None = None
+    image_type: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -419,8 +427,22 @@ def _dicom_radiograph(
         transfer_syntax=printable(ts.name),
         notes=tuple(printable(note) for note in notes),
         patient_orientation=_orientation(header, notes),
+        sop_class_uid=header.text("SOPClassUID"),
+        body_part_examined=header.text("BodyPartExamined"),
+        view_position=header.text("ViewPosition"),
+        image_type=_image_type(header),
     )
     return Radiograph(_finish(pixels, path), info)
+
+
+def _image_type(header: DicomHeader) -> tuple[str, ...] | None:
+    """Image Type (0008,0008) as its values (ORIGINAL\\PRIMARY\\...), upper case; None where absent or empty."""
+    value = header.get("ImageType")
+    if value is None or value == "":
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    words = tuple(printable(str(v).strip().upper()) for v in values)
+    return words if any(words) else None
 
 
 def _gray_pipeline(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from olvf.errors import OlvfError
+from olvf.runtime.applicability import Applicability
 from olvf.runtime.cam_regions import CamAnalysis, RegionGeometry
 from olvf.runtime.decision import MriDecision
 from olvf.runtime.detection import Detections
@@ -28,7 +29,10 @@ class Classification:
 
     ``cams``/``cam`` are Grad-CAM maps at the crop's input resolution, float32
     in [0, 1], each min-max normalised per crop, for ``target`` (the
-    ensemble's predicted class unless another was asked for).
+    ensemble's predicted class unless another was asked for). ``features``:
+    each model's pooled features (N, K) float32, what the domain check
+    (:mod:`olvf.runtime.domain`) measures; empty for bundles whose graph
+    does not output them.
     """
 
     classes: tuple[str, ...]
@@ -37,6 +41,7 @@ class Classification:
     cams: dict[str, np.ndarray]
     cam: np.ndarray
     target: np.ndarray = field(repr=False)
+    features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -59,6 +64,7 @@ class Classification:
             cams={k: v[index] for k, v in self.cams.items()},
             cam=self.cam[index],
             target=self.target[index],
+            features={k: v[index] for k, v in self.features.items()},
         )
 
 
@@ -77,6 +83,8 @@ class StageTimes:
     ensemble: float
     gradcam: float
     shared_by: int = 1
+    #: the intended-use checks (header, anatomy, domain distance): the price of saying "not for me"
+    applicability: float = 0.0
 
     @property
     def classify(self) -> float:
@@ -90,6 +98,7 @@ class StageTimes:
             "crops": self.crops,
             "ensemble": self.ensemble,
             "gradcam": self.gradcam,
+            "applicability": self.applicability,
         }
 
 
@@ -104,7 +113,10 @@ class StudyResult:
     ``cam_regions`` says where each fused Grad-CAM map lies on its vertebra.
     ``decision`` is the study's MRI verdict at the operating point used.
     ``cascade`` is False for bundles without a detector, where the whole image
-    was one crop.
+    was one crop. ``applicability`` says whether the study is one the bundle
+    was made for; a study that is not (``assessed`` False) has no vertebrae,
+    no classification and no verdict here: what the detector found is kept in
+    the anatomy check's figures, for the record, never as a finding.
     """
 
     source: str
@@ -116,7 +128,12 @@ class StudyResult:
     geometry: RegionGeometry
     decision: MriDecision
     timings: StageTimes
+    applicability: Applicability
     cascade: bool = True
+
+    @property
+    def assessed(self) -> bool:
+        return self.applicability.assessed
 
     def __len__(self) -> int:
         return len(self.detections)

@@ -18,6 +18,7 @@ import numpy as np
 from olvf.errors import BundleError, InputError, OlvfError
 from olvf.runtime.bundle import Bundle, open_bundle
 from olvf.runtime.detection import Detections, Letterbox, letterbox, postprocess
+from olvf.runtime.domain import DomainModel, load_domain
 from olvf.runtime.gradcam import fuse_maps, grad_cam
 from olvf.runtime.manifest import CLASSIFIER_FLAGS, GraphSpec, Manifest
 from olvf.runtime.pipeline import ImageInput, StudyInput, StudyPipeline
@@ -28,6 +29,7 @@ from olvf.runtime.runners import Runner, runner_class
 from olvf.runtime.selection import GPU_DEVICES, Selection, auto_candidates, gpu_precision
 
 Target = None | int | str | Sequence[int | str] | np.ndarray
+_UNREAD = object()  # Runtime.domain before its statistics are read
 
 
 class Runtime:
@@ -52,6 +54,7 @@ class Runtime:
         self.precision = precision
         self.detector = detector
         self.detector_backend = detector_backend
+        self._domain: DomainModel | None | object = _UNREAD
         manifest = bundle.manifest
         self.preprocess = Preprocessor(manifest.preprocessing) if runner is not None else None
         #: how the backend was chosen, for reports (see :class:`Selection`)
@@ -67,6 +70,13 @@ class Runtime:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.manifest.classes
+
+    @property
+    def domain(self) -> DomainModel | None:
+        """The bundle's domain check (:mod:`olvf.runtime.domain`), read on first use; None when it has none."""
+        if self._domain is _UNREAD:
+            self._domain = load_domain(self.bundle)
+        return self._domain  # type: ignore[return-value]
 
     # -- the ensemble ----------------------------------------------------
     def run_ensemble(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -88,6 +98,9 @@ class Runtime:
             cams=cams,
             cam=fuse_maps(list(cams.values())),
             target=chosen,
+            features={
+                spec.name: outputs[spec.features_output] for spec in self.manifest.models if spec.features_output
+            },
         )
 
     def empty_classification(self) -> Classification:
@@ -102,6 +115,11 @@ class Runtime:
             cams={m: empty_maps for m in names},
             cam=empty_maps,
             target=np.zeros(0, np.int64),
+            features={
+                spec.name: np.zeros((0, spec.gradcam.feature_shape[0]), np.float32)
+                for spec in self.manifest.models
+                if spec.features_output
+            },
         )
 
     def classify(self, batch: np.ndarray, target: Target = None) -> Classification:
@@ -149,25 +167,33 @@ class Runtime:
         return [self.decode(raw[i], fitted) for i, (_, fitted) in enumerate(boxed)]
 
     # -- whole studies ---------------------------------------------------
-    def infer(self, path: str | Path) -> StudyResult:
-        """Read one radiograph (DICOM, PNG, JPEG, TIFF) and run the whole cascade on it."""
-        return self.infer_many([path])[0]
+    def infer(self, path: str | Path, *, outside_intended_use: bool = False) -> StudyResult:
+        """Read one radiograph (DICOM, PNG, JPEG, TIFF) and run the whole cascade on it.
 
-    def infer_many(self, paths: Sequence[str | Path]) -> list[StudyResult]:
+        A study the bundle was not made for comes back not assessed (``result.assessed`` False, no verdict);
+        ``outside_intended_use=True`` (research only) gives the verdict anyway, marked as such.
+        """
+        return self.infer_many([path], outside_intended_use=outside_intended_use)[0]
+
+    def infer_many(self, paths: Sequence[str | Path], *, outside_intended_use: bool = False) -> list[StudyResult]:
         """Several radiographs through the study pipeline (one detector and one ensemble call per batch).
 
         Raises the first input's error; use :class:`olvf.runtime.pipeline.StudyPipeline` to get every
         input's result or error.
         """
-        return self._studies([Path(p) for p in paths])
+        return self._studies([Path(p) for p in paths], outside_intended_use)
 
-    def analyse(self, images: Sequence[np.ndarray]) -> list[StudyResult]:
+    def analyse(self, images: Sequence[np.ndarray], *, outside_intended_use: bool = False) -> list[StudyResult]:
         """Gray images already in memory (display scale [0, 1]) through the study pipeline."""
-        return self._studies([ImageInput(f"image {i}", image) for i, image in enumerate(images)])
+        inputs = [ImageInput(f"image {i}", image) for i, image in enumerate(images)]
+        return self._studies(inputs, outside_intended_use)
 
-    def _studies(self, inputs: Sequence[StudyInput]) -> list[StudyResult]:
+    def _studies(self, inputs: Sequence[StudyInput], outside_intended_use: bool = False) -> list[StudyResult]:
+        from olvf.runtime.applicability import Gate
+
         results = []
-        for outcome in StudyPipeline(self).run(inputs):
+        gate = Gate(self.manifest.intended_use, override=outside_intended_use)
+        for outcome in StudyPipeline(self, gate=gate).run(inputs):
             if not isinstance(outcome, StudyResult):
                 raise outcome.error
             results.append(outcome)

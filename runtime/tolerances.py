@@ -19,6 +19,8 @@ class Tolerances:
     probabilities: float
     #: max abs difference of [0, 1]-normalised Grad-CAM maps
     cam: float
+    #: max abs difference of the pooled features (what the domain check measures), relative to the largest
+    features: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ CLASSIFIERS: dict[str, Tolerances] = {
     # on CPU; 2.7e-3 with the old untrained heads), maps by a few 1e-2, more where two regions of a map are
     # nearly tied for the peak. 3e-2 leaves room for a GPU's kernels; a wrong graph moves probabilities by
     # tenths. Whether FP16 changes decisions is olvf-validate's question, on a labelled set.
-    "fp16": Tolerances(probabilities=3e-2, cam=0.1),
+    # Pooled features: measured within 1.4e-3 of their largest on the demo (ONNX Runtime on CPU); 1e-2 leaves
+    # room for a GPU's kernels. Their effect on the domain check, measured there: study distances within 0.04.
+    "fp16": Tolerances(probabilities=3e-2, cam=0.1, features=1e-2),
 }
 
 DETECTORS: dict[str, DetectorTolerances] = {

@@ -208,6 +208,17 @@ def tiny_int8_bundle(tmp_path_factory, tiny_bundle: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory) -> Path:
+    """``olvf-export --demo`` through the CLI, once per session (about a minute on two cores)."""
+    from olvf.export.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "bundle"
+    # With the FP16 graph too: its export gate runs on the trained demo heads, and the FP16 route is tested.
+    assert main(["--demo", "--precision", "fp16", "--out", str(out)]) == 0
+    return out
+
+
 def import_openvino_or_skip():
     """OpenVINO imported as olvf imports it (without its telemetry), or the test module skipped."""
     from olvf.runtime.runners.openvino import import_openvino

@@ -20,7 +20,8 @@ def test_quick_benchmark_writes_a_complete_report(cascade_bundle: Path, tmp_path
     for name in expected:
         figures = report["variants"][name]
         assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
-        assert set(figures["stages"]) == {"read", "detect", "crops", "ensemble", "gradcam", "write"}
+        assert set(figures["stages"]) == {"read", "detect", "crops", "ensemble", "gradcam", "applicability", "write"}
+        assert 0 <= figures["applicability_share"] < 1
         assert figures["ratio_to_floor"] > 0 and figures["speedup_vs_naive"] > 0
     assert report["variants"]["naive"]["speedup_vs_naive"] == 1.0
     # OpenVINO joins where installed, each variant against its own precision's ceiling, measured in the same run.
@@ -62,5 +63,6 @@ def test_engines_of_this_machine_join_the_benchmark(cascade_bundle: Path, tmp_pa
         "crops",
         "ensemble",
         "gradcam",
+        "applicability",
         "write",
     }

@@ -37,16 +37,6 @@ MIN_IOU = 0.5
 ENDPLATE_OR_WALL = {"upper_endplate", "lower_endplate", "anterior", "posterior"}
 
 
-@pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory) -> Path:
-    from olvf.export.cli import main
-
-    out = tmp_path_factory.mktemp("demo") / "bundle"
-    # With the FP16 graph too: its export gate runs on the trained demo heads, and the FP16 route is tested below.
-    assert main(["--demo", "--precision", "fp16", "--out", str(out)]) == 0
-    return out
-
-
 @pytest.fixture(scope="module")
 def demo_runtime(demo_bundle):
     with olvf.load(demo_bundle) as rt:

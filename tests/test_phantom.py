@@ -293,7 +293,7 @@ def check_dicom(path: Path, p: Phantom, photometric: str) -> pydicom.Dataset:
         assert ds[keyword].value == value, keyword
     assert ds.file_meta.MediaStorageSOPClassUID == DX_FOR_PRESENTATION
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-    assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+    assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY"]  # as a modality writes it: the gate's input
     assert list(map(float, ds.ImagerPixelSpacing)) == spacing and list(map(float, ds.PixelSpacing)) == spacing
     assert "SYNTHETIC" in ds.SeriesDescription.upper() and "PHANTOM" in ds.SeriesDescription.upper()
     assert ds.PatientBirthDate == "" and ds.StudyDate == ""

@@ -94,8 +94,18 @@ class ScreeningRule:
     (0018,0015) and View Position (0018,5101), when the image states them,
     must be among ``body_parts`` and ``views``; many X-ray units leave them
     empty, so an image without them is screened unless ``require_body_part``
-    / ``require_view`` say otherwise. Everything else is acknowledged to the
-    sender and set aside with the reason.
+    / ``require_view`` say otherwise. Everything screened then meets the
+    bundle's intended-use gate in the pipeline (header, anatomy, domain).
+
+    An image this rule skips, or the gate refuses, is **not assessed**: with
+    ``not_assessed_results`` (the default) the node sends the PACS a Secondary
+    Capture and an SR that say so and hold no findings, so that a physician
+    waiting for a result does not read silence as "no fracture"; without it,
+    such an image is acknowledged to the sender and set aside with the reason
+    (state ``ignored``), and nothing is sent. A PACS that forwards whole CT or
+    MR series to the node would get one such result per image: route only the
+    radiographs to it. There is no setting that gives findings outside the
+    intended use.
     """
 
     modalities: tuple[str, ...] = ("CR", "DX")
@@ -104,6 +114,7 @@ class ScreeningRule:
     views: tuple[str, ...] = ("LL", "RL", "LATERAL")  # PS3.3 C.8.11.5 ViewPosition: left / right lateral
     require_body_part: bool = False
     require_view: bool = False
+    not_assessed_results: bool = True
 
     def reason_to_skip(self, modality: str, body_part: str, view: str) -> str | None:
         """None when the image is to be screened, else why not (no patient data: only these coded values)."""
@@ -171,7 +182,7 @@ def auto_batch(device: str) -> tuple[int, str]:
 # Keys of the config file; each is also a flag (--send-to for send_to, ...).
 _TOP = {"bundle", "spool", "send_to", "ae_title", "host", "port", "allow", "allow_any", "batch", "backend", "device"}
 _SECTIONS = {
-    "screen": {"modalities", "body_parts", "views", "require_body_part", "require_view"},
+    "screen": {"modalities", "body_parts", "views", "require_body_part", "require_view", "not_assessed_results"},
     "retry": {"first_delay_s", "max_delay_s", "max_attempts"},
 }
 
@@ -245,7 +256,9 @@ def build_config(settings: Mapping[str, Any], *, base: Path | None = None) -> No
     given: dict[str, Any] = {
         k: _upper(_strings(screen[k], f"screen.{k}")) for k in ("modalities", "body_parts", "views") if k in screen
     }
-    given.update({k: bool(screen[k]) for k in ("require_body_part", "require_view") if k in screen})
+    given.update(
+        {k: bool(screen[k]) for k in ("require_body_part", "require_view", "not_assessed_results") if k in screen}
+    )
     rule = ScreeningRule(**given)
     retry_settings = dict(settings.get("retry") or {})
     retry = RetryPolicy(

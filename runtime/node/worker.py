@@ -6,8 +6,10 @@ while the previous batch ran go together, through one detector call and
 one ensemble call (:meth:`StudyPipeline.run_batch`), on the bundle loaded
 once at start. Per instance:
 
-- the header does not fit the screening rule: acknowledged already, set
-  aside as ``ignored`` with the reason;
+- the header does not fit the screening rule, or the intended-use gate
+  refuses the study: a "not assessed" Secondary Capture and SR (no findings)
+  are sent, or with ``not_assessed_results = false`` the instance is set
+  aside as ``ignored`` with the reason (a rule's skip) and nothing is sent;
 - the header or pixels cannot be used (a corrupt file): ``failed``, the
   file kept in ``failed/`` with the reason;
 - screened: the Secondary Capture and the SR (the DICOM results writers,
@@ -50,6 +52,8 @@ class Waiting:
     path: Path
     received_at: float
     source: Any  # DicomSource
+    #: the node's screening rule skipped it: analysed no further, answered "not assessed" with this reason
+    skipped: str | None = None
 
 
 class Worker:
@@ -130,6 +134,8 @@ class Worker:
             str(header.get("BodyPartExamined") or ""),
             str(header.get("ViewPosition") or ""),
         )
+        if reason is not None and self.config.rule.not_assessed_results:
+            return Waiting(key, path, received_at, source, skipped=f"this node's screening rule: {reason}")
         if reason is not None:
             self.spool.record(
                 key,
@@ -147,7 +153,8 @@ class Worker:
     def _screen(self, batch: list[Waiting]) -> None:
         started = time.time()
         try:
-            outcomes = self.pipeline.run_batch([str(item.path) for item in batch])
+            refusals = {i: item.skipped for i, item in enumerate(batch) if item.skipped is not None}
+            outcomes = self.pipeline.run_batch([str(item.path) for item in batch], refusals=refusals)
         except OlvfError:
             raise
         except Exception as exc:  # a bug: isolate it to the study that causes it rather than stall the queue
@@ -183,15 +190,19 @@ class Worker:
             "screened_at": screened_at,
             "study": uid_hash(item.source.study_instance_uid),
             "vertebrae": len(study),
+            "assessed": study.assessed,
+            "not_assessed": None if study.assessed else study.applicability.reason,
             "mri_recommended": study.decision.recommended,
             "batch": batch_size,
         }
         self.spool.put_results(item.key, {SC_FILE: sc, SR_FILE: sr}, summary)
         self.spool.record(item.key, state="waiting-to-send", reason=None, **summary)
+        # the reason names header values and rules, never patient data (see applicability)
+        what = f"{len(study)} vertebrae" if study.assessed else f"not assessed ({study.applicability.reason})"
         self.log.study(
             item.key,
             "screened",
-            f"study {summary['study']}, {len(study)} vertebrae, batch of {batch_size}, "
+            f"study {summary['study']}, {what}, batch of {batch_size}, "
             f"{screened_at - item.received_at:.2f} s after receipt",
         )
         self.on_results()

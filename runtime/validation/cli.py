@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute the study's per-vertebra table (accuracy, sensitivity, specificity, AUC with 95% "
         "bootstrap intervals; detection mAP; the MRI operating point) for a bundle on a labelled set, and gate "
         "faster routes against the first.",
+        epilog="Studies outside the bundle's intended use (its header, the detected column or the bundle's domain "
+        "say the film is not one the bundle was made for) are not assessed: they are left out of the figures and "
+        "counted in the not-assessed rate, which the table reports and the gate compares between routes.",
     )
     parser.add_argument("set", nargs="?", type=Path, metavar="SET", help="labels.csv, or the folder holding it")
     parser.add_argument("--bundle", type=Path, default=Path("engines"), help="bundle folder (default engines/)")
@@ -118,6 +121,12 @@ def _headline(name: str, result: ValidationResult, run: RouteRun) -> list[str]:
             f"  {title:20s} accuracy {fmt(task.accuracy)}  sensitivity {fmt(task.sensitivity)}  "
             f"specificity {fmt(task.specificity)}  AUC {fmt(task.auc)}"
         )
+    if result.studies_offered:
+        rate = result.not_assessed_rate or 0.0
+        line = f"  not assessed         {len(result.not_assessed)} of {result.studies_offered} studies ({rate:.1%})"
+        if result.not_assessed:
+            line += f", e.g. {result.not_assessed[0][1][:160]}"
+        lines.append(line + "; the figures above are of the assessed studies")
     if result.detection is not None:
         d = result.detection.to_dict()
         lines.append(f"  detection            mAP50 {_value(d.get('map50'))}  mAP50-95 {_value(d.get('map50_95'))}")

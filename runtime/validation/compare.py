@@ -240,6 +240,13 @@ def compare_pair(
         figures.append(_figure_change(key, ours.get(key), theirs.get(key), ref.replicates, other.replicates))
     n = len(ref.vertebrae)
     reasons = []
+    ref_out, route_out = {k for k, _ in ref.not_assessed}, {k for k, _ in other.not_assessed}
+    if ref_out != route_out:
+        differ = sorted(ref_out ^ route_out)
+        reasons.append(
+            f"{len(differ)} studies assessed by one route only ({', '.join(differ[:3])}): the route changes which "
+            "films get a verdict"
+        )
     if class_agreed / n < limits.min_agreement:
         reasons.append(
             f"class agreement {class_agreed / n:.4f} ({n - class_agreed} of {n} vertebrae changed) "

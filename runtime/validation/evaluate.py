@@ -129,6 +129,14 @@ class ValidationResult:
     vertebrae: tuple[VertebraOutcome, ...]
     studies: tuple[StudyDecision, ...]
     replicates: Mapping[str, np.ndarray] = field(repr=False)
+    #: studies of the set given (0: not counted, as when evaluate is called directly), and those the route did
+    #: not assess, with the reason: they are not in the figures above
+    studies_offered: int = 0
+    not_assessed: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def not_assessed_rate(self) -> float | None:
+        return len(self.not_assessed) / self.studies_offered if self.studies_offered else None
 
     @property
     def missed(self) -> tuple[VertebraOutcome, ...]:
@@ -165,6 +173,13 @@ class ValidationResult:
                 "by_class": dict(zip(self.confusion.classes, self.confusion.missed)),
             },
             "failed_studies": [{"study": s.key, "error": s.error} for s in self.failed],
+            "not_assessed": {
+                "count": len(self.not_assessed),
+                "of": self.studies_offered,
+                "rate": self.not_assessed_rate,
+                "note": "studies without a verdict (outside the bundle's intended use): not in the figures",
+                "studies": [{"study": key, "reason": reason} for key, reason in self.not_assessed],
+            },
             "studies": [s.to_dict() for s in self.studies],
             "vertebrae": [v.to_dict() for v in self.vertebrae],
         }
@@ -184,6 +199,8 @@ class ValidationResult:
             out["detection.map50"] = self.detection.map50
             out["detection.map50_95"] = self.detection.map50_95
             out["detection.levels_named_right"] = self.detection.levels_named_right
+        if self.studies_offered:
+            out["applicability.not_assessed_rate"] = Figure(self.not_assessed_rate)
         if self.suggested_operating_point is not None and self.suggested_operating_point.threshold is not None:
             out["operating_point.sensitivity"] = self.suggested_operating_point.sensitivity
             out["operating_point.specificity"] = self.suggested_operating_point.specificity

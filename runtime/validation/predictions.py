@@ -73,17 +73,19 @@ class StudyPrediction:
     """A route's result for one labelled study, under the study's key (:attr:`LabelledStudy.key`).
 
     ``error`` is the one-line reason a study could not be read or run (its labelled vertebrae then all count as
-    missed, and the study is listed); ``vertebrae`` is then empty.
+    missed, and the study is listed); ``vertebrae`` is then empty. ``not_assessed`` is the reason the
+    intended-use gate gave no verdict (the study is left out of the figures and counted in the not-assessed rate).
     """
 
     key: str
     vertebrae: tuple[PredictedVertebra, ...] = ()
     error: str | None = None
+    not_assessed: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vertebrae", tuple(self.vertebrae))
-        if self.error is not None and self.vertebrae:
-            raise ValueError(f"study {self.key}: a failed study has no vertebrae")
+        if (self.error is not None or self.not_assessed is not None) and self.vertebrae:
+            raise ValueError(f"study {self.key}: a failed or not assessed study has no vertebrae")
 
     @classmethod
     def failed(cls, key: str, error: str) -> StudyPrediction:

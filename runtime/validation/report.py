@@ -191,6 +191,15 @@ def _route_section(name: str, r: ValidationResult, slug: str) -> list[str]:
         f"Vertebrae missed (any study): {len(r.missed)} of {len(r.vertebrae)}; failed studies: {len(r.failed)}.",
         "",
     ]
+    if r.studies_offered:
+        out += [
+            f"Not assessed (no verdict: outside the bundle's intended use): {len(r.not_assessed)} of "
+            f"{r.studies_offered} studies ({(r.not_assessed_rate or 0.0):.1%}); the figures above are of the studies "
+            "every route assessed.",
+            "",
+        ]
+        if r.not_assessed:
+            out += _table(["study", "reason"], [[k, why] for k, why in r.not_assessed[:LIST_LIMIT]]) + [""]
     out += ["### Operating point", ""]
     out += [f"The MRI decision above uses p(fresh) >= {r.operating_point:g}.", ""]
     op = r.suggested_operating_point

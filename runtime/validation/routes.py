@@ -9,6 +9,7 @@ deployed bundle does, not a re-implementation of it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ def prediction(key: str, outcome: StudyResult | InputFailure) -> StudyPrediction
     """What validation needs of one study result: per vertebra its level, box, detector score, probabilities."""
     if isinstance(outcome, InputFailure):
         return StudyPrediction.failed(key, str(outcome.error))
+    if not outcome.assessed:
+        return StudyPrediction(key, (), not_assessed=outcome.applicability.reason or "not assessed")
     classes = outcome.classification.classes
     detections = outcome.detections
     vertebrae = []
@@ -201,16 +204,29 @@ def validate_routes(
     results: dict[str, ValidationResult] = {}
     for route in routes:
         progress(f"route {route.label}: {len(labelled.studies)} studies through the pipeline")
-        run_ = run_route(bundle, labelled, route, batch=batch, progress=progress)
-        runs[route.label] = run_
-        results[route.label] = evaluate(
-            labelled,
-            run_.predictions,
+        runs[route.label] = run_route(bundle, labelled, route, batch=batch, progress=progress)
+    # The figures are the assessed studies' (a study without a verdict has no class to score); a study any route
+    # left unassessed is left out of every route's figures, so that all are scored on the same studies, and each
+    # route reports its own not-assessed studies and rate beside them.
+    excluded = {key for run_ in runs.values() for key, p in run_.predictions.items() if p.not_assessed is not None}
+    assessed = LabelledSet(labelled.source, tuple(s for s in labelled.studies if s.key not in excluded))
+    if not assessed.studies:
+        first = next(p.not_assessed for r in runs.values() for p in r.predictions.values() if p.not_assessed)
+        raise UsageError(
+            f"none of the {len(labelled.studies)} studies of {labelled.source} was assessed: the set lies outside "
+            f"the bundle's intended use (first reason: {first}); validate on the films the bundle is for"
+        )
+    for name, run_ in runs.items():
+        result = evaluate(
+            assessed,
+            {key: p for key, p in run_.predictions.items() if key not in excluded},
             operating_point=run_.operating_point,
             target_sensitivity=target_sensitivity,
             bootstrap=bootstrap,
             seed=seed,
         )
+        refused = tuple((key, p.not_assessed) for key, p in run_.predictions.items() if p.not_assessed is not None)
+        results[name] = dataclasses.replace(result, studies_offered=len(labelled.studies), not_assessed=refused)
     comparison = compare_routes(results, reference=names[0], limits=limits) if len(routes) > 1 else None
     context = {
         "olvf": olvf.__version__,

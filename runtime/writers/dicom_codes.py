@@ -88,6 +88,9 @@ MRI_RECOMMENDED = _private("MRI-RECOMMENDED", "MRI recommended to tell fresh fro
 MRI_REASON = _private("MRI-REASON", "Reason for the MRI recommendation")
 OPERATING_POINT = _private("FRESH-OP-POINT", "Fresh fracture probability operating point")
 DEMO_WARNING = _private("DEMO-WARNING", "Demonstration model warning")
+#: the value of MRI-RECOMMENDED for a study olvf did not assess (never NO: "not assessed" is no negative finding)
+NOT_ASSESSED = _private("NOT-ASSESSED", "Not assessed: outside the intended use of the algorithm")
+OUTSIDE_INTENDED_USE = _private("OUTSIDE-INTENDED-USE", "Result given outside the intended use (research override)")
 
 PRIVATE_CODES: tuple[Code, ...] = (
     CLASS_NAME,
@@ -100,4 +103,6 @@ PRIVATE_CODES: tuple[Code, ...] = (
     MRI_REASON,
     OPERATING_POINT,
     DEMO_WARNING,
+    NOT_ASSESSED,
+    OUTSIDE_INTENDED_USE,
 )

@@ -45,10 +45,14 @@ MAX_LO = 64  # characters in a Long String such as Series Description
 def series_description(kind: str, findings: StudyFindings) -> str:
     """``DEMO - olvf overlay, bundle 1a2b3c4d, p(fresh) >= 0.50``: DEMO first, where no truncation hides it."""
     prefix = DEMO_PREFIX if findings.demo else ""
-    text = (
-        f"{prefix}olvf {kind}, bundle {findings.algorithm.bundle_sha256[:8]}, "
-        f"p(fresh) >= {findings.operating_point:.2f}"
-    )
+    if findings.mri_recommended is None:
+        prefix += "NOT ASSESSED - "
+    elif findings.outside_intended_use:
+        prefix += "OUTSIDE USE - "
+    text = f"{prefix}olvf {kind}, bundle {findings.algorithm.bundle_sha256[:8]}"
+    point = f", p(fresh) >= {findings.operating_point:.2f}"
+    if len(text + point) <= MAX_LO:  # the threshold goes where it fits: the prefixes must never be cut
+        text += point
     if len(text) > MAX_LO:
         raise ValueError(f"series description longer than {MAX_LO} characters: {text!r}")
     return text
@@ -144,6 +148,13 @@ def build_secondary_capture(source: DicomSource, overlay_rgb: np.ndarray, findin
         sc.DerivationCodeSequence = [CodedConcept.from_code(codes.SPATIAL_RESAMPLING)]
     if photometric == "MONOCHROME2":
         sc.WindowCenter, sc.WindowWidth = 128, 256  # PS3.3 C.11.2.1.2: maps 0..255 onto the full range, as drawn
+    comments = []
+    if findings.mri_recommended is None:
+        comments.append(f"NOT ASSESSED, no findings: {findings.mri_reason}")
+    elif findings.outside_intended_use:
+        comments.append(f"OUTSIDE INTENDED USE (research override): {findings.outside_intended_use}")
     if findings.demo:
-        sc.ImageComments = DEMO_TEXT
+        comments.append(DEMO_TEXT)
+    if comments:
+        sc.ImageComments = "; ".join(comments)[:10240]  # LT holds 10240 characters
     return sc

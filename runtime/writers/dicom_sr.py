@@ -111,18 +111,24 @@ def _study_group(source: DicomSource, findings: StudyFindings) -> MeasurementsAn
         finding_sites=[FindingSite(codes.LUMBAR_SPINE)],
         algorithm_id=_algorithm(findings),
         measurements=[_number(codes.OPERATING_POINT, findings.operating_point)],
-        qualitative_evaluations=[
-            QualitativeEvaluation(codes.MRI_RECOMMENDED, codes.YES if findings.mri_recommended else codes.NO)
-        ],
+        qualitative_evaluations=[QualitativeEvaluation(codes.MRI_RECOMMENDED, _mri_value(findings))],
         source_images=[
             SourceImageForMeasurementGroup(source.sop_class_uid, source.sop_instance_uid, **_frames(source))
         ],
     )
     # TID 1501 allows TEXT qualitative evaluations; highdicom's constructor builds only CODE ones.
     group[0].ContentSequence.append(_text(codes.MRI_REASON, findings.mri_reason))
+    if findings.outside_intended_use:
+        group[0].ContentSequence.append(_text(codes.OUTSIDE_INTENDED_USE, findings.outside_intended_use))
     if findings.demo:
         group[0].ContentSequence.append(_text(codes.DEMO_WARNING, DEMO_TEXT))
     return group
+
+
+def _mri_value(findings: StudyFindings) -> Code:
+    if findings.mri_recommended is None:
+        return codes.NOT_ASSESSED
+    return codes.YES if findings.mri_recommended else codes.NO
 
 
 def _frames(source: DicomSource) -> dict[str, list[int]]:

@@ -29,6 +29,7 @@ def study_findings(study: StudyResult, context: ReportContext) -> StudyFindings:
         ),
         mri_recommended=study.decision.recommended,
         mri_reason=study.decision.reason,
+        outside_intended_use=study.applicability.reason if study.applicability.overridden else None,
         operating_point=study.decision.operating_point,
         demo=context.demo,
         algorithm=Algorithm(

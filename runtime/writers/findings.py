@@ -104,14 +104,18 @@ class StudyFindings:
     ``mri_recommended``; ``mri_reason`` is the one line olvf prints for it
     (levels and probabilities only, never patient data). ``demo``: the bundle
     has random classifier weights, and every object written says so.
+    ``mri_recommended`` None: the study was not assessed (``mri_reason`` says
+    why) and there are no vertebrae. ``outside_intended_use``: the research
+    override gave findings for a study that failed a check (its reason).
     """
 
     vertebrae: tuple[VertebraFinding, ...]
-    mri_recommended: bool
+    mri_recommended: bool | None
     mri_reason: str
     operating_point: float
     demo: bool
     algorithm: Algorithm
+    outside_intended_use: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vertebrae", tuple(self.vertebrae))
@@ -124,3 +128,5 @@ class StudyFindings:
         object.__setattr__(self, "operating_point", _unit(self.operating_point, "operating_point"))
         if not self.mri_reason.strip():
             raise ValueError("mri_reason must say why")
+        if self.mri_recommended is None and self.vertebrae:
+            raise ValueError("a study that was not assessed has no vertebra findings")

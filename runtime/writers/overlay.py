@@ -277,8 +277,13 @@ def study_marks(study: StudyResult) -> list[Mark]:
 def render_study(study: StudyResult, demo_warning: str | None) -> tuple[np.ndarray, Layout, list[Mark]]:
     """The study's overlay (BGR uint8), its layout and the marks drawn on it."""
     marks = study_marks(study)
+    from olvf.runtime.writers.report import verdict_line  # the report module draws on this one's names
+
     image, layout = render_overlay(
-        study.radiograph.pixels, marks, decision=study.decision.line, demo_warning=demo_warning
+        study.radiograph.pixels,
+        marks,
+        decision=verdict_line(study, demo_warning is not None),
+        demo_warning=demo_warning,
     )
     return image, layout, marks
 

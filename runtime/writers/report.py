@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 SCHEMA = "olvf-report/1"
 DEMO_WARNING = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
+DEMO_MARK = "DEMO, not for diagnosis"
 CROP_MODE_NOTE = "the bundle has no detector: each image was classified as one vertebral-body crop"
 
 
@@ -33,6 +34,8 @@ class ReportContext:
     backend: dict[str, Any]
     classes: tuple[str, ...]
     demo: bool
+    #: the images the bundle is for, in words (its manifest's intended use)
+    intended_use: str = ""
 
 
 def report_context(rt: Runtime, bundle_label: str) -> ReportContext:
@@ -66,7 +69,32 @@ def report_context(rt: Runtime, bundle_label: str) -> ReportContext:
         },
         classes=rt.classes,
         demo=manifest.demo,
+        intended_use=manifest.intended_use.description,
     )
+
+
+def verdict_line(study: StudyResult, demo: bool) -> str:
+    """The study's verdict in one line, as the summary, the overlay and the DICOM objects all say it: marked DEMO
+    for a demo bundle and OUTSIDE INTENDED USE where the research override gave it, on the line itself."""
+    line = study.decision.line
+    applicability = study.applicability
+    if applicability.overridden:
+        line = f"{applicability.line} | {line}"
+    if demo and study.decision.assessed:
+        line = f"{DEMO_MARK} | {line}"
+    return line
+
+
+def verdict_note(study: StudyResult, demo: bool) -> str | None:
+    """What an integration must read beside ``mri_recommended``: why there is none, or why it is no diagnosis."""
+    notes = []
+    if not study.assessed:
+        notes.append(f"not assessed: {study.applicability.reason}; null is no verdict, not a negative one")
+    elif study.applicability.overridden:
+        notes.append(f"OUTSIDE INTENDED USE (research override): {study.applicability.reason}")
+    if demo and study.assessed:
+        notes.append(DEMO_WARNING)
+    return "; ".join(notes) or None
 
 
 def _probabilities(classes: Sequence[str], row: np.ndarray) -> dict[str, float]:
@@ -155,7 +183,10 @@ def build_report(
                 "sha256": info.get("sha256"),
             },
             "mode": "cascade" if study.cascade else "crop",
+            # false only after an assessment; null when the study was not assessed (never read it as "no fracture")
+            "assessed": study.assessed,
             "mri_recommended": decision["mri_recommended"],
+            "mri_note": verdict_note(study, context.demo),
             "mri_reason": decision["reason"],
             "mri_levels": decision["levels"],
             "max_fresh": decision["max_fresh"],
@@ -168,6 +199,7 @@ def build_report(
                 "level_rule": study.detections.level_rule,
                 "notes": list(study.detections.notes) if study.cascade else [CROP_MODE_NOTE],
             },
+            "applicability": study.applicability.to_dict(),
             "gradcam_regions": study.geometry.to_dict(),
             "vertebrae": vertebra_reports(study, context.classes),
             "overlay": dict(overlay),
@@ -182,9 +214,12 @@ def build_report(
 # --- for people -----------------------------------------------------------------
 
 
-def summary_lines(study: StudyResult, name: str, folder: str) -> list[str]:
+def summary_lines(study: StudyResult, name: str, folder: str, *, demo: bool = False) -> list[str]:
     """A short table of one study for the terminal; only the file name, never patient data."""
     lines = [f"{name}  ->  {folder}/overlay.png"]
+    if not study.assessed:
+        lines.append(f"  {verdict_line(study, demo)}")
+        return lines
     if not study.cascade:
         lines.append(f"  ({CROP_MODE_NOTE})")
     classes = study.classification.classes
@@ -200,5 +235,5 @@ def summary_lines(study: StudyResult, name: str, folder: str) -> list[str]:
             )
     else:
         lines.append(f"  no vertebral body found ({study.detections.level_rule})")
-    lines.append(f"  {study.decision.line}")
+    lines.append(f"  {verdict_line(study, demo)}")
     return lines

@@ -44,6 +44,7 @@ from olvf.runtime.writers.report import (
     build_report,
     heatmap_caption,
     heatmap_name,
+    verdict_line,
 )
 from olvf.text import printable
 
@@ -167,7 +168,10 @@ def _files(
     with ThreadPoolExecutor(max_workers=max(1, min(usable_cores() - 1, len(marks)))) as pool:
         heatmaps = [pool.submit(heatmap, i) for i in range(len(marks))]
         overlay, layout = render_overlay(
-            pixels, marks, decision=study.decision.line, demo_warning=DEMO_WARNING if context.demo else None
+            pixels,
+            marks,
+            decision=verdict_line(study, context.demo),
+            demo_warning=DEMO_WARNING if context.demo else None,
         )
         images = {OVERLAY: encode_png(overlay)}
         images.update({heatmap_name(level): f.result() for level, f in zip(study.detections.levels, heatmaps)})

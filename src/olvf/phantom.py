@@ -1140,7 +1140,10 @@ def dicom_dataset(phantom: Phantom, *, monochrome1: bool = False) -> Any:
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
+    # What a DX modality writes for the image it acquired: the phantom stands in for one, so that it meets the
+    # intended-use gate as a patient's film would (olvf refuses DERIVED and SECONDARY images, its own SC among
+    # them). It says it is synthetic in Manufacturer and Series Description, which the gate never trusts.
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     ds.BodyPartExamined = "LSPINE"

@@ -235,7 +235,7 @@ def test_summary_for_people(cascade_bundle: Path, films: Path, tmp_path: Path) -
     backend = next(line for line in lines if line.startswith("backend "))
     why = r"(auto: TensorRT: .+|--backend auto: first choice)"
     assert re.fullmatch(rf"backend \w+ on [\w:]+ \(fp(32|16); {why}\)", backend)
-    assert lines[-1] == "1 study: 1 ok, 0 failed"
+    assert lines[-1] == "1 study: 1 assessed, 0 not assessed (no verdict), 0 failed"
 
 
 def test_existing_results_are_kept_without_force_and_replaced_with_it(cascade_bundle, films, tmp_path) -> None:
@@ -246,7 +246,7 @@ def test_existing_results_are_kept_without_force_and_replaced_with_it(cascade_bu
     assert code == 8
     assert len(err.splitlines()) == 1 and "m2.dcm" in err and "--force" in err and "Traceback" not in err
     assert (tmp_path / "m2" / "mine.txt").exists() and (tmp_path / "m1" / "report.json").exists()
-    assert out.splitlines()[-1] == "2 studies: 1 ok, 1 failed"
+    assert out.splitlines()[-1] == "2 studies: 1 assessed, 0 not assessed (no verdict), 1 failed"
     assert run_cli([*args, "--force", str(films / "m2.dcm")])[0] == 0
     assert not (tmp_path / "m2" / "mine.txt").exists() and (tmp_path / "m2" / "report.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
@@ -285,7 +285,7 @@ def test_bad_files_in_a_batch_get_one_line_each_and_do_not_stop_the_good_one(cas
         bad, lines, ("empty (0 bytes)", "neither DICOM nor", "no pixel data", "no such file; check the path")
     ):
         assert line.startswith("olvf-infer: error: ") and path.name in line and fix in line, line
-    assert out.splitlines()[-1] == "5 studies: 1 ok, 4 failed"
+    assert out.splitlines()[-1] == "5 studies: 1 assessed, 0 not assessed (no verdict), 4 failed"
     assert sorted(p.name for p in out_dir.iterdir()) == ["m2"]
 
 
@@ -336,7 +336,7 @@ def test_two_bad_inputs_of_ten_cost_only_themselves_whatever_the_batch(cascade_b
     named = [line for line in err.splitlines() if line.startswith("olvf-infer: error: ")]
     assert len(named) == 2 and "s2.dcm" in named[0] and "s7.dcm" in named[1]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"s{i}" for i in range(10) if i not in (2, 7))
-    assert stdout.splitlines()[-1] == "10 studies: 8 ok, 2 failed"
+    assert stdout.splitlines()[-1] == "10 studies: 8 assessed, 0 not assessed (no verdict), 2 failed"
 
 
 class FailingRunner:
@@ -381,14 +381,18 @@ def test_a_backend_failure_mid_run_stops_once_and_blames_no_input(cascade_bundle
     assert sorted(p.name for p in out.iterdir()) == ["m1", "m2"], "the first batch's studies were written"
 
 
-def test_a_film_without_vertebrae_is_a_valid_result_that_needs_a_reader(cascade_bundle, films, tmp_path, monkeypatch):
+def test_a_film_without_vertebrae_is_not_assessed_and_needs_a_reader(cascade_bundle, films, tmp_path, monkeypatch):
+    """No vertebral body is no evidence of no fracture: no verdict (null, never false), exit 9, the reason said."""
     from olvf.runtime.session import Runtime
 
     monkeypatch.setattr(Runtime, "decode", lambda self, raw, fitted: empty_detections("order: 0 bodies found"))
     code, out, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(tmp_path), str(films / "m2.dcm")])
-    assert code == 0 and err == "" and "no vertebral body found" in out and "needs a reader" in out
+    assert code == 9 and err == "" and "needs a reader" in out
+    assert "NOT ASSESSED, no verdict: no vertebral body found" in out
+    assert out.splitlines()[-1] == "1 study: 0 assessed, 1 not assessed (no verdict), 0 failed"
     report = json.loads((tmp_path / "m2" / "report.json").read_text())
-    assert report["vertebrae"] == [] and report["mri_recommended"] is False and report["max_fresh"] is None
+    assert report["vertebrae"] == [] and report["mri_recommended"] is None and report["max_fresh"] is None
+    assert report["assessed"] is False and report["applicability"]["checks"][1]["check"] == "anatomy"
     assert {p.name for p in (tmp_path / "m2").iterdir()} == {"report.json", "overlay.png"}
 
 
@@ -434,7 +438,7 @@ def test_a_folder_argument_runs_every_radiograph_in_it(cascade_bundle, films, tm
     out_dir = folder / "olvf-out"  # inside the input folder: must not be read back on the second run
     for force in ([], ["--force"]):
         code, stdout, _ = run_cli(["--bundle", str(cascade_bundle), "--out", str(out_dir), *force, str(folder)])
-        assert code == 0 and stdout.splitlines()[-1] == "2 studies: 2 ok, 0 failed"
+        assert code == 0 and stdout.splitlines()[-1] == "2 studies: 2 assessed, 0 not assessed (no verdict), 0 failed"
     assert sorted(p.name for p in out_dir.iterdir()) == ["one", "two"]
 
 

@@ -121,12 +121,24 @@ def write_sr(path: Path) -> Path:
     return _file(path, ds, BASIC_TEXT_SR)
 
 
-def write_chest_cr(path: Path) -> Path:
-    """A CR of the chest, PA: a radiograph class the SCP stores, which the screening rule sets aside."""
+def write_chest_cr(path: Path, *, body_part: str = "CHEST", view: str = "PA") -> Path:
+    """A CR of the chest (two dark lungs in a bright mediastinum and ribs): a radiograph class the SCP stores, which
+    the screening rule (CHEST) or the intended-use gate (no body part: the pixels) refuses; empty strings leave the
+    elements out, as many X-ray units do."""
     ds = Dataset()
     _identity(ds, "chest")
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
+    ds.Modality = "CR"
+    if body_part:
+        ds.BodyPartExamined = body_part
+    if view:
+        ds.ViewPosition = view
     _pixels(ds, 600, 500)
+    yy, xx = np.mgrid[0:600, 0:500]
+    image = np.full((600, 500), 2600.0)
+    for cx in (150, 350):  # lungs
+        image[((xx - cx) / 95.0) ** 2 + ((yy - 300) / 220.0) ** 2 < 1] = 700.0
+    image += 500.0 * (np.sin(yy / 18.0) > 0.85)  # ribs
+    ds.PixelData = np.clip(image, 0, 4095).astype(np.uint16).tobytes()
     return _file(path, ds, CR_CLASS)
 
 
@@ -241,6 +253,23 @@ class Pacs:
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
             return json.load(response)
+
+    def file(self, instance_id: str) -> bytes:
+        """The DICOM file Orthanc stored for one of its instance IDs."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/instances/{instance_id}/file", timeout=30) as r:
+            return r.read()
+
+    def instances_of(self, study_uid: str) -> list[Any]:
+        """Every stored instance of a study, parsed with pydicom."""
+        import io
+
+        import pydicom
+
+        found = [s for s in self.get("/studies?expand") if s["MainDicomTags"]["StudyInstanceUID"] == study_uid]
+        assert len(found) == 1, f"{len(found)} studies with that UID in Orthanc"
+        return [
+            pydicom.dcmread(io.BytesIO(self.file(i["ID"]))) for i in self.get(f"/studies/{found[0]['ID']}/instances")
+        ]
 
     def tally(self) -> Counter[str]:
         """How many times each SOP Instance UID was received by C-STORE."""

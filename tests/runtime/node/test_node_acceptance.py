@@ -101,6 +101,22 @@ def assert_delivered_once(pacs: Pacs, studies, sha: str) -> None:
         assert filed["modalities"] == ["OT", "SR"]
 
 
+def assert_not_assessed_in_pacs(pacs: Pacs, source: Path) -> None:
+    """The source's study in the PACS holds olvf's SC and SR, both saying NOT ASSESSED, and no finding."""
+    import pydicom
+
+    study_uid = pydicom.dcmread(source, stop_before_pixels=True).StudyInstanceUID
+    results = [ds for ds in pacs.instances_of(study_uid) if ds.Modality in ("OT", "SR")]
+    assert sorted(ds.Modality for ds in results) == ["OT", "SR"], "one SC and one SR came back"
+    (sc,) = [ds for ds in results if ds.Modality == "OT"]
+    (sr,) = [ds for ds in results if ds.Modality == "SR"]
+    assert "NOT ASSESSED" in sc.SeriesDescription and "NOT ASSESSED, no findings" in sc.ImageComments
+    assert "NOT ASSESSED" in sr.SeriesDescription
+    text = "\n".join(str(e.value) for e in sr.iterall() if e.keyword in ("TextValue", "CodeMeaning"))
+    assert "Not assessed: outside the intended use" in text and "Fresh osteoporotic vertebral fracture" not in text
+    assert "Probability of" not in text, "no finding, no probability"
+
+
 def assert_no_identity(text: str) -> None:
     for needle in IDENTITY_STRINGS:
         assert needle not in text, f"{needle!r} reached the log"
@@ -127,15 +143,19 @@ def test_burst_with_a_ct_an_sr_and_a_corrupt_file(tmp_path, pacs, serve_factory,
     outcomes = send_concurrently(node.port, files)
     lone = storescu(node.port, [truncated])
 
-    wait_until(lambda: node.states()["sent"] == BURST, 240, "20 results stored in Orthanc")
+    wait_until(lambda: node.states()["sent"] == BURST + 1, 240, "20 results and the chest's stored in Orthanc")
     assert_delivered_once(pacs, burst, sha)
     status = node.status()
     states = node.states()
-    assert states == {"sent": BURST, "refused": 2, "ignored": 1, "failed": 1}, states
+    assert states == {"sent": BURST + 1, "refused": 2, "failed": 1}, states
     by_reason = {r["reason"] for r in node.records() if r["state"] in ("refused", "ignored", "failed")}
     assert any("CT Image Storage is not a radiograph storage class" in r for r in by_reason)
     assert any("Basic Text SR Storage is not a radiograph storage class" in r for r in by_reason)
-    assert any("body part CHEST is not screened" in r for r in by_reason)
+    # The chest CR was answered: a result that says it was not assessed, and no finding.
+    (chest_record,) = [r for r in node.records() if r.get("assessed") is False]
+    assert "Body Part Examined (0018,0015) is CHEST" in chest_record["not_assessed"]
+    assert chest_record["mri_recommended"] is None and chest_record["vertebrae"] == 0
+    assert_not_assessed_in_pacs(pacs, chest)
     assert any("pixel" in r.lower() for r in by_reason), by_reason
     # The CT and the SR were told "SOP class not supported" (storescu -nh goes on, as a modality would).
     output = "\n".join(text for _, text in outcomes)
@@ -144,7 +164,7 @@ def test_burst_with_a_ct_an_sr_and_a_corrupt_file(tmp_path, pacs, serve_factory,
     # The truncated file never left the modality: dcmtk itself refuses to send a file cut short.
     assert "Bad DICOM file" in lone.stderr and "premature end of stream" in lone.stderr
     assert status["queue"] == {"waiting_to_screen": 0, "waiting_to_send": 0, "dead_letter": 0, "failed": 1}
-    assert status["time_to_result_s"]["studies"] == BURST
+    assert status["time_to_result_s"]["studies"] == BURST + 1  # the chest's not-assessed result is a result too
     # Studies that arrived together were screened together; the one alone was not made to wait for a batch.
     batches = [r["batch"] for r in node.records() if r["state"] == "sent"]
     assert max(batches) > 1
@@ -288,3 +308,35 @@ def test_sigterm_finishes_the_study_in_hand_and_stops(pacs, serve_factory, burst
     wait_until(lambda: node.states()["sent"] == 6, 120, "the rest after the restart")
     assert_delivered_once(pacs, burst[:6], bundle_sha(cascade_bundle))
     assert node.terminate() == 0
+
+
+@pytest.mark.slow
+def test_the_demo_node_answers_films_it_was_not_made_for_with_not_assessed_never_findings(
+    tmp_path, pacs, template, demo_bundle
+):
+    """The same gate as olvf-infer, through dcmtk and a real Orthanc: a CR chest without Body Part or View (many X-ray
+    units leave them empty) and a phantom relabelled Modality CT get a result that says NOT ASSESSED and holds no
+    finding; the phantom itself gets its findings."""
+    import pydicom
+
+    tool("storescu")
+    node = Serve(tmp_path / "node", demo_bundle, pacs.destination)
+    node.start()
+    good, relabel = write_studies(tmp_path / "films", 2, template, tag="gate")
+    ds = pydicom.dcmread(relabel.path)
+    ds.Modality = "CT"
+    ds.save_as(relabel.path)
+    chest = write_chest_cr(tmp_path / "chest.dcm", body_part="", view="")
+    assert storescu(node.port, [good.path, relabel.path, chest]).returncode == 0
+    wait_until(lambda: node.states()["sent"] == 3, 240, "three results stored in Orthanc")
+    records = {r["study"]: r for r in node.records()}
+    assert len(records) == 3 and sum(r["assessed"] is False for r in records.values()) == 2
+    reasons = sorted(r["not_assessed"] for r in records.values() if r["assessed"] is False)
+    assert any("Modality (0008,0060) is CT" in r for r in reasons), reasons
+    assert any("vertebral bod" in r or "domain" in r for r in reasons), reasons  # the chest: the pixels decided
+    assert_not_assessed_in_pacs(pacs, relabel.path)
+    assert_not_assessed_in_pacs(pacs, chest)
+    sr = next(d for d in pacs.instances_of(good.study_uid) if d.Modality == "SR")
+    meanings = [str(e.value) for e in sr.iterall() if e.keyword == "CodeMeaning"]
+    assert "Probability of fresh osteoporotic vertebral fracture" in meanings, "the phantom got its findings"
+    assert_no_identity(node.log)

@@ -164,3 +164,29 @@ def test_comparing_routes_on_a_set_without_every_class_is_refused_before_it_runs
     assert code == 2 and "Traceback" not in err
     assert "0 old, 0 fresh vertebrae" in err and "no route can be judged on it" in err
     assert "studies through the pipeline" not in err and not out.exists(), "refused before any study ran"
+
+
+def test_studies_not_assessed_are_counted_left_out_of_the_figures_and_gated(bundle, phantom_set, tmp_path):
+    """One film of the set relabelled CT: no verdict, counted in the not-assessed rate, the table is of the others."""
+    import warnings
+
+    import pydicom
+
+    folder = Path(shutil.copytree(phantom_set, tmp_path / "phantoms"))
+    ct = sorted(folder.glob("*.dcm"))[1]
+    ds = pydicom.dcmread(ct)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds.Modality = "CT"
+    ds.save_as(ct)
+    out = tmp_path / "report"
+    code, stdout, stderr = run_cli(
+        ["--bundle", str(bundle), str(folder), "--route", "onnxruntime-fp32", "--bootstrap", "0", "--out", str(out)]
+    )
+    assert code == 0, stderr
+    assert "not assessed         1 of 6 studies (16.7%), e.g. Modality (0008,0060) is CT" in stdout
+    route = json.loads((out / "validation.json").read_text())["routes"]["onnxruntime-fp32"]
+    assert route["not_assessed"]["count"] == 1 and route["not_assessed"]["rate"] == pytest.approx(1 / 6)
+    assert route["not_assessed"]["studies"][0]["study"].endswith(ct.name)
+    assert route["composition"]["studies"] == 5 and not any(v["study"].endswith(ct.name) for v in route["vertebrae"])
+    assert "Not assessed (no verdict: outside the bundle's intended use): 1 of 6" in (out / "validation.md").read_text()
