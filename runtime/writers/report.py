@@ -169,6 +169,7 @@ def build_report(
         "read": times.read,
         "detect": times.detect,
         "classify": times.classify,
+        "applicability": times.applicability,  # the intended-use checks (header, anatomy, domain distance)
         "report": write_ms,
     }
     timings["total"] = sum(v for v in timings.values() if v is not None)

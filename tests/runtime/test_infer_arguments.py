@@ -101,7 +101,9 @@ def test_header_text_and_file_names_reach_the_terminal_escaped(cascade_bundle: P
         ds.Modality = "DX" + ESCAPES[:8]
         ds.save_as(evil, enforce_file_format=True)
     code, out, err = _cli(["--bundle", str(cascade_bundle), "--out", str(tmp_path / "o"), str(evil)])
-    assert code == 0 and err == "" and "\x1b" not in out and "film\\x1b[2K" in out
+    # Such a Modality is not DX: the study is not assessed (exit 9), and the reason shows the value escaped too.
+    assert code == 9 and err == "" and "\x1b" not in out and "film\\x1b[2K" in out
+    assert "Modality (0008,0060) is DX\\x1b[2K\\x1b[1A; the bundle is for CR, DX" in out
     (folder,) = (tmp_path / "o").iterdir()
     report = json.loads((folder / "report.json").read_text())
     assert report["input"]["modality"] == "DX\\x1b[2K\\x1b[1A" and "\x1b" not in folder.name

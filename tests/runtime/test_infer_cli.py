@@ -121,8 +121,8 @@ def test_report_schema(batch: dict[str, Any], reports) -> None:
     assert backend["detector"]["name"] == "onnxruntime"
     assert report["detection"]["level_rule"].startswith("order: five bodies")
     assert report["gradcam_regions"]["anterior_side"] == "left"
-    assert set(report["timings_ms"]) == {"read", "detect", "classify", "report", "total"}
-    parts = [report["timings_ms"][k] for k in ("read", "detect", "classify", "report")]
+    assert set(report["timings_ms"]) == {"read", "detect", "classify", "applicability", "report", "total"}
+    parts = [report["timings_ms"][k] for k in ("read", "detect", "classify", "applicability", "report")]
     assert all(v >= 0 for v in parts) and report["timings_ms"]["total"] == pytest.approx(sum(parts), abs=0.05)
     assert report["timings_shared_by"] == len(FILES)
     assert report["overlay"]["image"] == "overlay.png" and report["overlay"]["scale"] == 1.0

@@ -311,18 +311,25 @@ def test_sigterm_finishes_the_study_in_hand_and_stops(pacs, serve_factory, burst
 
 
 @pytest.mark.slow
-def test_the_demo_node_answers_films_it_was_not_made_for_with_not_assessed_never_findings(
-    tmp_path, pacs, template, demo_bundle
-):
+def test_the_demo_node_answers_films_it_was_not_made_for_with_not_assessed_never_findings(tmp_path, pacs, demo_bundle):
     """The same gate as olvf-infer, through dcmtk and a real Orthanc: a CR chest without Body Part or View (many X-ray
     units leave them empty) and a phantom relabelled Modality CT get a result that says NOT ASSESSED and holds no
     finding; the phantom itself gets its findings."""
-    import pydicom
-
     tool("storescu")
+    # A template of its own: the module's is shared with the corrupt-file test, whose shallow copy cuts its pixels.
+    good, relabel = write_studies(tmp_path / "films", 2, phantom_template(), tag="gate")
     node = Serve(tmp_path / "node", demo_bundle, pacs.destination)
     node.start()
-    good, relabel = write_studies(tmp_path / "films", 2, template, tag="gate")
+    try:
+        _answer_films_not_for_the_bundle(node, pacs, good, relabel, tmp_path)
+    finally:
+        if node.process is not None and node.process.poll() is None:
+            node.kill()
+
+
+def _answer_films_not_for_the_bundle(node, pacs, good, relabel, tmp_path) -> None:
+    import pydicom
+
     ds = pydicom.dcmread(relabel.path)
     ds.Modality = "CT"
     ds.save_as(relabel.path)
