@@ -420,9 +420,11 @@ class StudyPipeline:
         for study in studies:
             assert study.detections is not None
             end = start + len(study.detections)
-            region_started = perf_counter()
             try:
                 classification = everything[start:end]
+                if not study.refused:  # before the times are taken: the domain distance is part of the checks'
+                    self._check(study, partial(self._domain, classification))
+                region_started = perf_counter()
                 cams = analyse_cams(classification.cam, study.detections.boxes, study.regions, study.geometry)
                 timings = StageTimes(
                     read=study.read_ms,
@@ -433,8 +435,6 @@ class StudyPipeline:
                     shared_by=share,
                     applicability=study.checks_ms,
                 )
-                if not study.refused:
-                    self._check(study, partial(self._domain, classification))
                 outcome: StudyOutcome = self._result(
                     study.source,
                     study.radiograph,
