@@ -54,6 +54,7 @@ import numpy as np
 from olvf.errors import BundleError, InputError, OlvfError
 from olvf.runtime.applicability import (
     ANATOMY,
+    DOMAIN,
     Check,
     Gate,
     check_anatomy,
@@ -482,7 +483,7 @@ class StudyPipeline:
         if domain is None:
             return no_domain_record()
         if not classification.features:
-            return Check("domain", None, "not checked: this backend gave no pooled features")
+            return Check(DOMAIN, None, "not checked: this backend gave no pooled features")
         distances = domain.vertebra_distances(classification.features)
         fitted = domain.spec.fitted_on
         what = str(fitted.get("description") or fitted.get("what") or "the studies it was fitted on")
