@@ -9,6 +9,7 @@ from pathlib import Path
 
 import olvf.json_text as json_text
 from olvf.cli_main import run_main
+from olvf.runtime.bundle.manifest import DEFAULT_BUNDLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark the cascade on a phantom study: naive research code, PyTorch batched and olvf "
         "on every backend present, against the machine's own FLOP floor.",
     )
-    parser.add_argument("--bundle", type=Path, default=Path("engines/demo"), help="bundle (default engines/demo)")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle (default {DEFAULT_BUNDLE})")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="report folder (default bench-out/)")
     parser.add_argument("--quick", action="store_true", help="few runs: checks that it works, figures not stable")
     parser.add_argument("--variant", action="append", default=[], help="only these variants (repeatable)")
@@ -26,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from olvf.atomic import check_replaceable, staged_directory
     from olvf.bench.report import markdown, plot
     from olvf.bench.run import FULL, QUICK, run_benchmark
-    from olvf.runtime.atomic import check_replaceable, staged_directory
 
     check_replaceable(args.out, force=args.force)
 

@@ -21,8 +21,8 @@ import olvf
 from olvf.bench import machine
 from olvf.bench.flops import graph_flops
 from olvf.bench.variants import STAGES, Variant, naive_variant, olvf_variant, torch_batched_variant
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.pipeline import ImageInput
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.study.pipeline import ImageInput
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,9 @@ def throughput(bundle: Path, study: Path, out: Path, count: int) -> dict[str, An
     finally:
         variant.close()
 
-    from olvf.runtime.pipeline import StudyPipeline
-    from olvf.runtime.radiograph import read_radiograph
-    from olvf.runtime.results import StudyResult
+    from olvf.runtime.inputs.reader import read_radiograph
+    from olvf.runtime.study.pipeline import StudyPipeline
+    from olvf.runtime.study.results import StudyResult
     from olvf.runtime.writers.report import report_context
     from olvf.runtime.writers.study_folder import write_study
 

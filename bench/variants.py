@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 import olvf
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.detection import Detections, letterbox, postprocess
-from olvf.runtime.gradcam import fuse_maps
-from olvf.runtime.pipeline import StudyPipeline
-from olvf.runtime.radiograph import Radiograph, read_radiograph
-from olvf.runtime.results import Classification, StageTimes, StudyResult
-from olvf.runtime.session import Runtime
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.inputs.images import Radiograph
+from olvf.runtime.inputs.reader import read_radiograph
+from olvf.runtime.steps.detection import Detections, letterbox, postprocess
+from olvf.runtime.steps.gradcam import fuse_maps
+from olvf.runtime.study.pipeline import StudyPipeline
+from olvf.runtime.study.results import Classification, StageTimes, StudyResult
+from olvf.runtime.study.runtime import Runtime
 from olvf.runtime.writers.report import ReportContext, report_context
 from olvf.runtime.writers.study_folder import write_study
 
@@ -165,7 +166,7 @@ def naive_variant(bundle: Path) -> Variant:
     """Research code: per crop, per model, autograd Grad-CAM; every step in PyTorch eager."""
     import torch
 
-    from olvf.runtime.crops import extract_crops
+    from olvf.runtime.steps.crops import extract_crops
 
     # The reader, crop rule, preprocessing and writer are shared; this runtime's runners are not used.
     rt = olvf.load(bundle, backend="onnxruntime")
@@ -221,7 +222,7 @@ def naive_variant(bundle: Path) -> Variant:
 
 def torch_batched_variant(bundle: Path) -> Variant:
     """olvf's way (all crops in one batch, CAM from the exposed features) with PyTorch eager as the backend."""
-    from olvf.runtime.crops import extract_crops
+    from olvf.runtime.steps.crops import extract_crops
 
     rt = olvf.load(bundle, backend="torch")
     pipeline = StudyPipeline(rt)

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def _resnet_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _resnet_features(model: Any, x: torch.Tensor) -> torch.Tensor:
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
     return model.layer4(model.layer3(model.layer2(model.layer1(x))))
 
 
-def _densenet_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _densenet_features(model: Any, x: torch.Tensor) -> torch.Tensor:
     # Not in place: the caller may still hold norm5's output.
     return F.relu(model.features(x))
 

@@ -11,7 +11,6 @@ pickled module needs ``trust_pickle=True`` because unpickling it runs code.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from collections.abc import Mapping
@@ -22,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from olvf.digest import sha256_file
 from olvf.errors import CheckpointError
 from olvf.export.architectures import Architecture, all_architectures
-from olvf.runtime.manifest import CLASS_NAMES
+from olvf.runtime.bundle.manifest import CLASS_NAMES
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _PREFIXES = ("module.", "model.")
@@ -43,14 +43,6 @@ class LoadedCheckpoint:
     module: nn.Module
     form: str
     sha256: str
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _looks_like_torch_save(path: Path) -> bool:
@@ -190,6 +182,7 @@ def load_classifier(
             and head_weight is not None
         )
         if only_head:
+            assert head_weight is not None  # only_head requires it
             raise CheckpointError(
                 f"{path}: head {arch.head}.weight has {head_weight.shape[0]} outputs, olvf needs {num_classes}"
                 + (f" ({', '.join(CLASS_NAMES)})" if num_classes == len(CLASS_NAMES) else "")
@@ -218,4 +211,4 @@ def load_classifier(
     model = arch.build(num_classes)
     model.load_state_dict(state, strict=False)  # strictness checked above, num_batches_tracked may be absent
     model.eval()
-    return LoadedCheckpoint(path=path, architecture=arch, module=model, form=", ".join(form), sha256=_sha256(path))
+    return LoadedCheckpoint(path=path, architecture=arch, module=model, form=", ".join(form), sha256=sha256_file(path))

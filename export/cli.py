@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from olvf.atomic import check_replaceable
 from olvf.cli_main import run_main
 from olvf.errors import BackendError, OlvfError, ParityError, UsageError
-from olvf.runtime.atomic import check_replaceable
-from olvf.runtime.config import (
+from olvf.runtime.bundle.config import (
     DEFAULT_CONF,
     DEFAULT_CROP_MARGIN,
     DEFAULT_IOU,
@@ -22,8 +22,7 @@ from olvf.runtime.config import (
     INTERPOLATIONS,
     Preprocessing,
 )
-
-DEFAULT_OUT = Path("engines")
+from olvf.runtime.bundle.manifest import DEFAULT_BUNDLE
 
 
 def _floats3(text: str) -> tuple[float, float, float]:
@@ -33,7 +32,7 @@ def _floats3(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CROP_MARGIN,
         help=f"crop margin around each box, as a fraction (default {DEFAULT_CROP_MARGIN})",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT}/)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"bundle folder (with --demo default {DEFAULT_BUNDLE}; a checkpoint export names one, e.g. engines/site)",
+    )
     target = parser.add_argument_group("TensorRT (on the machine that will run the bundle)")
     target.add_argument(
         "--engine",
@@ -97,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no export: check bundle DIR's hashes and every backend this machine has (FP16 graphs, ONNX Runtime "
         "CUDA, TensorRT engines) against ONNX Runtime on CPU",
     )
-    signing = parser.add_argument_group("signing (Ed25519; see olvf.runtime.signing)")
+    signing = parser.add_argument_group("signing (Ed25519; see olvf.runtime.bundle.signing)")
     signing.add_argument(
         "--sign",
         type=Path,
@@ -157,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "as verified (real bundles are verified on labelled radiographs with olvf-validate)",
     )
     cpu.add_argument("--studies", type=int, default=100, help="phantom studies for --check-routes (default 100)")
-    domain = parser.add_argument_group("the bundle's own domain (olvf.runtime.domain)")
+    domain = parser.add_argument_group("the bundle's own domain (olvf.runtime.bundle.domain)")
     domain.add_argument(
         "--domain",
         type=Path,
@@ -199,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def verify(bundle_dir: Path, labels: Path | None = None) -> int:
     """``--verify DIR``: runs without torch, on the target."""
-    from olvf.runtime.bundle import open_bundle
-    from olvf.runtime.verify import verify_bundle
+    from olvf.runtime.bundle.files import open_bundle
+    from olvf.runtime.checks.verify import verify_bundle
 
     bundle = open_bundle(bundle_dir)
     bundle.verify_all()
@@ -266,7 +270,7 @@ def fit_domain(bundle_dir: Path, radiographs: Path | None) -> int:
         f"{bundle_dir}: domain {manifest.domain.file} added: threshold {manifest.domain.threshold:.3g}, "
         f"{held_out['rejected']} of {held_out['studies']} held-out in-domain studies beyond it"
     )
-    from olvf.runtime.signing import SIGNATURE_NAME
+    from olvf.runtime.bundle.signing import SIGNATURE_NAME
 
     if (Path(bundle_dir) / SIGNATURE_NAME).is_file():  # a changed manifest voids the signature
         print(
@@ -277,9 +281,9 @@ def fit_domain(bundle_dir: Path, radiographs: Path | None) -> int:
 
 def check_routes(bundle_dir: Path, studies: int) -> int:
     """``--check-routes DIR``: each reduced-precision route this machine can run, against ONNX Runtime FP32."""
-    from olvf.runtime.bundle import open_bundle
-    from olvf.runtime.route_check import check_set_size, verify_demo_route
-    from olvf.runtime.routes import REDUCED
+    from olvf.runtime.bundle.files import open_bundle
+    from olvf.runtime.checks.routes import check_set_size, verify_demo_route
+    from olvf.runtime.runners.verified_routes import REDUCED
 
     if studies < 1:
         raise UsageError("--studies must be at least 1")
@@ -331,9 +335,9 @@ def set_intended_use(bundle_dir: Path, path: Path) -> int:
     import json
 
     import olvf.json_text as json_text
-    from olvf.runtime.bundle_update import update_manifest
-    from olvf.runtime.config import IntendedUse
-    from olvf.runtime.signing import SIGNATURE_NAME
+    from olvf.runtime.bundle.config import IntendedUse
+    from olvf.runtime.bundle.signing import SIGNATURE_NAME
+    from olvf.runtime.bundle.updates import update_manifest
 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -355,9 +359,9 @@ def set_intended_use(bundle_dir: Path, path: Path) -> int:
 
 def resign(bundle_dir: Path, key: Any) -> int:
     """``--resign DIR --sign KEY``: every file checked, then the manifest as it is signed."""
-    from olvf.runtime.bundle import open_bundle
-    from olvf.runtime.bundle_update import bundle_lock, check_writable
-    from olvf.runtime.signing import write_signature
+    from olvf.runtime.bundle.files import open_bundle
+    from olvf.runtime.bundle.signing import write_signature
+    from olvf.runtime.bundle.updates import bundle_lock, check_writable
 
     bundle = open_bundle(bundle_dir, trusted=[])
     with bundle_lock(bundle_dir, doing="signing"):
@@ -372,7 +376,7 @@ def resign(bundle_dir: Path, key: Any) -> int:
 def run(args: argparse.Namespace) -> int:
     key = None
     if args.sign is not None:
-        from olvf.runtime.signing import load_private_key
+        from olvf.runtime.bundle.signing import load_private_key
 
         key = load_private_key(args.sign)  # before minutes of export
     if args.domain is not None and any(
@@ -397,6 +401,13 @@ def run(args: argparse.Namespace) -> int:
         return check_routes(args.check_routes, args.studies)
     if args.calibration is not None and not args.int8:
         raise UsageError("--calibration calibrates INT8: give it with --int8 or --quantize DIR")
+    if args.out is None:
+        if not args.demo:
+            raise UsageError(
+                f"--out DIR is required: the folder the bundle goes to, e.g. --out engines/site "
+                f"({DEFAULT_BUNDLE} is where the demo bundle goes)"
+            )
+        args.out = DEFAULT_BUNDLE
     # Heavy imports only once arguments are known to be sane.
     from olvf.export import architectures
     from olvf.export.checkpoints import load_classifier
@@ -525,14 +536,14 @@ def run(args: argparse.Namespace) -> int:
                 raise OlvfError("--int8 quantises the classifiers: give them (or --demo)")
             steps.append(lambda staging: add_int8_graph(staging, args.calibration, progress=progress))
         if engines:
-            from olvf.runtime.bundle_engines import build_bundle_engines
+            from olvf.runtime.checks.engines import build_bundle_engines
 
             steps.append(lambda staging: build_bundle_engines(staging, progress=progress, max_batch=args.max_batch))
         if key is not None:
 
             def sign(staging: Path) -> Any:
-                from olvf.runtime.manifest import read_manifest
-                from olvf.runtime.signing import write_signature
+                from olvf.runtime.bundle.manifest import read_manifest
+                from olvf.runtime.bundle.signing import write_signature
 
                 progress(f"bundle signed by key {write_signature(staging, key)}")  # last: it signs what is there
                 return read_manifest(staging)

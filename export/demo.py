@@ -52,11 +52,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from olvf.digest import sha256_file
 from olvf.errors import BackendError, CheckpointError, UsageError
 from olvf.export.architectures import STUDY_ENSEMBLE, Architecture
 from olvf.export.synthetic import synthetic_crops
-from olvf.runtime.bundle import sha256_file
-from olvf.runtime.config import DEFAULT_CONF, DEFAULT_IOU, Preprocessing
+from olvf.runtime.bundle.config import DEFAULT_CONF, DEFAULT_IOU, Preprocessing
 
 if TYPE_CHECKING:
     from olvf.export.pipeline import DetectorSource  # pipeline imports this module (through parity)

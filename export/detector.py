@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import onnx
 
+from olvf.digest import sha256_file
 from olvf.errors import CheckpointError, ParityError
 from olvf.export.yolov5_original import DEFAULT_IMGSZ, FORMAT, OriginalYolov5
-from olvf.runtime import tolerances
-from olvf.runtime.bundle import sha256_file
-from olvf.runtime.config import DEFAULT_CONF
-from olvf.runtime.detection import Letterbox, letterbox
+from olvf.runtime.bundle import tolerances
+from olvf.runtime.bundle.config import DEFAULT_CONF
+from olvf.runtime.checks.verify import compare_detections, detector_problems
 from olvf.runtime.runners.onnxruntime import OnnxRuntimeRunner
-from olvf.runtime.verify import compare_detections, detector_problems
+from olvf.runtime.steps.detection import Letterbox, letterbox
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -24,7 +25,7 @@ from olvf.export.detector_onnx import export_detector_onnx
 
 def _export_mode(network: nn.Module) -> nn.Module:
     """A fused copy whose detection head returns only the decoded boxes, as in ultralytics' own export."""
-    model = copy.deepcopy(network).float().eval()
+    model: Any = copy.deepcopy(network).float().eval()  # ultralytics' own attributes, untyped
     if hasattr(model, "fuse"):
         with contextlib.redirect_stdout(io.StringIO()):
             model = model.fuse()

@@ -1,4 +1,4 @@
-"""Fitting the bundle's own domain (:mod:`olvf.runtime.domain`) on in-domain studies, then checking it.
+"""Fitting the bundle's own domain (:mod:`olvf.runtime.bundle.domain`) on in-domain studies, then checking it.
 
 Studies run through the bundle as ``olvf-infer`` runs them, step by step
 (ONNX Runtime, FP32 graphs, on CPU): the bundle's detector, its crop rule,
@@ -44,14 +44,14 @@ import cv2
 import numpy as np
 
 from olvf.errors import BundleError, InputError, ParityError
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.bundle_update import check_writable, update_manifest
-from olvf.runtime.crops import extract_crops
-from olvf.runtime.domain import METHOD, VERSION, DomainModel, ModelStatistics, statistics_bytes
-from olvf.runtime.manifest import DomainSpec, Manifest
+from olvf.runtime.bundle.domain import METHOD, VERSION, DomainModel, ModelStatistics, statistics_bytes
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import DomainSpec, Manifest
+from olvf.runtime.bundle.updates import check_writable, update_manifest
+from olvf.runtime.steps.crops import extract_crops
 
 if TYPE_CHECKING:
-    from olvf.runtime.session import Runtime
+    from olvf.runtime.study.runtime import Runtime
 
 Progress = Callable[[str], None]
 Features = dict[str, np.ndarray]  # one study: model name -> (vertebrae, K)
@@ -137,7 +137,7 @@ def _group_features(
     counts = [len(c) for c in crops]
     flat = [crop for study in crops for crop in study]
     if flat:
-        features = rt.explain(rt.run_ensemble(rt.preprocess(flat))).features
+        features = rt.explain(rt.run_ensemble(rt.preprocessor(flat))).features
     else:
         features = rt.empty_classification().features
     start = 0
@@ -151,7 +151,7 @@ def _group_features(
 
 def fit_statistics(features: np.ndarray, components: int = COMPONENTS, offset: float | None = None) -> ModelStatistics:
     """The statistics of in-domain pooled features (n, K): offset, mean, top principal directions and variances,
-    residual variance, all of the log features (see :mod:`olvf.runtime.domain`). ``offset`` None: from these."""
+    residual variance, all of the log features (see :mod:`olvf.runtime.bundle.domain`). ``offset`` None: from these."""
     x = np.asarray(features, dtype=np.float64)
     n = len(x)
     if n < components + 2:
@@ -462,7 +462,7 @@ def _radiograph_studies(
     rt: Runtime, source: Path, progress: Progress
 ) -> tuple[list[Features], list[Features], dict[str, Any]]:
     from olvf.export.quantize import radiograph_paths
-    from olvf.runtime.radiograph import read_radiograph
+    from olvf.runtime.inputs.reader import read_radiograph
 
     check_domain_source(source)
     paths = radiograph_paths(source, flag="--domain")
@@ -542,7 +542,7 @@ def add_domain(bundle_dir: str | Path, radiographs: Path | None = None, *, progr
         else:
             fit, check, record = _radiograph_studies(rt, Path(radiographs), progress)
         pre = manifest.preprocessing
-        controls = rt.explain(rt.run_ensemble(control_crops(rt.preprocess.input_shape, pre.mean, pre.std))).features
+        controls = rt.explain(rt.run_ensemble(control_crops(rt.preprocessor.input_shape, pre.mean, pre.std))).features
         domain = fit_domain(
             fit, check, manifest.model_names, file=file, fitted_on=record, controls=controls, progress=progress
         )

@@ -6,10 +6,10 @@ Input ``crops`` (N, 3, H, W) float32. Outputs, all float32:
 - ``<model>_probabilities`` (N, C) per model;
 - ``<model>_class_maps`` (N, C, h, w) per model: ``sum_k W[c,k] A_k`` at the
   Grad-CAM layer, from which the runtime takes Grad-CAM for any class
-  without a backward pass (see ``olvf.runtime.gradcam``);
+  without a backward pass (see ``olvf.runtime.steps.gradcam``);
 - ``<model>_features`` (N, K) per model: the globally average-pooled
   features the head reads, from which the runtime tells whether a crop looks
-  like what the bundle was checked on (see ``olvf.runtime.domain``).
+  like what the bundle was checked on (see ``olvf.runtime.bundle.domain``).
 
 For FP16 the backbones run in half precision while the head, the global
 pooling (a reduction), the softmax, the class maps and the pooled features

@@ -25,9 +25,9 @@ from olvf.export.fused import (
 )
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.export.synthetic import synthetic_crops
-from olvf.runtime.gradcam import grad_cam
+from olvf.runtime.bundle.tolerances import TOP1_TIE_FACTOR, Tolerances
 from olvf.runtime.runners.onnxruntime import OnnxRuntimeRunner
-from olvf.runtime.tolerances import TOP1_TIE_FACTOR, Tolerances
+from olvf.runtime.steps.gradcam import grad_cam
 
 
 def parity_crops(input_size: tuple[int, int], count: int = 6, seed: int = 1234) -> np.ndarray:

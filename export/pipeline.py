@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from olvf import __version__
+from olvf.atomic import staged_directory
+from olvf.digest import sha256_file
 from olvf.errors import CheckpointError, OlvfError
 from olvf.export.architectures import Architecture
 from olvf.export.fused import (
@@ -29,10 +31,8 @@ from olvf.export.fused import (
 )
 from olvf.export.onnx_graph import export_onnx
 from olvf.export.parity import check_parity, measure_parity, parity_crops
-from olvf.runtime import tolerances as limits
-from olvf.runtime.atomic import staged_directory
-from olvf.runtime.bundle import sha256_file
-from olvf.runtime.config import (
+from olvf.runtime.bundle import tolerances as limits
+from olvf.runtime.bundle.config import (
     DEFAULT_CONF,
     DEFAULT_CROP_MARGIN,
     DEFAULT_IOU,
@@ -42,7 +42,7 @@ from olvf.runtime.config import (
     DetectorSpec,
     Preprocessing,
 )
-from olvf.runtime.manifest import (
+from olvf.runtime.bundle.manifest import (
     CLASS_NAMES,
     MANIFEST_NAME,
     EnsembleSpec,
@@ -51,7 +51,7 @@ from olvf.runtime.manifest import (
     Manifest,
     ModelSpec,
 )
-from olvf.runtime.tolerances import Tolerances
+from olvf.runtime.bundle.tolerances import Tolerances
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DetectorSource", "ExportOptions", "Member", "export_bundle"]
 

@@ -22,7 +22,7 @@ size and hashes go into the manifest, never a file name (names of clinical
 files can identify patients).
 
 The INT8 graph is not trusted by being made: ``auto`` runs it only after a
-check on a labelled set records it as verified (:mod:`olvf.runtime.routes`).
+check on a labelled set records it as verified (:mod:`olvf.runtime.runners.verified_routes`).
 Needs OpenVINO and NNCF (``pip install 'olvf[quantize]'``), not torch.
 """
 
@@ -42,15 +42,17 @@ from typing import Any
 
 import numpy as np
 
+from olvf.digest import sha256_file
 from olvf.errors import BackendError, BundleError, InputError, OlvfError
-from olvf.runtime.bundle import open_bundle, sha256_file
-from olvf.runtime.bundle_update import check_writable, update_manifest
-from olvf.runtime.crops import extract_crops
-from olvf.runtime.manifest import GraphSpec, Manifest
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import GraphSpec, Manifest
+from olvf.runtime.bundle.updates import check_writable, update_manifest
+from olvf.runtime.steps.crops import extract_crops
 
 Progress = Callable[[str], None]
 
-#: phantom radiographs the demo is calibrated on (validation seeds start elsewhere: see olvf.runtime.routes)
+#: phantom radiographs the demo is calibrated on (validation seeds start elsewhere:
+#: see olvf.runtime.runners.verified_routes)
 PHANTOM_SEEDS = range(1000, 1016)
 #: fewer crops than this give ranges that a few unusual vertebrae decide
 MIN_CROPS = 16
@@ -76,7 +78,7 @@ def _digest(arrays: Sequence[bytes]) -> str:
 
 def _crops_from_images(rt: Any, images: Sequence[np.ndarray]) -> np.ndarray:
     """Each image's vertebrae found by the bundle's detector, cut and preprocessed as the pipeline does."""
-    from olvf.runtime.pipeline import whole_image
+    from olvf.runtime.study.pipeline import whole_image
 
     batches = []
     for image in images:
@@ -115,7 +117,7 @@ def phantom_calibration(rt: Any, seeds: Sequence[int] = PHANTOM_SEEDS, progress:
 def radiograph_paths(source: Path, flag: str = "--calibration") -> list[Path]:
     """The radiographs a calibration (or ``flag``) argument names: a folder (searched like olvf-infer's inputs)
     or a CSV."""
-    from olvf.runtime.batch import folder_files
+    from olvf.runtime.inputs.discovery import folder_files
 
     if source.is_dir():
         files = folder_files(source)
@@ -140,7 +142,7 @@ def radiograph_paths(source: Path, flag: str = "--calibration") -> list[Path]:
 
 def radiograph_calibration(rt: Any, source: Path, progress: Progress = print) -> CalibrationSet:
     """Calibration crops from the user's radiographs (read as olvf-infer reads them)."""
-    from olvf.runtime.radiograph import read_radiograph
+    from olvf.runtime.inputs.reader import read_radiograph
 
     paths = radiograph_paths(source)
     progress(f"      reading {len(paths)} radiographs for calibration")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from olvf.runtime.config import IMAGENET_MEAN, IMAGENET_STD
+from olvf.runtime.bundle.config import IMAGENET_MEAN, IMAGENET_STD
 
 
 def synthetic_crops(count: int, size: tuple[int, int], seed: int) -> torch.Tensor:

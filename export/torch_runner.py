@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from olvf.export import architectures
 from olvf.export.checkpoints import load_classifier
 from olvf.export.demo import rebuild_demo_model
 from olvf.export.fused import INPUT_NAME, FusedEnsemble
-from olvf.runtime.bundle import Bundle
+from olvf.runtime.bundle.files import Bundle
 from olvf.runtime.runners.base import Runner, TensorSpec
 
 
@@ -38,11 +39,17 @@ class TorchRunner(Runner):
         bundle: Bundle,
         role: str,
         precision: str | None = None,
-        *,
-        checkpoints: Mapping[str, str | Path] | None = None,
-        trust_pickle: bool = False,
-        threads: int | None = None,
+        **options: Any,
     ) -> TorchRunner:
+        """``checkpoints``: model name -> checkpoint file (default: the demo's seeds); ``trust_pickle``: allow
+        pickled code in them (see olvf.export.checkpoints); ``threads``: torch's intra-op threads."""
+        checkpoints: Mapping[str, str | Path] | None = options.pop("checkpoints", None)
+        trust_pickle: bool = options.pop("trust_pickle", False)
+        threads: int | None = options.pop("threads", None)
+        if options:
+            raise BackendError(
+                f"backend 'torch' takes checkpoints=, trust_pickle= and threads=, not {', '.join(sorted(options))}"
+            )
         if role != "ensemble":
             raise BackendError(
                 f"backend 'torch' runs the classifier ensemble only, not the {role}; "

@@ -3,8 +3,8 @@
     olvf-infer [--bundle engines] [--out olvf-out] [--json] [--force] INPUT...
     olvf-infer --rebuild-engines [--bundle engines] [INPUT...]
 
-INPUT: files, folders or globs (:mod:`olvf.runtime.batch`). The inputs go
-through the study pipeline (:mod:`olvf.runtime.pipeline`) in batches of
+INPUT: files, folders or globs (:mod:`olvf.runtime.inputs.discovery`). The inputs go
+through the study pipeline (:mod:`olvf.runtime.study.pipeline`) in batches of
 ``--batch``: one detector call and one ensemble call per batch; a bad input
 costs only itself. Each study gets a folder under ``--out`` holding
 ``report.json``, ``overlay.png`` and one ``<level>_gradcam.png`` per vertebra
@@ -53,19 +53,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 import olvf.json_text as json_text
 from olvf.cli_main import run_main
 from olvf.errors import BackendError, BundleError, InputError, OlvfError, OutputExistsError, ParityError, UsageError
-from olvf.runtime.applicability import Gate
-from olvf.runtime.batch import Progress, expand_inputs
-from olvf.runtime.cam_regions import RegionGeometry
-from olvf.runtime.pipeline import (
+from olvf.runtime.bundle.manifest import DEFAULT_BUNDLE
+from olvf.runtime.inputs.discovery import Progress, expand_inputs
+from olvf.runtime.runners import backend_names
+from olvf.runtime.steps.applicability import Gate
+from olvf.runtime.steps.regions import RegionGeometry
+from olvf.runtime.study.pipeline import (
     CPU_MAX_CROPS,
     DEFAULT_BATCH,
     DEFAULT_BATCH_MEMORY,
     StudyPipeline,
     unexpected_failure,
 )
-from olvf.runtime.results import InputFailure
-from olvf.runtime.runners import backend_names
-from olvf.runtime.session import Runtime
+from olvf.runtime.study.results import InputFailure
+from olvf.runtime.study.runtime import Runtime
 from olvf.runtime.writers.report import DEMO_WARNING, ReportContext, report_context, summary_lines
 from olvf.runtime.writers.study_folder import OutputFolder, write_study
 from olvf.text import printable
@@ -133,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="radiograph files (DICOM, PNG, JPEG, TIFF), folders (searched recursively) or globs",
     )
-    parser.add_argument("--bundle", type=Path, default=Path("engines"), help="bundle folder (default engines/)")
+    parser.add_argument(
+        "--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE}, the demo's)"
+    )
     parser.add_argument(
         "--trusted-keys",
         type=Path,
@@ -325,7 +328,7 @@ def prepare_engines(args: argparse.Namespace) -> None:
     If-needed (the container's every start) is best effort when there is work to do and ``--backend
     auto`` may choose: a build that cannot run or is refused is one line, and ONNX Runtime runs instead.
     """
-    from olvf.runtime.bundle_engines import build_bundle_engines, describe
+    from olvf.runtime.checks.engines import build_bundle_engines, describe
     from olvf.runtime.runners.tensorrt import device_facts, same_machine
 
     def say(line: str) -> None:

@@ -77,7 +77,7 @@ def tiny_members():
 @pytest.fixture(scope="session")
 def tiny_options():
     from olvf.export.pipeline import IMAGENET_MEAN, IMAGENET_STD, ExportOptions
-    from olvf.runtime.manifest import Preprocessing
+    from olvf.runtime.bundle.manifest import Preprocessing
 
     return ExportOptions(
         precision="fp16",

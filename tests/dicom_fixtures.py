@@ -3,7 +3,7 @@
 The source is an ``olvf.phantom`` radiograph written as DX with a patient
 identity and accession number added; the overlay is drawn by
 ``olvf.runtime.writers.overlay.render_overlay`` from the pixels as
-``olvf.runtime.radiograph`` reads them (MONOCHROME1 inverted there); the
+``olvf.runtime.inputs.reader`` reads them (MONOCHROME1 inverted there); the
 findings put a box on every phantom level, "fresh" where the phantom has a
 fresh fracture. The classifier's numbers are made up: these tests check how
 findings are written, not how they are computed.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from olvf.phantom import dicom_dataset, make_phantom
-from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.inputs.reader import read_radiograph
 from olvf.runtime.writers import Algorithm, StudyFindings, VertebraFinding
 from olvf.runtime.writers.overlay import CLASS_COLOURS, Mark, render_overlay
 from olvf.runtime.writers.report import DEMO_WARNING

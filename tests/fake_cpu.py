@@ -1,6 +1,6 @@
 """Another kind of CPU, stood in on this one: both sides of each CPU-dependent choice run on every machine.
 
-olvf asks two things of the CPU: the instruction sets /proc/cpuinfo lists (:mod:`olvf.runtime.cpu`, the kind a
+olvf asks two things of the CPU: the instruction sets /proc/cpuinfo lists (:mod:`olvf.runtime.runners.cpu`, the kind a
 verified route is recorded for) and what OpenVINO's CPU plugin offers
 (:func:`olvf.runtime.runners.openvino.optimization_capabilities`, which decides whether BF16 may run). A fake kind
 replaces both answers. It cannot lend the arithmetic: a CPU without BF16 that is told it has it still compiles FP32,
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from olvf.runtime import cpu
+from olvf.runtime.runners import cpu
 
 #: the kinds this project's machines have been seen to be (lscpu of each; model names shortened)
 KINDS: dict[str, dict[str, Any]] = {

@@ -48,7 +48,7 @@ def test_engines_of_this_machine_join_the_benchmark(cascade_bundle: Path, tmp_pa
     """Wiring only, on the fake TensorRT (tests/fake_gpu): its timings mean nothing."""
     from fake_gpu_fixture import use_fake_gpu
 
-    from olvf.runtime.bundle_engines import build_bundle_engines
+    from olvf.runtime.checks.engines import build_bundle_engines
 
     bundle = tmp_path / "bundle"
     shutil.copytree(cascade_bundle, bundle)

@@ -24,7 +24,7 @@ import torch
 import olvf
 from olvf.export.demo import DEMO_CLASSIFIERS, DEMO_CLASSIFIERS_NAME, DEMO_DETECTOR, DEMO_DETECTOR_NAME
 from olvf.phantom import CLASSES, LEVELS, make_phantom, write_dicom
-from olvf.runtime.detection import LUMBAR, box_iou
+from olvf.runtime.steps.detection import LUMBAR, box_iou
 
 needs_ultralytics = pytest.mark.skipif(
     importlib.util.find_spec("ultralytics") is None,

@@ -1,4 +1,5 @@
-"""Dockerfile.jetson keeps the promises the README makes for the Jetson image (no Docker engine here to build it)."""
+"""Dockerfile.jetson keeps the promises docs/how-to/tensorrt-jetson.md makes for the Jetson image (no Docker engine
+here to build it)."""
 
 from __future__ import annotations
 

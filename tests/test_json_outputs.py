@@ -88,7 +88,7 @@ def test_every_writer_goes_through_json_text() -> None:
 def test_route_check_figures_of_a_set_without_fresh_vertebrae_are_null_not_nan() -> None:
     from types import SimpleNamespace
 
-    from olvf.runtime.route_check import compare_studies
+    from olvf.runtime.checks.routes import compare_studies
 
     def study(labels: list[str]) -> SimpleNamespace:
         n = len(labels)

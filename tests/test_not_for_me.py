@@ -19,7 +19,7 @@ import pytest
 import olvf
 from olvf.phantom import make_phantom, phantom_display, write_dicom
 
-HELD_OUT = range(5000, 5030)  # the README's held-out validation seeds: never used to fit anything of the demo
+HELD_OUT = range(5000, 5030)  # held-out seeds (docs/how-to/validate-bundle.md): never used to fit the demo
 SIZE = (1250, 1000)
 
 

@@ -31,7 +31,7 @@ from olvf.phantom import (
     write_dicom,
     write_truth,
 )
-from olvf.phantom_cli import main
+from olvf.phantom.cli import main
 
 SMALL = (1250, 1000)
 
@@ -429,7 +429,7 @@ def test_cli_bad_fracture_is_exit_3_and_one_line(tmp_path: Path, capsys, spec: s
 
 def test_cli_as_a_process_reports_errors_without_traceback(tmp_path: Path) -> None:
     out = tmp_path / "twice.dcm"
-    cmd = [sys.executable, "-m", "olvf.phantom_cli", str(out), "--fracture", "L2:fresh", "--fracture", "L2:old"]
+    cmd = [sys.executable, "-m", "olvf.phantom.cli", str(out), "--fracture", "L2:fresh", "--fracture", "L2:old"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 3 and "Traceback" not in run.stderr
     assert run.stderr.strip() == "olvf-phantom: error: --fracture 'L2:old': L2 is given twice"
@@ -437,7 +437,7 @@ def test_cli_as_a_process_reports_errors_without_traceback(tmp_path: Path) -> No
 
 def test_monochrome1_reads_back_identical_to_monochrome2(tmp_path: Path) -> None:
     """Through the runtime's reader, the inverted file shows exactly the same image."""
-    from olvf.runtime.radiograph import read_radiograph
+    from olvf.runtime.inputs.reader import read_radiograph
 
     p = phantom(0, {})
     write_dicom(p, tmp_path / "m1.dcm", monochrome1=True)

@@ -12,8 +12,8 @@ import pytest
 from pydicom.uid import JPEG2000Lossless
 
 from olvf.phantom import DEFORMITIES, LEVELS
-from olvf.phantom_cli import main
-from olvf.phantom_set import composition, plan_set
+from olvf.phantom.cli import main
+from olvf.phantom.sets import composition, plan_set
 from olvf.runtime.validation.labels import read_labels
 
 SMALL = "320x256"  # the smallest field the phantom draws quickly; the set's logic does not depend on size

@@ -40,7 +40,7 @@ def test_whole_study(benchmark, rt, study) -> None:
 def test_detector(benchmark, rt, study) -> None:
     image = rt.infer(study)  # warm
     del image
-    from olvf.runtime.radiograph import read_radiograph
+    from olvf.runtime.inputs.reader import read_radiograph
 
     pixels = read_radiograph(study, rt.manifest.display).pixels * np.float32(255.0)
     benchmark(rt.detect, pixels)

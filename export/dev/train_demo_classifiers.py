@@ -193,8 +193,8 @@ class Crops:
 
 def phantom_crops(seed: int, recipe: Recipe, size: tuple[int, int] = (224, 224)) -> dict[str, np.ndarray]:
     """Every level of one phantom as the runtime crops it around a jittered truth box."""
-    from olvf.runtime.config import CropSettings
-    from olvf.runtime.crops import crop_regions, extract_crops
+    from olvf.runtime.bundle.config import CropSettings
+    from olvf.runtime.steps.crops import crop_regions, extract_crops
 
     cv2.setNumThreads(1)  # one process per core does better than threads inside each
     phantom, rng = sample_phantom(seed, recipe)
@@ -276,7 +276,7 @@ def normalise(gray: np.ndarray) -> Any:
     """Gray 0..255 crops -> the network input, as the manifest's preprocessing does."""
     import torch
 
-    from olvf.runtime.config import IMAGENET_MEAN, IMAGENET_STD
+    from olvf.runtime.bundle.config import IMAGENET_MEAN, IMAGENET_STD
 
     x = torch.from_numpy(np.asarray(gray, dtype=np.float32))[:, None] / 255.0
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -541,7 +541,7 @@ def train(recipe: Recipe, cache: Path, processes: int) -> tuple[dict[str, Any], 
     import torch
 
     from olvf.export.demo import RESIDUAL_GAIN
-    from olvf.runtime.config import IMAGENET_MEAN, IMAGENET_STD
+    from olvf.runtime.bundle.config import IMAGENET_MEAN, IMAGENET_STD
 
     # Drawing and features are timed when they are made; a run from the cache reports those times.
     timings: dict[str, float] = {}
@@ -651,7 +651,7 @@ def evaluate(bundle: Path, recipe: Recipe, weights: Path, precision: str = "fp32
     """The held-out test phantoms through the bundle as ``olvf-infer`` runs them (DICOM files, detector, graph)."""
     import olvf
     from olvf.phantom import write_dicom
-    from olvf.runtime.detection import box_iou
+    from olvf.runtime.steps.detection import box_iou
 
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     committed = hashlib.sha256(weights.read_bytes()).hexdigest()

@@ -328,8 +328,8 @@ def evaluate_levels(network: Any, root: Path, recipe: Recipe, conf: float = 0.25
     """The held-out phantoms through the runtime's own numpy letterbox and decoding: levels found and named."""
     import torch
 
-    from olvf.runtime.config import DetectorSpec
-    from olvf.runtime.detection import box_iou, letterbox, postprocess
+    from olvf.runtime.bundle.config import DetectorSpec
+    from olvf.runtime.steps.detection import box_iou, letterbox, postprocess
 
     settings = DetectorSpec(
         input_size=(recipe.imgsz, recipe.imgsz), stride=32, names=recipe.names, layout="yolov8", conf=conf, iou=iou
@@ -522,7 +522,7 @@ are the ones to update, together.
 |---|---|
 {figures_rows}
 
-The last rows run the validation images through `olvf.runtime.detection`
+The last rows run the validation images through `olvf.runtime.steps.detection`
 (letterbox, decoding, NMS, one box per level) as the bundle does.
 """
 

@@ -56,7 +56,7 @@ class Node:
 
     def start(self) -> None:
         import olvf
-        from olvf.runtime.pipeline import StudyPipeline
+        from olvf.runtime.study.pipeline import StudyPipeline
         from olvf.runtime.writers.report import report_context
 
         quiet_dicom_warnings()

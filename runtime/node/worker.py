@@ -35,8 +35,8 @@ from olvf.runtime.node.config import NodeConfig
 from olvf.runtime.node.spool import Spool, uid_hash
 from olvf.runtime.node.state import NodeState
 from olvf.runtime.node.studylog import StudyLog
-from olvf.runtime.pipeline import StudyPipeline
-from olvf.runtime.results import InputFailure, StudyResult
+from olvf.runtime.study.pipeline import StudyPipeline
+from olvf.runtime.study.results import InputFailure, StudyResult
 from olvf.runtime.writers.report import DEMO_WARNING, ReportContext
 
 SC_FILE = "sc.dcm"

@@ -1,4 +1,7 @@
-"""Backends chosen by name.
+"""Stage 4, the runners: backends chosen by name, behind one protocol (``base.Runner``).
+
+Also here: which backend "auto" chooses (``selection``), the routes a bundle verified per kind of CPU
+(``verified_routes``) and what this CPU is (``cpu``).
 
 Each entry names the module that holds the runner, so that asking for one
 backend never imports another's heavy dependencies.

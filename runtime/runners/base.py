@@ -18,7 +18,7 @@ import numpy as np
 from olvf.errors import BackendError, InputError, OlvfError
 
 if TYPE_CHECKING:
-    from olvf.runtime.bundle import Bundle
+    from olvf.runtime.bundle.files import Bundle
 
 R = TypeVar("R", bound="Runner")
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from olvf.errors import BackendError, BundleError
-from olvf.runtime.bundle import Bundle
-from olvf.runtime.cpu import usable_cores
+from olvf.runtime.bundle.files import Bundle
 from olvf.runtime.runners.base import Runner, TensorSpec
+from olvf.runtime.runners.cpu import usable_cores
 from olvf.runtime.runners.tensorrt.profiles import TYPICAL_BATCH, profile_shapes
 
 # What each device asks ONNX Runtime for, best first; CPU is always the fallback.
@@ -28,7 +28,7 @@ _PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
 ORT_TRT_CACHE = "onnxruntime-tensorrt-cache"
-_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+_DTYPES: dict[str, np.dtype[Any]] = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
 def default_threads() -> int:

@@ -29,9 +29,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from olvf.errors import BackendError, BundleError
-from olvf.runtime.bundle import Bundle
-from olvf.runtime.cpu import cpu_kind, describe_kind
+from olvf.runtime.bundle.files import Bundle
 from olvf.runtime.runners.base import Runner, TensorSpec
+from olvf.runtime.runners.cpu import cpu_kind, describe_kind
 from olvf.runtime.runners.onnxruntime import default_threads
 
 #: precision the runner computes in -> precision of the bundle graph it runs
@@ -94,7 +94,7 @@ class OpenVinoRunner(Runner):
             )
         self.model_path = Path(model_path)
         self.weights_path = weights_path
-        self.precision = precision
+        self.precision: str = precision
         self.threads = threads or default_threads()
         self._compiled: Any = None
         self._request: Any = None

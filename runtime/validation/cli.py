@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import olvf
+from olvf.atomic import check_replaceable
 from olvf.cli_main import run_main
 from olvf.errors import ParityError, UsageError
-from olvf.runtime.atomic import check_replaceable
-from olvf.runtime.pipeline import DEFAULT_BATCH
-from olvf.runtime.tolerances import GATE_CLASSES
+from olvf.runtime.bundle.manifest import DEFAULT_BUNDLE
+from olvf.runtime.bundle.tolerances import GATE_CLASSES
+from olvf.runtime.study.pipeline import DEFAULT_BATCH
 from olvf.runtime.validation.compare import GateLimits
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult
 from olvf.runtime.validation.labels import LabelledSet, read_labels
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         "counted in the not-assessed rate, which the table reports and the gate compares between routes.",
     )
     parser.add_argument("set", nargs="?", type=Path, metavar="SET", help="labels.csv, or the folder holding it")
-    parser.add_argument("--bundle", type=Path, default=Path("engines"), help="bundle folder (default engines/)")
+    parser.add_argument(
+        "--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle folder (default {DEFAULT_BUNDLE}, the demo's)"
+    )
     parser.add_argument(
         "--route",
         action="append",

@@ -250,16 +250,18 @@ def evaluate(
     resamples = study_resamples(len(outcomes), bootstrap, seed)
     replicates: dict[str, np.ndarray] = {}
 
-    fracture_args = (truth != normal, predicted != normal, p_fracture)
-    fresh_args = (truth == fresh, detected & (p_fresh >= operating_point), p_fresh)
+    Task = tuple[np.ndarray, np.ndarray, np.ndarray]  # truth, decision, score per vertebra
+    fracture_args: Task = (truth != normal, predicted != normal, p_fracture)
+    fresh_args: Task = (truth == fresh, detected & (p_fresh >= operating_point), p_fresh)
     fracture_text = "argmax class is old or fresh; score p(old) + p(fresh)"
     fresh_text = f"p(fresh) >= {operating_point:g} (the MRI decision); score p(fresh)"
     results: dict[str, BinaryFigures] = {}
-    for name, text, args in (
+    tasks: tuple[tuple[str, str, Task], ...] = (
         ("fracture", fracture_text, fracture_args),
         ("fresh", fresh_text, fresh_args),
         ("fresh_argmax", "argmax class is fresh; score p(fresh)", (truth == fresh, predicted == fresh, p_fresh)),
-    ):
+    )
+    for name, text, args in tasks:
         results[name], reps = binary_figures(name, text, *args, study_index, resamples)
         replicates.update(replicate_names(name, reps))
 
@@ -285,9 +287,10 @@ def evaluate(
         if not at.any():
             continue
         per_task = {}
-        for name, text, args in (("fracture", fracture_text, fracture_args), ("fresh", fresh_text, fresh_args)):
+        for name, text, args in tasks[:2]:
+            truth_at, decision_at, score_at = (a[at] for a in args)
             per_task[name], reps = binary_figures(
-                name, text, *(a[at] for a in args), study_index[at], resamples, with_roc=False
+                name, text, truth_at, decision_at, score_at, study_index[at], resamples, with_roc=False
             )
             replicates.update(replicate_names(f"level.{level}.{name}", reps))
         levels.append(LevelFigures(level, int(at.sum()), per_task["fracture"], per_task["fresh"]))

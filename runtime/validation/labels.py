@@ -41,12 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from olvf.errors import InputError
-
-LEVELS: tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
-CLASSES: tuple[str, ...] = ("normal", "old", "fresh")
-REQUIRED_COLUMNS: tuple[str, ...] = ("file", "level", "class")
-BOX_COLUMNS: tuple[str, ...] = ("x1", "y1", "x2", "y2")
-LABELS_NAME = "labels.csv"
+from olvf.vocabulary import BOX_COLUMNS, CLASSES, LABELS_NAME, LEVELS, REQUIRED_COLUMNS
 
 Box = tuple[float, float, float, float]
 

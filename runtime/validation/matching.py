@@ -39,7 +39,7 @@ class VertebraOutcome:
     matched_by: str | None  # "box", "level", or None when missed
     predicted_level: str | None
     iou: float | None
-    probabilities: tuple[float, float, float]
+    probabilities: tuple[float, ...]  # in CLASSES order
 
     @property
     def detected(self) -> bool:

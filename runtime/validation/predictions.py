@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +29,11 @@ class PredictedVertebra:
 
     level: str
     box: Box | None
-    probabilities: tuple[float, float, float]
+    probabilities: tuple[float, ...]  # len(CLASSES) values, checked below
     score: float = 1.0
 
     def __post_init__(self) -> None:
-        probs = self.probabilities
+        probs: Any = self.probabilities  # a mapping or a sequence as given, a tuple once stored
         if isinstance(probs, Mapping):
             unknown = sorted(set(probs) - set(CLASSES))
             missing = [c for c in CLASSES if c not in probs]

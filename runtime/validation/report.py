@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import olvf.json_text as json_text
-from olvf.runtime.atomic import staged_directory
+from olvf.atomic import staged_directory
 from olvf.runtime.validation.compare import RouteComparison
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult
 from olvf.runtime.validation.metrics import BinaryFigures, Figure

@@ -2,7 +2,7 @@
 
 A *route* is a backend and a precision (``onnxruntime-fp32``, ``onnxruntime-fp16``,
 ``tensorrt``, ``auto``...): what a workstation would deploy. Every route runs
-the same studies through the same :class:`~olvf.runtime.pipeline.StudyPipeline`
+the same studies through the same :class:`~olvf.runtime.study.pipeline.StudyPipeline`
 as ``olvf-infer`` (batched across studies), so the table describes what the
 deployed bundle does, not a re-implementation of it.
 """
@@ -10,7 +10,6 @@ deployed bundle does, not a re-implementation of it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,16 +20,18 @@ from typing import Any
 import numpy as np
 
 import olvf
+from olvf.digest import sha256_file
 from olvf.errors import UsageError
-from olvf.runtime.bundle_update import update_manifest
-from olvf.runtime.manifest import PRECISIONS, Manifest
-from olvf.runtime.pipeline import DEFAULT_BATCH, StudyPipeline
-from olvf.runtime.results import InputFailure, StudyResult
+from olvf.runtime.bundle.manifest import PRECISIONS, Manifest
+from olvf.runtime.bundle.updates import update_manifest
 from olvf.runtime.runners import backend_names
+from olvf.runtime.study.pipeline import DEFAULT_BATCH, StudyPipeline
+from olvf.runtime.study.results import InputFailure, StudyResult
 from olvf.runtime.validation.compare import GateLimits, RouteComparison, compare_routes
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult, evaluate
 from olvf.runtime.validation.labels import LabelledSet
 from olvf.runtime.validation.predictions import PredictedVertebra, StudyPrediction
+from olvf.vocabulary import CLASSES
 
 Progress = Callable[[str], None]
 ROUTE_PRECISIONS = (*PRECISIONS, "bf16")  # BF16 is arithmetic on the FP32 graph, not a graph of its own
@@ -78,11 +79,20 @@ def prediction(key: str, outcome: StudyResult | InputFailure) -> StudyPrediction
             PredictedVertebra(
                 level=level,
                 box=tuple(float(v) for v in detections.boxes[i]) if outcome.cascade else None,  # type: ignore[arg-type]
-                probabilities=dict(zip(classes, (float(p) for p in outcome.classification.probabilities[i]))),
+                probabilities=_in_class_order(classes, outcome.classification.probabilities[i]),
                 score=score if np.isfinite(score) else 1.0,
             )
         )
     return StudyPrediction(key, tuple(vertebrae))
+
+
+def _in_class_order(classes: Sequence[str], row: np.ndarray) -> tuple[float, ...]:
+    """One crop's probabilities in the validation's class order, whatever order the bundle's outputs have."""
+    by_name = dict(zip(classes, (float(p) for p in row)))
+    missing = [c for c in CLASSES if c not in by_name]
+    if missing:
+        raise ValueError(f"the bundle's classes {', '.join(classes)} lack {', '.join(missing)}")
+    return tuple(by_name[c] for c in CLASSES)
 
 
 @dataclass(frozen=True)
@@ -230,22 +240,18 @@ def validate_routes(
     comparison = compare_routes(results, reference=names[0], limits=limits) if len(routes) > 1 else None
     context = {
         "olvf": olvf.__version__,
-        "bundle": {"path": str(bundle), "manifest_sha256": _sha256(bundle / "manifest.json")},
-        "set": {"labels": str(labelled.source), "sha256": _sha256(labelled.source)},
+        "bundle": {"path": str(bundle), "manifest_sha256": sha256_file(bundle / "manifest.json")},
+        "set": {"labels": str(labelled.source), "sha256": sha256_file(labelled.source)},
         "routes": {name: {**r.backend, "seconds": round(r.seconds, 2)} for name, r in runs.items()},
         "missed_vertebrae": MISSED_RULE,
     }
     return Validation(labelled, runs, results, comparison, context)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def record_passed_routes(bundle: Path, validation: Validation, progress: Progress = lambda _line: None) -> list[str]:
     """Record as verified, on this kind of CPU, every reduced-precision route that passed the gate against an FP32
     reference; ``auto`` runs only such routes. Returns the routes recorded."""
-    from olvf.runtime.routes import REDUCED, record_verified_route
+    from olvf.runtime.runners.verified_routes import REDUCED, record_verified_route
 
     comparison = validation.comparison
     if comparison is None or comparison.reference not in FP32_REFERENCES:

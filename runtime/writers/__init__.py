@@ -1,7 +1,7 @@
 """Writers: study results into files people and systems read.
 
 The report, overlay and heatmaps (:mod:`.study_folder`) are built from the
-pipeline's :mod:`olvf.runtime.results` objects and recompute nothing. The
+pipeline's :mod:`olvf.runtime.study.results` objects and recompute nothing. The
 DICOM writers (Secondary Capture and TID 1500 Structured Report) take the
 findings as :mod:`.findings`' frozen dataclasses; :mod:`.dicom_study`
 derives those from a study result. None imports a command-line module.

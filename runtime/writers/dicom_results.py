@@ -30,8 +30,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from olvf.atomic import write_bytes_atomic
 from olvf.errors import OutputExistsError
-from olvf.runtime.atomic import write_bytes_atomic
 from olvf.runtime.writers.dicom_sc import build_secondary_capture
 from olvf.runtime.writers.dicom_source import DicomSource, read_dicom_source
 from olvf.runtime.writers.dicom_sr import build_measurement_report

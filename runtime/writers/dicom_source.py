@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from olvf.errors import InputError
-from olvf.runtime.radiograph import _read_head, _sniff
+from olvf.runtime.inputs.admission import read_head, sniff
 
 NO_PATIENT_CONTEXT = (
     "PNG, JPEG and TIFF inputs carry no patient or study, so no DICOM results are written for them; "
@@ -146,7 +146,7 @@ def read_dicom_source(path: str | os.PathLike[str]) -> DicomSource:
     size that results must reference.
     """
     path = Path(path)
-    kind = _sniff(_read_head(path))
+    kind = sniff(read_head(path))
     if kind in _IMAGE_KINDS:
         raise NoPatientContextError(path)
     if kind is None:

@@ -7,7 +7,7 @@ the report's own rounding (:func:`olvf.runtime.writers.report.vertebra_reports`)
 from __future__ import annotations
 
 from olvf import __version__
-from olvf.runtime.results import StudyResult
+from olvf.runtime.study.results import StudyResult
 from olvf.runtime.writers.findings import Algorithm, StudyFindings, VertebraFinding
 from olvf.runtime.writers.report import ReportContext, vertebra_reports
 
@@ -19,7 +19,7 @@ def study_findings(study: StudyResult, context: ReportContext) -> StudyFindings:
         vertebrae=tuple(
             VertebraFinding(
                 level=row["level"],
-                box=tuple(row["box"]),  # type: ignore[arg-type]
+                box=tuple(row["box"]),
                 prediction=row["prediction"],
                 probabilities=row["probabilities"],
                 gradcam_peak_region=row["gradcam"]["peak_region"],

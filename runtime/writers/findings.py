@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-CLASSES: tuple[str, ...] = ("normal", "old", "fresh")
-REGIONS: tuple[str, ...] = ("centre", "upper_endplate", "lower_endplate", "anterior", "posterior", "outside_box")
-NAMED_LEVELS: tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
+from olvf.vocabulary import CLASSES, REGIONS
+from olvf.vocabulary import LEVELS as NAMED_LEVELS
+
 CROP_LEVEL = "crop"  # a bundle without detector: the whole image was classified as one crop
 _UNNAMED_LEVEL = re.compile(r"V[1-9][0-9]?")  # "V1".."V99": levels the detector could not name
 _SHA256 = re.compile(r"[0-9a-f]{64}")

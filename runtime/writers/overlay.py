@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from olvf.runtime.results import StudyResult
+from olvf.runtime.study.results import StudyResult
 
 BGR = tuple[int, int, int]
 CLASS_COLOURS: dict[str, BGR] = {"normal": (0, 200, 0), "old": (0, 190, 255), "fresh": (0, 0, 255)}

@@ -1,8 +1,8 @@
 """One study's report: what the cascade found, as data for scripts (report.json) and as lines for people.
 
-Built from a :class:`olvf.runtime.results.StudyResult` and the run's
+Built from a :class:`olvf.runtime.study.results.StudyResult` and the run's
 :class:`ReportContext`; nothing is recomputed here. How Grad-CAM regions are
-defined is in :mod:`olvf.runtime.cam_regions`.
+defined is in :mod:`olvf.runtime.steps.regions`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from olvf.runtime.cam_regions import REGIONS
-from olvf.runtime.results import StudyResult
+from olvf.runtime.steps.regions import REGIONS
+from olvf.runtime.study.results import StudyResult
 
 if TYPE_CHECKING:
-    from olvf.runtime.session import Runtime
+    from olvf.runtime.study.runtime import Runtime
 
 SCHEMA = "olvf-report/1"
 DEMO_WARNING = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"

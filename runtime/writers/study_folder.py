@@ -5,7 +5,7 @@ with the patient: ``olvf_sc.dcm`` (Secondary Capture of the overlay) and
 ``olvf_sr.dcm`` (TID 1500 Structured Report), built from the same result.
 
 The folder is built in a staging folder beside it and put in place by one
-rename (:mod:`olvf.runtime.atomic`), so no half-written study is ever left.
+rename (:mod:`olvf.atomic`), so no half-written study is ever left.
 
 Which input a folder holds is recorded in its ``report.json`` (``source``:
 the input's real path and the sha256 of its bytes). Under ``--out``,
@@ -30,12 +30,12 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import olvf.json_text as json_text
+from olvf.atomic import Staging, check_replaceable, clean_stale, commit, folder_lock, sync_folder
+from olvf.digest import sha256_file
 from olvf.errors import OlvfError, OutputExistsError
-from olvf.runtime.atomic import Staging, check_replaceable, clean_stale, commit, folder_lock, sync_folder
-from olvf.runtime.batch import study_name
-from olvf.runtime.bundle import sha256_file
-from olvf.runtime.cpu import usable_cores
-from olvf.runtime.results import StudyResult
+from olvf.runtime.inputs.discovery import study_name
+from olvf.runtime.runners.cpu import usable_cores
+from olvf.runtime.study.results import StudyResult
 from olvf.runtime.writers.overlay import encode_png, render_heatmap, render_overlay, study_marks
 from olvf.runtime.writers.report import (
     DEMO_WARNING,

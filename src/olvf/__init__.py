@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
-    from olvf.runtime.session import Runtime
+    from olvf.runtime.study.runtime import Runtime
 
 __all__ = [
     "BackendError",
@@ -48,7 +48,7 @@ __all__ = [
 
 
 def load(bundle_dir: Any, backend: str = "auto", **options: Any) -> Runtime:
-    """Open a model bundle for inference; see :func:`olvf.runtime.session.load`."""
-    from olvf.runtime.session import load as _load
+    """Open a model bundle for inference; see :func:`olvf.runtime.study.runtime.load`."""
+    from olvf.runtime.study.runtime import load as _load
 
     return _load(bundle_dir, backend=backend, **options)

@@ -30,9 +30,9 @@ from olvf.export.demo import (
     load_demo_classifiers,
 )
 from olvf.phantom import make_phantom, phantom_display
-from olvf.runtime.config import CropSettings, Preprocessing
-from olvf.runtime.crops import extract_crops
-from olvf.runtime.preprocess import Preprocessor
+from olvf.runtime.bundle.config import CropSettings, Preprocessing
+from olvf.runtime.steps.crops import extract_crops
+from olvf.runtime.steps.preprocess import Preprocessor
 
 RECORD = DEMO_CLASSIFIERS.with_suffix(".md")
 

@@ -12,10 +12,10 @@ import torch
 from detector_fixtures import LEVELS, legacy_yolov5_onnx, original_yolov5_checkpoint, ultralytics_checkpoint
 
 import olvf
+from olvf.digest import sha256_file
 from olvf.export.cli import main
 from olvf.export.pipeline import DetectorSource, export_bundle
-from olvf.runtime.bundle import sha256_file
-from olvf.runtime.detection import box_iou, letterbox
+from olvf.runtime.steps.detection import box_iou, letterbox
 
 
 def _error(err: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import olvf
+from olvf.digest import sha256_file
 from olvf.errors import ParityError
 from olvf.export import architectures
 from olvf.export.checkpoints import load_classifier
@@ -20,8 +21,7 @@ from olvf.export.demo import demo_model, load_demo_classifiers
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.export.pipeline import export_bundle
 from olvf.export.synthetic import synthetic_crops
-from olvf.runtime.bundle import sha256_file
-from olvf.runtime.verify import Tolerances
+from olvf.runtime.checks.verify import Tolerances
 from tests_data import crop_images
 
 TOLERANCE = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 0.1)}
@@ -156,7 +156,7 @@ def test_demo_weights_depend_only_on_the_seed() -> None:
     [
         (["--resnet50", "R.pt"], 1, "missing --densenet161, --resnext50"),
         (["--demo", "--resnet50", "R.pt"], 1, "--demo builds its own weights"),
-        # Out-of-range arguments are usage errors (2, as the README promises), not bundle problems (4).
+        # Out-of-range arguments are usage errors (2, as docs/reference/exit-codes.md says), not bundle problems (4).
         (["--demo", "--max-batch", "0"], 2, "--max-batch must be at least 1"),
         (["--demo", "--fresh-threshold", "1.5"], 2, "--fresh-threshold"),
         (["--demo", "--std", "0,0,0"], 2, "std values must be positive"),

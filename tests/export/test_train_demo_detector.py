@@ -19,8 +19,8 @@ import torch
 from dev_scripts import load_dev_script
 from olvf.export.demo import DEMO_DETECTOR
 from olvf.phantom import LEVELS, make_phantom, phantom_display, write_dicom
-from olvf.runtime.detection import letterbox
-from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.inputs.reader import read_radiograph
+from olvf.runtime.steps.detection import letterbox
 
 training = load_dev_script("export/dev/train_demo_detector.py")
 NAMES, Recipe = training.NAMES, training.Recipe

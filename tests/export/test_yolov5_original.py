@@ -36,7 +36,7 @@ from olvf.export.cli import main
 from olvf.export.detector import sample_inputs
 from olvf.export.safe_pickle import Inert, RefusedGlobal, load_checkpoint
 from olvf.export.yolov5_original import read_original_yolov5
-from olvf.runtime.detection import box_iou, letterbox
+from olvf.runtime.steps.detection import box_iou, letterbox
 
 
 def _error(err: str) -> str:

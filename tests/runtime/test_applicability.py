@@ -14,10 +14,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from olvf.runtime.applicability import Check, Gate, check_anatomy, check_header
-from olvf.runtime.config import AnatomyRules, IntendedUse
-from olvf.runtime.manifest import manifest_from_dict
-from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.bundle.config import AnatomyRules, IntendedUse
+from olvf.runtime.bundle.manifest import manifest_from_dict
+from olvf.runtime.inputs.reader import read_radiograph
+from olvf.runtime.steps.applicability import Check, Gate, check_anatomy, check_header
 
 RULES = AnatomyRules()
 USE = IntendedUse()

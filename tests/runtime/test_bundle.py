@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import olvf
+from olvf.atomic import staged_directory, write_text_atomic
 from olvf.errors import BundleError, OutputExistsError
-from olvf.runtime.atomic import staged_directory, write_text_atomic
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.manifest import CLASS_NAMES, Manifest, seal_manifest
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import CLASS_NAMES, Manifest, seal_manifest
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_a_start_checks_the_files_it_loads_not_every_file(bundle_copy: Path) -> 
 def test_manifest_is_read_once_and_identified_by_the_bytes_read(bundle_copy: Path, monkeypatch) -> None:
     import hashlib
 
-    from olvf.runtime import manifest as manifest_module
+    from olvf.runtime.bundle import manifest as manifest_module
 
     reads: list[Path] = []
     original = manifest_module.read_manifest_bytes
@@ -93,7 +93,7 @@ def test_manifest_is_read_once_and_identified_by_the_bytes_read(bundle_copy: Pat
         reads.append(folder)
         return original(folder)
 
-    monkeypatch.setattr("olvf.runtime.bundle.read_manifest_bytes", counting)
+    monkeypatch.setattr("olvf.runtime.bundle.files.read_manifest_bytes", counting)
     bundle = open_bundle(bundle_copy)
     assert len(reads) == 1
     assert bundle.manifest_sha256 == hashlib.sha256((bundle_copy / "manifest.json").read_bytes()).hexdigest()

@@ -24,11 +24,12 @@ from detector_fixtures import legacy_yolov5_onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import olvf
+from olvf.digest import sha256_file
 from olvf.errors import BundleError
-from olvf.runtime.bundle import open_bundle, sha256_file
-from olvf.runtime.bundle_update import update_manifest
-from olvf.runtime.manifest import MANIFEST_NAME, EngineSpec, seal_manifest
-from olvf.runtime.signing import SIGNATURE_NAME, TRUST_VARIABLE, write_signature
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import MANIFEST_NAME, EngineSpec, seal_manifest
+from olvf.runtime.bundle.signing import SIGNATURE_NAME, TRUST_VARIABLE, write_signature
+from olvf.runtime.bundle.updates import update_manifest
 from tests_data import crop_paths
 
 
@@ -293,7 +294,7 @@ def test_infer_runs_only_what_its_trusted_keys_signed(bundle: Path, tmp_path: Pa
 
 
 def test_an_unreadable_trusted_key_is_one_line(tmp_path: Path, monkeypatch) -> None:
-    from olvf.runtime import signing
+    from olvf.runtime.bundle import signing
 
     _, _, public = _keys(tmp_path, "hospital")
     real = Path.read_bytes

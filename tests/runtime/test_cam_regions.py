@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from olvf.runtime.cam_regions import REGIONS, RegionGeometry, analyse_cams, pixel_centres
+from olvf.runtime.steps.regions import REGIONS, RegionGeometry, analyse_cams, pixel_centres
 
 # A 100 x 100 map over the region (0, 0)-(100, 100): map pixel (i, j) is centred at (j + 0.5, i + 0.5).
 REGION = np.array([[0, 0, 100, 100]])

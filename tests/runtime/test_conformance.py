@@ -21,7 +21,7 @@ from olvf.export.architectures import get as get_architecture
 from olvf.export.demo import demo_model
 from olvf.export.gradcam_reference import autograd_grad_cam
 from olvf.runtime import runners
-from olvf.runtime.bundle_engines import build_bundle_engines
+from olvf.runtime.checks.engines import build_bundle_engines
 
 
 def _ort_has(provider: str) -> bool:
@@ -88,7 +88,7 @@ BACKENDS = [
     pytest.param(("tensorrt", "fp16", {"fake": True}), id="tensorrt-fake"),
 ]
 # BF16 keeps 8 bits of mantissa; INT8 quantises every backbone activation to 256 levels and is judged by
-# decisions on a labelled set, not by equality (olvf.runtime.route_check): these bound gross errors only.
+# decisions on a labelled set, not by equality (olvf.runtime.checks.routes): these bound gross errors only.
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 3e-2, "int8": 0.1}
 CAM_TOLERANCE = {"fp32": 1e-3, "fp16": 0.1, "bf16": 0.15}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from olvf.runtime.decision import compared, mri_decision
+from olvf.runtime.steps.decision import compared, mri_decision
 
 
 def test_mri_is_recommended_at_or_over_the_operating_point_naming_the_level() -> None:

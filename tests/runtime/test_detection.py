@@ -9,9 +9,9 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from olvf.runtime.config import CropSettings, DetectorSpec
-from olvf.runtime.crops import crop_regions, extract_crops
-from olvf.runtime.detection import Letterbox, candidates, letterbox, nms, postprocess
+from olvf.runtime.bundle.config import CropSettings, DetectorSpec
+from olvf.runtime.steps.crops import crop_regions, extract_crops
+from olvf.runtime.steps.detection import Letterbox, candidates, letterbox, nms, postprocess
 
 NAMES = ("vertebra",)
 

@@ -25,12 +25,12 @@ import olvf
 from olvf.errors import BundleError, InputError, ParityError, UsageError
 from olvf.export import domain as fitting
 from olvf.phantom import make_phantom, phantom_display
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.bundle_update import update_manifest
-from olvf.runtime.config import CropSettings
-from olvf.runtime.crops import extract_crops
-from olvf.runtime.domain import METHOD, ModelStatistics, load_domain, statistics_bytes
-from olvf.runtime.manifest import manifest_from_dict, seal_manifest
+from olvf.runtime.bundle.config import CropSettings
+from olvf.runtime.bundle.domain import METHOD, ModelStatistics, load_domain, statistics_bytes
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import manifest_from_dict, seal_manifest
+from olvf.runtime.bundle.updates import update_manifest
+from olvf.runtime.steps.crops import extract_crops
 
 needs_ultralytics = pytest.mark.skipif(
     importlib.util.find_spec("ultralytics") is None,
@@ -409,11 +409,11 @@ def test_the_demo_domain_was_fitted_on_phantoms_and_checked(demo_domain) -> None
 @pytest.mark.slow
 @needs_ultralytics
 def test_held_out_phantoms_lie_within_the_demo_domain(demo_domain, tmp_path: Path) -> None:
-    """20 studies of the README's held-out set (seeds 5000-5019, full-size DICOM, MONOCHROME1 and JPEG 2000 among
-    them), read as olvf-infer reads them; the aim is at most 1 in 100 rejected, so none of 20 may be (fewer
-    studies than 100 for time: about 1.5 s each)."""
-    from olvf.phantom_set import write_phantom_set
-    from olvf.runtime.radiograph import read_radiograph
+    """20 studies of the held-out set of docs/how-to/validate-bundle.md (seeds 5000-5019, full-size DICOM,
+    MONOCHROME1 and JPEG 2000 among them), read as olvf-infer reads them; the aim is at most 1 in 100 rejected,
+    so none of 20 may be (fewer studies than 100 for time: about 1.5 s each)."""
+    from olvf.phantom.sets import write_phantom_set
+    from olvf.runtime.inputs.reader import read_radiograph
 
     folder = tmp_path / "held-out"
     write_phantom_set(folder, count=20, seed=5000)

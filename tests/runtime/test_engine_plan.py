@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from olvf.errors import BackendError
-from olvf.runtime.manifest import GraphSpec
+from olvf.runtime.bundle.manifest import GraphSpec
 from olvf.runtime.runners.tensorrt.builder import build_plan
 from olvf.runtime.runners.tensorrt.precision import SIZE_JUDGED_FROM, check_precision, read_layer_precisions
 from olvf.runtime.runners.tensorrt.profiles import profile_shapes

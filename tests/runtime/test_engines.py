@@ -4,7 +4,7 @@ The fake (see its docstring) runs each "engine" with ONNX Runtime on CPU and
 keeps "device" memory in host buffers. What these tests prove is olvf's side:
 which graph is built with which flags, what the manifest records, that an
 engine joins the bundle only after verification, that a stale or foreign
-engine is named and rebuilt, and that the commands do what the README says.
+engine is named and rebuilt, and that the commands do what docs/how-to/tensorrt-jetson.md says.
 Real TensorRT runs in tests/runtime/test_tensorrt.py and the conformance suite
 where it is installed.
 """
@@ -28,10 +28,10 @@ import olvf
 from olvf.errors import BackendError, BundleError, ParityError
 from olvf.export.cli import main as export_main
 from olvf.phantom import make_phantom, write_dicom
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.bundle_engines import build_bundle_engines, describe
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import MANIFEST_NAME, read_manifest, seal_manifest
+from olvf.runtime.checks.engines import build_bundle_engines, describe
 from olvf.runtime.cli import main as infer_main
-from olvf.runtime.manifest import MANIFEST_NAME, read_manifest, seal_manifest
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -168,7 +168,7 @@ def test_a_tensorrt_11_engine_that_is_fp32_is_refused_however_its_inspector_spel
     """A graph labelled FP16 that is FP32 (what exporters elsewhere fed TensorRT 11): by the inspector, or by size."""
     import dataclasses
 
-    from olvf.runtime import bundle_engines
+    from olvf.runtime.checks import engines as bundle_engines
 
     use_fake_gpu(monkeypatch, version="11.0.0", layer_style=style)
     real_source = bundle_engines.source_graph
@@ -452,7 +452,7 @@ def test_two_starts_at_once_build_once(cascade_bundle: Path, tmp_path: Path, mon
     import fcntl
     import threading
 
-    from olvf.runtime import bundle_engines as engines
+    from olvf.runtime.checks import engines
 
     bundle = _copy(cascade_bundle, tmp_path)
     use_fake_gpu(monkeypatch)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from olvf.runtime.gradcam import bilinear_matrix, fuse_maps, grad_cam, minmax_normalise, resize_maps
+from olvf.runtime.steps.gradcam import bilinear_matrix, fuse_maps, grad_cam, minmax_normalise, resize_maps
 
 
 @pytest.mark.parametrize("small,large", [(7, 224), (2, 64), (7, 7), (3, 10), (8, 224)])

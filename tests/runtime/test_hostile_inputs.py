@@ -28,9 +28,9 @@ from hostile_inputs import ESCAPES, Case, cases, good_bytes
 
 from olvf.errors import BackendError, InputError
 from olvf.phantom import make_phantom, write_dicom
-from olvf.runtime.pipeline import CASCADE_MIN_SIDE, StudyPipeline
-from olvf.runtime.radiograph import read_radiograph
-from olvf.runtime.results import InputFailure, StudyResult
+from olvf.runtime.inputs.reader import read_radiograph
+from olvf.runtime.study.pipeline import CASCADE_MIN_SIDE, StudyPipeline
+from olvf.runtime.study.results import InputFailure, StudyResult
 
 CASES = cases()
 # Peak RSS of olvf-infer with the tiny test bundle over the hostile folder. Measured: about 270 MiB; the
@@ -230,7 +230,7 @@ def test_a_backend_error_in_a_per_input_stage_still_stops_the_run(cascade_bundle
 
 
 def test_the_results_olvf_refuses_are_those_its_writers_make() -> None:
-    from olvf.runtime.dicom_header import OLVF_MANUFACTURER
+    from olvf.runtime.inputs.dicom_header import OLVF_MANUFACTURER
     from olvf.runtime.writers.dicom_sc import MANUFACTURER
 
     assert MANUFACTURER == OLVF_MANUFACTURER

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hostile_inputs import ESCAPES, good_dataset
 
-from olvf.runtime.cam_regions import DEFAULT_SOURCE, geometry_from_orientation
 from olvf.runtime.cli import main
+from olvf.runtime.steps.regions import DEFAULT_SOURCE, geometry_from_orientation
 
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:
@@ -111,7 +111,7 @@ def test_header_text_and_file_names_reach_the_terminal_escaped(cascade_bundle: P
 
 def test_an_unreadable_folder_is_one_line_naming_it(tmp_path: Path, monkeypatch) -> None:
     """Root reads every folder, so the refusal is staged: the folder's listing fails as it would for a user."""
-    from olvf.runtime.batch import expand_argument
+    from olvf.runtime.inputs.discovery import expand_argument
 
     locked = tmp_path / "scans"
     locked.mkdir()

@@ -25,12 +25,12 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from olvf.errors import InputError
 from olvf.phantom import dicom_dataset, make_phantom, write_dicom
-from olvf.runtime.batch import Progress, expand_inputs, study_names
-from olvf.runtime.cam_regions import REGIONS
 from olvf.runtime.cli import main as infer_main
-from olvf.runtime.detection import empty_detections, letterbox
-from olvf.runtime.pipeline import StudyPipeline
-from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.inputs.discovery import Progress, expand_inputs, study_names
+from olvf.runtime.inputs.reader import read_radiograph
+from olvf.runtime.steps.detection import empty_detections, letterbox
+from olvf.runtime.steps.regions import REGIONS
+from olvf.runtime.study.pipeline import StudyPipeline
 from olvf.runtime.writers.overlay import CLASS_COLOURS, DEMO_BACKGROUND
 from tests_data import crop_paths
 
@@ -383,7 +383,7 @@ def test_a_backend_failure_mid_run_stops_once_and_blames_no_input(cascade_bundle
 
 def test_a_film_without_vertebrae_is_not_assessed_and_needs_a_reader(cascade_bundle, films, tmp_path, monkeypatch):
     """No vertebral body is no evidence of no fracture: no verdict (null, never false), exit 9, the reason said."""
-    from olvf.runtime.session import Runtime
+    from olvf.runtime.study.runtime import Runtime
 
     monkeypatch.setattr(Runtime, "decode", lambda self, raw, fitted: empty_detections("order: 0 bodies found"))
     code, out, err = run_cli(["--bundle", str(cascade_bundle), "--out", str(tmp_path), str(films / "m2.dcm")])

@@ -22,7 +22,7 @@ from dicom_fixtures import ACCESSION, PATIENT_ID, PATIENT_NAME, write_source
 from peers import tool
 
 from olvf.runtime.cli import main as infer_main
-from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.inputs.reader import read_radiograph
 from olvf.runtime.writers import dicom_codes as codes
 
 

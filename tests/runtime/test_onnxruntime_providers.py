@@ -9,7 +9,7 @@ import pytest
 
 import olvf
 from olvf.errors import BackendError
-from olvf.runtime.bundle import open_bundle
+from olvf.runtime.bundle.files import open_bundle
 from olvf.runtime.runners.onnxruntime import ORT_TRT_CACHE, OnnxRuntimeRunner, provider_list
 
 

@@ -16,8 +16,8 @@ from fake_cpu import bf16_kinds, use_cpu_kind
 
 import olvf
 from olvf.errors import BackendError, BundleError, InputError, OlvfError
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.manifest import seal_manifest
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import seal_manifest
 
 openvino = import_openvino_or_skip()
 
@@ -132,7 +132,7 @@ def test_quantize_replaces_the_int8_graph_and_drops_routes_verified_on_it(tiny_i
     from conftest import write_calibration_images
 
     from olvf.export.quantize import add_int8_graph
-    from olvf.runtime.routes import record_verified_route
+    from olvf.runtime.runners.verified_routes import record_verified_route
 
     bundle = Path(shutil.copytree(tiny_int8_bundle, tmp_path / "bundle"))
     old = open_bundle(bundle).manifest.graph("ensemble", "int8")
@@ -241,8 +241,8 @@ def test_check_routes_refuses_a_set_too_small_before_any_study_runs(quantized_co
 def test_olvf_export_check_routes_on_every_cpu_kind(quantized_copy: Path, capsys, monkeypatch, kind: str) -> None:
     from olvf.errors import ParityError
     from olvf.export.cli import main
-    from olvf.runtime import tolerances
-    from olvf.runtime.route_check import _studies_needed
+    from olvf.runtime.bundle import tolerances
+    from olvf.runtime.checks.routes import _studies_needed
 
     use_cpu_kind(monkeypatch, kind)
     # A small set that holds every class, so the whole path runs in seconds; the real minimum is tested above.

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from hostile_inputs import good_bytes, good_dataset
 
-import olvf.runtime.atomic as atomic
+import olvf.atomic as atomic
+from olvf.atomic import Staging, clean_stale, folder_lock
 from olvf.errors import OutputExistsError
-from olvf.runtime.atomic import Staging, clean_stale, folder_lock
 from olvf.runtime.writers.study_folder import OutputFolder, recorded_source, source_identity
 
 SCRIPT = "import sys; from olvf.runtime.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -35,7 +35,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from olvf.runtime.radiograph import read_radiograph
+from olvf.runtime.inputs.reader import read_radiograph
 
 ROOT = Path(__file__).parents[2]
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from olvf.errors import InputError
-from olvf.runtime.config import Preprocessing
-from olvf.runtime.preprocess import Preprocessor
+from olvf.runtime.bundle.config import Preprocessing
+from olvf.runtime.steps.preprocess import Preprocessor
 
 SPEC = Preprocessing(input_size=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 

@@ -33,8 +33,9 @@ from pydicom.uid import (
 )
 
 from olvf.errors import InputError
-from olvf.runtime.config import DisplayConversion
-from olvf.runtime.radiograph import Radiograph, read_radiograph
+from olvf.runtime.bundle.config import DisplayConversion
+from olvf.runtime.inputs.images import Radiograph
+from olvf.runtime.inputs.reader import read_radiograph
 
 DX_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.1")
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
@@ -799,7 +800,7 @@ def test_display_conversion_round_trips_and_is_strict() -> None:
 
 
 def test_reader_imports_no_torch() -> None:
-    code = "import sys, olvf.runtime.radiograph; sys.exit(any(m.split('.')[0] == 'torch' for m in sys.modules))"
+    code = "import sys, olvf.runtime.inputs.reader; sys.exit(any(m.split('.')[0] == 'torch' for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -835,7 +836,7 @@ def test_reading_through_a_value_table_equals_the_per_pixel_conversion(
     tmp_path: Path, monkeypatch, stored: np.ndarray, elements: dict
 ) -> None:
     """Integer films are converted through a table of their possible values: same pixels, same record."""
-    from olvf.runtime import radiograph
+    from olvf.runtime.inputs import dicom_gray as radiograph
 
     path = make_dicom(tmp_path / "film.dcm", stored, **elements)
     used = []

@@ -13,12 +13,12 @@ from conftest import import_openvino_or_skip
 
 import olvf
 from olvf.errors import BundleError
-from olvf.runtime import tolerances
-from olvf.runtime.bundle import open_bundle
-from olvf.runtime.cpu import cpu_kind
-from olvf.runtime.manifest import seal_manifest
-from olvf.runtime.route_check import compare_studies, correlation, judge, verify_demo_route
-from olvf.runtime.routes import record_verified_route
+from olvf.runtime.bundle import tolerances
+from olvf.runtime.bundle.files import open_bundle
+from olvf.runtime.bundle.manifest import seal_manifest
+from olvf.runtime.checks.routes import compare_studies, correlation, judge, verify_demo_route
+from olvf.runtime.runners.cpu import cpu_kind
+from olvf.runtime.runners.verified_routes import record_verified_route
 
 import_openvino_or_skip()
 
@@ -124,7 +124,7 @@ def test_schema_2_manifests_without_the_new_fields_still_load(int8_copy: Path, t
         for key in ("format", "weights", "quantization"):
             graph.pop(key)
     plain.pop("verified_routes")
-    from olvf.runtime.manifest import manifest_from_dict
+    from olvf.runtime.bundle.manifest import manifest_from_dict
 
     manifest = manifest_from_dict(plain)
     assert manifest.schema_version == 2 and manifest.verified_routes == ()
@@ -178,7 +178,7 @@ def test_a_figure_that_could_not_be_measured_fails_the_route(key, unmeasured, ph
 
 
 def test_no_fresh_vertebra_gives_an_unmeasurable_figure_not_nan() -> None:
-    from olvf.runtime.route_check import _metrics
+    from olvf.runtime.checks.routes import _metrics
 
     assert _metrics(["normal", "old"], ["normal", "old"]) == {"accuracy": 1.0, "fresh_sensitivity": None}
     assert _metrics([], []) == {"accuracy": None, "fresh_sensitivity": None}
@@ -196,7 +196,7 @@ def test_a_route_with_an_unmeasured_figure_is_never_recorded(int8_copy: Path) ->
 def test_the_phantom_check_set_is_sized_before_any_study_runs(monkeypatch) -> None:
     from olvf.errors import UsageError
     from olvf.phantom import make_phantom, phantom_labels
-    from olvf.runtime import route_check
+    from olvf.runtime.checks import routes as route_check
 
     # the labels counted before the check are the ones the phantoms are drawn with
     for seed in (5000, 5003, 5011):
@@ -223,7 +223,7 @@ def test_map_correlation() -> None:
 
 
 def test_studies_compared_with_themselves_agree_and_fp16_stays_close(cascade_bundle: Path) -> None:
-    from olvf.runtime.verify import phantom_image
+    from olvf.runtime.checks.verify import phantom_image
 
     image, phantom = phantom_image(2)
     truth = {v.level: v.label for v in phantom.levels}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from olvf.errors import BackendError
-from olvf.runtime.bundle import open_bundle
+from olvf.runtime.bundle.files import open_bundle
 from olvf.runtime.runners import Runner, TensorSpec, backend_names, runner_class
 
 

@@ -13,8 +13,8 @@ from fake_gpu_fixture import real_tensorrt_missing
 
 import olvf
 from olvf.errors import BackendError, BundleError
-from olvf.runtime.bundle import Bundle, open_bundle
-from olvf.runtime.manifest import EngineSpec
+from olvf.runtime.bundle.files import Bundle, open_bundle
+from olvf.runtime.bundle.manifest import EngineSpec
 from olvf.runtime.runners.tensorrt import DeviceFacts, check_engine
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -82,7 +82,7 @@ REAL_TENSORRT_MISSING = real_tensorrt_missing()
 def test_real_tensorrt_builds_verified_fp16_engines_and_runs_the_cascade(cascade_bundle: Path, tmp_path: Path) -> None:
     """On real hardware: the whole path, FP16 for real (inspector), verified, then one phantom study."""
     from olvf.phantom import make_phantom
-    from olvf.runtime.bundle_engines import build_bundle_engines
+    from olvf.runtime.checks.engines import build_bundle_engines
 
     bundle = tmp_path / "bundle"
     shutil.copytree(cascade_bundle, bundle)

@@ -6,7 +6,7 @@ import pytest
 
 import olvf
 from olvf.errors import ParityError
-from olvf.runtime.verify import Tolerances, compare_runtimes
+from olvf.runtime.checks.verify import Tolerances, compare_runtimes
 
 
 def test_fp16_graph_reproduces_the_fp32_bundle(cascade_bundle) -> None:

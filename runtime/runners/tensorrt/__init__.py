@@ -2,7 +2,7 @@
 
 Engines are built on the machine that runs them (:mod:`.builder`); work on a
 bundle's set of engines (the build lock, the atomic manifest update, the
-check against ONNX Runtime) is :mod:`olvf.runtime.bundle_engines`. Nothing
+check against ONNX Runtime) is :mod:`olvf.runtime.checks.engines`. Nothing
 here imports TensorRT or cuda-python until it is used.
 
 Not run on real hardware in this project's CI (no GPU, no TensorRT): it is

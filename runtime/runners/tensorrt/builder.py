@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from olvf.errors import BackendError, BundleError, ParityError
-from olvf.runtime.manifest import GraphSpec, Manifest
+from olvf.runtime.bundle.manifest import GraphSpec, Manifest
 from olvf.runtime.runners.tensorrt.device import create_builder, create_runtime, tensorrt_logger
 from olvf.runtime.runners.tensorrt.precision import PrecisionCheck, check_precision, read_layer_precisions
 
@@ -61,7 +61,7 @@ def source_graph(manifest: Manifest, role: str, plan: BuildPlan) -> GraphSpec:
 def _progress_monitor(trt: Any, progress: Progress) -> Any:
     """Phases of a build, printed as they start: a Jetson build can take many minutes."""
 
-    class Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+    class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self.started = time.monotonic()

@@ -176,7 +176,7 @@ def _stderr_logger(trt: Any) -> Any:
     warning = int(trt.ILogger.Severity.WARNING)
     error = int(trt.ILogger.Severity.ERROR)
 
-    class StderrLogger(trt.ILogger):  # type: ignore[misc, name-defined]
+    class StderrLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: deque[str] = deque(maxlen=4)

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from olvf.errors import BundleError
-from olvf.runtime.bundle import Bundle
-from olvf.runtime.manifest import EngineSpec
+from olvf.runtime.bundle.files import Bundle
+from olvf.runtime.bundle.manifest import EngineSpec
 from olvf.runtime.runners.tensorrt.device import DeviceFacts
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from olvf.runtime.manifest import GraphSpec
+from olvf.runtime.bundle.manifest import GraphSpec
 
 # Profile "opt" shapes: what one study usually sends (one radiograph; T12-L5 or L1-L5 crops).
 TYPICAL_BATCH = {"detector": 1, "ensemble": 6}

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from olvf.errors import BackendError, BundleError, InputError
-from olvf.runtime.bundle import Bundle
-from olvf.runtime.manifest import EngineSpec
+from olvf.runtime.bundle.files import Bundle
+from olvf.runtime.bundle.manifest import EngineSpec
 from olvf.runtime.runners.base import Runner, TensorSpec
 from olvf.runtime.runners.tensorrt.device import (
     DeviceFacts,
@@ -60,8 +60,14 @@ class TensorRTRunner(Runner):
         self._stream_handle = 0
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, *, device: int = 0) -> TensorRTRunner:
-        """This machine's engine for ``role``; engines decide their precision, ``precision`` is not used."""
+    def from_bundle(cls, bundle: Bundle, role: str, precision: str | None = None, **options: Any) -> TensorRTRunner:
+        """This machine's engine for ``role``; engines decide their precision, ``precision`` is not used.
+
+        ``device``: the GPU index (default 0), the one option this backend takes.
+        """
+        device = options.pop("device", 0)
+        if options:
+            raise BackendError(f"backend 'tensorrt' takes only device=, not {', '.join(sorted(options))}")
         import_tensorrt()  # "not installed" says more than "no engine" on a machine without TensorRT
         if not isinstance(device, int) or isinstance(device, bool):
             raise BackendError(f"backend 'tensorrt' takes a GPU index as device (0, 1, ...), not {device!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import olvf
-from olvf.phantom_set import write_phantom_set
+from olvf.phantom.sets import write_phantom_set
 from olvf.runtime.validation.cli import main as validate_main
 
 SIZE = (1000, 800)

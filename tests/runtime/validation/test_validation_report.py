@@ -126,7 +126,7 @@ def test_report_is_written_whole_and_never_over_a_folder_without_force(tmp_path:
 def test_validation_imports_nothing_heavy() -> None:
     """It runs where olvf-infer runs: no torch, no scikit-learn, no plotting library."""
     code = (
-        "import sys, olvf.runtime.validation, olvf.phantom_set\n"
+        "import sys, olvf.runtime.validation, olvf.phantom.sets\n"
         "heavy = ('torch', 'torchvision', 'ultralytics', 'sklearn', 'scipy', 'matplotlib')\n"
         "print(','.join(m for m in heavy if m in sys.modules))"
     )

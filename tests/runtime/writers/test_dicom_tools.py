@@ -1,9 +1,9 @@
 """olvf's DICOM results checked by independent tools: dicom3tools' dciodvfy, dcmtk, and a real Orthanc PACS.
 
 Each test skips, naming the Debian package, where its tool is missing; CI
-installs them. The dciodvfy warnings allowed here are the ones the README
-lists and explains ("DICOM results"); any other warning, and any error,
-fails.
+installs them. The dciodvfy warnings allowed here are the ones
+docs/reference/dicom-objects.md lists and explains ("Checked by independent
+tools"); any other warning, and any error, fails.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from peers import tool
 from olvf.runtime.writers import StudyFindings, write_dicom_results
 from olvf.runtime.writers import dicom_codes as codes
 
-# Documented in README "DICOM results": a private coding scheme is by definition not a defined term.
+# Documented in docs/reference/dicom-objects.md: a private coding scheme is by definition not a defined term.
 ALLOWED_WARNINGS = (
     re.compile(r"Unrecognized defined term <99OLVF> for value 1 of attribute <Coding Scheme Designator>"),
 )
