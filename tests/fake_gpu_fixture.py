@@ -22,7 +22,15 @@ import pytest
 FAKE_GPU_DIR = Path(__file__).resolve().parent / "fake_gpu"
 
 # The modules the fakes provide: always removed after the test, even if not imported before it.
-_FAKE_MODULES = ("tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.bindings.utils")
+_FAKE_TENSORRT = ("_core", "_types", "_logging", "_onnx", "_network", "_builder", "_inspector", "_engine")
+_FAKE_MODULES = (
+    "tensorrt",
+    *(f"tensorrt.{part}" for part in _FAKE_TENSORRT),
+    "cuda",
+    "cuda.bindings",
+    "cuda.bindings.runtime",
+    "cuda.bindings.utils",
+)
 _PREFIXES = ("tensorrt", "cuda")
 
 
