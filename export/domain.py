@@ -58,7 +58,7 @@ Features = dict[str, np.ndarray]  # one study: model name -> (vertebrae, K)
 Chooser = Callable[[int, int], np.ndarray]  # (study index, vertebrae found) -> indices of those to use
 
 #: phantoms the demo's domain is fitted on, and those that check it; used by no other part of olvf (the demo's INT8
-#: calibration uses 1000-1015, --check-routes and the README's held-out set 5000 on, the demo's training 100000 on)
+#: calibration uses 1000-1015, --check-routes and the docs' held-out set 5000 on, the demo's training 100000 on)
 PHANTOM_FIT_SEEDS = range(2000, 2044)
 PHANTOM_CHECK_SEEDS = range(2100, 2108)
 #: vertebrae of each phantom that go to the ensemble (the detector finds six; each costs 0.2 s on 2 cores): a

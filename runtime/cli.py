@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "detected vertebrae are not a lateral lumbar column, or whose crops lie outside the bundle's domain is NOT "
         'ASSESSED: no verdict, the reason on its line, report.json with "assessed": false and '
         '"mri_recommended": null (never false). Exit 0: every study assessed; 9: every input read, at least one '
-        "not assessed; 3: an input could not be used (see README, Exit codes).",
+        "not assessed; 3: an input could not be used (see docs/reference/exit-codes.md).",
     )
     parser.add_argument(
         "inputs",

@@ -104,7 +104,7 @@ def bundle_member(name: Any, what: str) -> str:
 
 @dataclass(frozen=True)
 class GradCamSpec:
-    """Where and how a model's Grad-CAM is taken (see README, "Grad-CAM")."""
+    """Where and how a model's Grad-CAM is taken (see docs/explanation/gradcam.md)."""
 
     layer: str
     feature_shape: tuple[int, int, int]

@@ -6,7 +6,7 @@
     olvf-serve requeue --spool /var/spool/olvf [KEY ...]      # dead-lettered results, sent again
 
 Flags override the config file (TOML, the same names with underscores; see
-the README). This module parses and prints; the node is
+docs/how-to/serve-systemd.md). This module parses and prints; the node is
 :mod:`olvf.runtime.node.server`.
 """
 

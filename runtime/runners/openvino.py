@@ -15,7 +15,7 @@ that says FP32 is FP32.
 
 The graph is compiled once with a dynamic batch: a static batch would compile
 again for every crop count a study brings (seconds for INT8) for a few
-per cent of speed (see README, "OpenVINO").
+per cent of speed (see docs/how-to/cpu-precision.md).
 """
 
 from __future__ import annotations

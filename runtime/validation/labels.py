@@ -129,7 +129,10 @@ def read_labels(path: str | Path) -> LabelledSet:
     source = labels_path(path)
     if not source.is_file():
         hint = f"no {LABELS_NAME} in that folder" if Path(path).is_dir() else "no such file"
-        raise InputError(f"{source}: {hint}; a labelled set is a CSV file,level,class[,x1,y1,x2,y2] (see the README)")
+        raise InputError(
+            f"{source}: {hint}; a labelled set is a CSV file,level,class[,x1,y1,x2,y2] "
+            "(see docs/reference/labelled-set.md)"
+        )
     try:
         text = source.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -11,7 +11,7 @@ DICOM has no codes for olvf's classes ("fresh" and "old" osteoporotic
 fracture), for its probabilities or for its Grad-CAM regions. They come from
 a private coding scheme, designator ``99OLVF`` (PS3.16 section 8: designators
 beginning with "99" are for private schemes), declared in each SR's Coding
-Scheme Identification Sequence and listed in the README ("DICOM results").
+Scheme Identification Sequence and listed in docs/reference/dicom-objects.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One root exception for everything a user can cause and fix.
 
 Each subclass carries the process exit code the CLIs return for it, so the
-codes are documented in one place (README, "Exit codes") and scripts can tell
+codes are documented in one place (docs/reference/exit-codes.md) and scripts can tell
 a bad input from a bad bundle without parsing messages. Bugs are not
 ``OlvfError`` and keep their tracebacks.
 """
