@@ -18,7 +18,7 @@ import numpy as np
 from olvf.phantom import dicom_dataset, make_phantom
 from olvf.runtime.inputs.reader import read_radiograph
 from olvf.runtime.writers import Algorithm, StudyFindings, VertebraFinding
-from olvf.runtime.writers.overlay import CLASS_COLOURS, Mark, render_overlay
+from olvf.runtime.writers.overlay import STATE_COLOURS, Mark, render_overlay
 from olvf.runtime.writers.report import DEMO_WARNING
 
 PATIENT_NAME = "Kojima^Hanako"
@@ -91,7 +91,8 @@ def overlay_rgb(source: Path, findings: StudyFindings) -> np.ndarray:
         cam = np.zeros((7, 7), np.float32)
         cam[1:4, 2:5] = 1.0
         label = f"{v.level} {v.prediction} {v.probabilities[v.prediction]:.2f}"
-        marks.append(Mark(v.box, region, cam, label, CLASS_COLOURS[v.prediction]))
+        state = "suspected fresh" if v.prediction == "fresh" else v.prediction
+        marks.append(Mark(v.box, region, cam, label, STATE_COLOURS[state]))
     verdict = "MRI recommended" if findings.mri_recommended else "MRI not indicated by olvf"
     canvas, _ = render_overlay(
         radiograph.pixels,

@@ -229,3 +229,64 @@ def test_demo_without_ultralytics_says_what_to_install(tmp_path: Path, monkeypat
     err = capsys.readouterr().err
     assert "Traceback" not in err and "pip install 'olvf[export]'" in err and "ultralytics" in err
     assert not (tmp_path / "bundle").exists()
+
+
+def _state_of_outline(image: np.ndarray, overlay: dict, box: list[float]) -> tuple[int, int, int]:
+    """The colour of a box's outline on the overlay, read 2 px outside its left edge at mid-height (BGR)."""
+    scale, top = overlay["scale"], overlay["offset"][1]
+    x = int(np.ceil(box[0] * scale - 0.5)) - 2
+    y = int((box[1] + box[3]) / 2 * scale) + top
+    return tuple(int(v) for v in image[y, x])
+
+
+@pytest.mark.slow
+@needs_ultralytics
+def test_what_the_physician_sees_says_what_olvf_decided(demo_bundle: Path, tmp_path: Path, capsys) -> None:
+    """Held-out phantoms (olvf-phantom --set held-out from seed 5000) through olvf-infer --dicom: every vertebra at
+    or over the operating point is drawn in the one colour no other box has, labelled with its p(fresh), and the
+    summary names exactly the report's mri_levels. Phantom 5017 is where L3 (p(fresh) 0.49 over 0.31, top class
+    normal) was drawn as "L3 normal 0.50" in green while the MRI went to L3 and L4."""
+    import cv2
+
+    from olvf.phantom.sets import plan_study
+    from olvf.runtime.writers.overlay import STATE_COLOURS
+
+    films = []
+    for seed in (5017, 5001, 5006):
+        study = plan_study(seed)
+        phantom = make_phantom(seed, dict(study.fractures), deformities=dict(study.deformities))
+        films.append(tmp_path / f"phantom-{seed}.dcm")
+        write_dicom(phantom, films[-1], monochrome1=study.monochrome1, jpeg2000=study.jpeg2000)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    code = _console("olvf-infer")(["--bundle", str(demo_bundle), "--out", str(out), "--dicom", *map(str, films)])
+    summary = capsys.readouterr().out
+    assert code == 0, summary
+    fresh_colour = STATE_COLOURS["suspected fresh"]
+    suspected_somewhere = False
+    for film in films:
+        folder = out / film.stem
+        report = json.loads((folder / "report.json").read_text())
+        threshold = report["operating_point"]["fresh"]
+        image = cv2.imread(str(folder / "overlay.png"), cv2.IMREAD_COLOR)
+        over = [v["level"] for v in report["vertebrae"] if v["probabilities"]["fresh"] >= threshold]
+        assert report["mri_levels"] == over
+        for v in report["vertebrae"]:
+            suspected = v["probabilities"]["fresh"] >= threshold
+            assert (v["shown_as"] == "suspected fresh") == suspected, v
+            colour = _state_of_outline(image, report["overlay"], v["box"])
+            assert (colour == fresh_colour) == suspected, (film.stem, v["level"], colour)
+            assert colour == STATE_COLOURS[v["shown_as"]], (film.stem, v["level"], colour)
+            suspected_somewhere |= suspected
+        # The summary's verdict line for this study names exactly the MRI levels, each with its p(fresh).
+        block = summary.split(f"{film}  ->")[1].split("->")[0]
+        verdict = next(line for line in block.splitlines() if "MRI" in line)
+        named = re.findall(r"\b(T12|L[1-5]) \(p\(fresh\)", verdict)
+        assert named == report["mri_levels"], verdict
+        if film.stem == "phantom-5017":
+            l3 = next(v for v in report["vertebrae"] if v["level"] == "L3")
+            assert l3["shown_as"] == "suspected fresh" and l3["gradcam"]["target"] == "fresh", l3
+            assert "L3" in report["mri_levels"], report["mri_reason"]
+        # The heat map PNGs say which class they show, and the SR and SC exist beside them.
+        assert (folder / "olvf_sr.dcm").is_file() and (folder / "olvf_sc.dcm").is_file()
+    assert suspected_somewhere, "the held-out phantoms hold a suspected fresh fracture"

@@ -146,7 +146,7 @@ def test_every_verdict_line_says_demo_and_the_run_says_what_the_bundle_is_for(de
     out = capsys.readouterr().out
     assert "bundle intended for lateral radiographs of the lumbar or thoracolumbar spine" in out
     (verdict,) = [line for line in out.splitlines() if "MRI recommended" in line]
-    assert verdict.strip().startswith("DEMO, not for diagnosis | MRI recommended: p(fresh)")
+    assert verdict.strip().startswith("DEMO, not for diagnosis | MRI recommended: suspected fresh fracture at")
     report = json.loads((tmp_path / "out" / "phantom" / "report.json").read_text())
     assert report["mri_recommended"] is True and "DEMO bundle" in report["mri_note"]
     assert report["applicability"]["assessed"] is True

@@ -66,7 +66,7 @@ from olvf.runtime.steps.applicability import (
     no_domain_record,
 )
 from olvf.runtime.steps.crops import crop_regions, extract_crops
-from olvf.runtime.steps.decision import mri_decision, not_assessed
+from olvf.runtime.steps.decision import mri_decision, not_assessed, state_targets, vertebra_states
 from olvf.runtime.steps.detection import Detections, Letterbox, empty_detections, per_level_names
 from olvf.runtime.steps.regions import CamAnalysis, RegionGeometry, analyse_cams, geometry_from_orientation
 from olvf.runtime.study.cascade import Cascade
@@ -407,7 +407,11 @@ class StudyPipeline:
             del crops
             outputs = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             ran = perf_counter()
-            everything = self.cascade.explain(outputs)
+            # Grad-CAM of what each vertebra is shown as (a suspected fresh fracture: the fresh map), not of its
+            # top class: the map must be the evidence for the finding the picture names.
+            probabilities = outputs[self.cascade.manifest.ensemble.probabilities_output]
+            states = vertebra_states(probabilities, self.cascade.classes, self.operating_point)
+            everything = self.cascade.explain(outputs, state_targets(states, self.cascade.classes))
         else:
             ran = perf_counter()
             everything = self.cascade.empty_classification()
@@ -503,7 +507,8 @@ class StudyPipeline:
         applicability = self.gate.decide(checks)
         if applicability.assessed:
             fresh = classification.probabilities[:, self._fresh]
-            decision = mri_decision(detections.levels, fresh, self.operating_point)
+            states = vertebra_states(classification.probabilities, classification.classes, self.operating_point)
+            decision = mri_decision(detections.levels, fresh, self.operating_point, states)
         else:  # withheld whole: no vertebra's class, map or probability leaves the pipeline
             assert applicability.reason is not None
             decision = not_assessed(applicability.reason, self.operating_point)

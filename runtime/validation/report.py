@@ -27,6 +27,7 @@ from olvf.runtime.validation.compare import RouteComparison
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult
 from olvf.runtime.validation.metrics import BinaryFigures, Figure
 from olvf.runtime.validation.pictures import draw_confusion, draw_roc, encode_png
+from olvf.runtime.writers.report import DEMO_WARNING
 
 SCHEMA = "olvf-validation/1"
 JSON_NAME = "validation.json"
@@ -308,6 +309,27 @@ def _change(f: Any) -> str:
     return text
 
 
+def _context_lines(key: str, value: Any, depth: int = 0) -> list[str]:
+    """A context entry as Markdown bullets: nested mappings as nested lists, never as a Python dict."""
+    indent = "  " * depth
+    name = key.replace("_", " ")
+    if isinstance(value, Mapping):
+        lines = [f"{indent}- {name}:"]
+        for k, v in value.items():
+            lines += _context_lines(str(k), v, depth + 1)
+        return lines
+    if isinstance(value, (list, tuple)):
+        return [f"{indent}- {name}: {', '.join(map(str, value)) or 'none'}"]
+    shown = (
+        "n/a"
+        if value is None
+        else f"`{value}`"
+        if isinstance(value, str) and ("/" in value or len(value) == 64)
+        else value
+    )
+    return [f"{indent}- {name}: {shown}"]
+
+
 def report_markdown(
     results: Mapping[str, ValidationResult],
     comparison: RouteComparison | None = None,
@@ -315,8 +337,11 @@ def report_markdown(
 ) -> str:
     first = next(iter(results.values()))
     out = [f"# olvf validation on {first.set_source}", ""]
+    bundle = (context or {}).get("bundle")
+    if isinstance(bundle, Mapping) and bundle.get("demo"):
+        out += [f"> **{DEMO_WARNING}.** These figures are of a demonstration model on synthetic phantoms.", ""]
     for key, value in (context or {}).items():
-        out.append(f"- {key}: {value}")
+        out += _context_lines(key, value)
     if context:
         out.append("")
     out += [f"> **{MISSED_RULE[0].upper() + MISSED_RULE[1:]}.**", ""]

@@ -104,6 +104,7 @@ class RouteRun:
     backend: dict[str, Any]
     operating_point: float
     seconds: float
+    demo: bool = False  # the bundle is the demo: every report of it says so
 
 
 def run_route(
@@ -127,7 +128,8 @@ def run_route(
         backend = {"name": rt.backend, "device": rt.runner.device if rt.runner else "cpu", "precision": rt.precision}
         backend["why"] = rt.selection.why
         operating_point = pipeline.operating_point
-    return RouteRun(route, predictions, backend, operating_point, perf_counter() - started)
+        demo = rt.manifest.demo
+    return RouteRun(route, predictions, backend, operating_point, perf_counter() - started, demo)
 
 
 def set_operating_point(bundle_dir: Path, threshold: float, record: Mapping[str, Any]) -> tuple[float, Manifest]:
@@ -240,7 +242,11 @@ def validate_routes(
     comparison = compare_routes(results, reference=names[0], limits=limits) if len(routes) > 1 else None
     context = {
         "olvf": olvf.__version__,
-        "bundle": {"path": str(bundle), "manifest_sha256": sha256_file(bundle / "manifest.json")},
+        "bundle": {
+            "path": str(bundle),
+            "manifest_sha256": sha256_file(bundle / "manifest.json"),
+            "demo": next(iter(runs.values())).demo,
+        },
         "set": {"labels": str(labelled.source), "sha256": sha256_file(labelled.source)},
         "routes": {name: {**r.backend, "seconds": round(r.seconds, 2)} for name, r in runs.items()},
         "missed_vertebrae": MISSED_RULE,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from olvf.runtime.steps.decision import compared
 from olvf.runtime.steps.regions import REGIONS
 from olvf.runtime.study.results import StudyResult
 
@@ -116,7 +117,7 @@ def heatmap_name(level: str) -> str:
 def heatmap_caption(study: StudyResult, index: int) -> str:
     target = study.classification.classes[int(study.classification.target[index])]
     region = study.cam_regions.peak_regions[index].replace("_", " ")
-    return f"Grad-CAM of '{target}', peak in the {region}"
+    return f"Grad-CAM of class '{target}' (what it is shown as), peak in the {region}"
 
 
 def vertebra_reports(study: StudyResult, classes: Sequence[str]) -> list[dict[str, Any]]:
@@ -134,6 +135,8 @@ def vertebra_reports(study: StudyResult, classes: Sequence[str]) -> list[dict[st
                     name: _probabilities(classes, probs[i]) for name, probs in result.model_probabilities.items()
                 },
                 "prediction": classes[int(result.predictions[i])],
+                # what the overlay, the DICOM objects and the summary show it as: the MRI rule's own state
+                "shown_as": study.decision.states[i],
                 "gradcam": {
                     "image": heatmap_name(level),
                     "target": classes[int(result.target[i])],
@@ -226,13 +229,14 @@ def summary_lines(study: StudyResult, name: str, folder: str, *, demo: bool = Fa
     classes = study.classification.classes
     fresh = classes.index("fresh")
     if len(study):
-        lines.append(f"  {'level':6s} {'class':7s} {'p(fresh)':>8s} {'p(class)':>8s}  Grad-CAM peak")
+        threshold = study.decision.operating_point
+        lines.append(f"  {'level':6s} {'shown as':16s} {'p(fresh)':>8s}  top class  Grad-CAM peak")
         for i, level in enumerate(study.detections.levels):
             probabilities = study.classification.probabilities[i]
             predicted = int(study.classification.predictions[i])
             lines.append(
-                f"  {level:6s} {classes[predicted]:7s} {probabilities[fresh]:8.2f} {probabilities[predicted]:8.2f}  "
-                f"{study.cam_regions.peak_regions[i].replace('_', ' ')}"
+                f"  {level:6s} {study.decision.states[i]:16s} {compared(float(probabilities[fresh]), threshold)[0]:>8s}"
+                f"  {classes[predicted]:9s}  {study.cam_regions.peak_regions[i].replace('_', ' ')}"
             )
     else:
         lines.append(f"  no vertebral body found ({study.detections.level_rule})")

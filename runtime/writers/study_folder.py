@@ -160,7 +160,8 @@ def _files(
     pixels = study.radiograph.pixels
 
     def heatmap(i: int) -> bytes:
-        return encode_png(render_heatmap(pixels, marks[i], heatmap_caption(study, i)))
+        demo = DEMO_WARNING if context.demo else None
+        return encode_png(render_heatmap(pixels, marks[i], heatmap_caption(study, i), demo_warning=demo))
 
     # PNG encoding is most of the writing, and OpenCV releases the GIL while it draws and encodes: the
     # heatmaps are made on the other cores this process may use (idle between studies) while this thread
@@ -172,6 +173,8 @@ def _files(
             marks,
             decision=verdict_line(study, context.demo),
             demo_warning=DEMO_WARNING if context.demo else None,
+            headline=study.decision.headline,
+            operating_point=study.decision.operating_point if study.assessed else None,
         )
         images = {OVERLAY: encode_png(overlay)}
         images.update({heatmap_name(level): f.result() for level, f in zip(study.detections.levels, heatmaps)})

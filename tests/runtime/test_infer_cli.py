@@ -31,7 +31,7 @@ from olvf.runtime.inputs.reader import read_radiograph
 from olvf.runtime.steps.detection import empty_detections, letterbox
 from olvf.runtime.steps.regions import REGIONS
 from olvf.runtime.study.pipeline import StudyPipeline
-from olvf.runtime.writers.overlay import CLASS_COLOURS, DEMO_BACKGROUND
+from olvf.runtime.writers.overlay import DEMO_BACKGROUND, STATE_COLOURS
 from tests_data import crop_paths
 
 SIZE = (1250, 1000)  # rows, columns: half the default phantom, for speed
@@ -139,7 +139,13 @@ def test_report_schema(batch: dict[str, Any], reports) -> None:
         assert set(v["models"]) == TINY_MODELS
         assert all(sum(p.values()) == pytest.approx(1.0, abs=1e-5) for p in v["models"].values())
         cam = v["gradcam"]
-        assert cam["image"] == f"{v['level']}_gradcam.png" and cam["target"] == v["prediction"]
+        # The map is of what the vertebra is shown as (the MRI rule's state), which is its top class unless
+        # p(fresh) reaches the operating point.
+        suspected = probabilities["fresh"] >= report["operating_point"]["fresh"]
+        assert (v["shown_as"] == "suspected fresh") == suspected
+        assert v["shown_as"] == "suspected fresh" or v["shown_as"] == v["prediction"] or v["prediction"] == "fresh"
+        shown = "fresh" if suspected else v["shown_as"]
+        assert cam["image"] == f"{v['level']}_gradcam.png" and cam["target"] == shown
         assert list(cam["regions"]) == list(REGIONS)
         assert all(0.0 <= f <= 1.0 for f in cam["regions"].values())
         assert sum(cam["regions"].values()) == pytest.approx(1.0, abs=1e-3)
@@ -198,11 +204,15 @@ def test_overlay_has_each_box_in_its_class_colour_heat_inside_and_the_demo_banne
     colour = (image.max(axis=2).astype(int) - image.min(axis=2)) > 0
     boxes = expected_boxes(*SIZE)
     for v, (x1, y1, x2, y2) in zip(report["vertebrae"], boxes):
-        want = CLASS_COLOURS[v["prediction"]]
+        want = STATE_COLOURS[v["shown_as"]]
         y_mid, x_mid = int((y1 + y2) / 2) + top, int((x1 + x2) / 2)
         for x, y in ((int(x1) - 2, y_mid), (int(np.ceil(x2)) + 1, y_mid), (x_mid, int(y1) - 2 + top)):
             assert tuple(image[y, x]) == want, (v["level"], x, y)
-        assert colour[int(y1) + top + 4 : int(y2) + top - 4, int(x1) + 4 : int(x2) - 4].mean() > 0.5  # heat inside
+        inside = colour[int(y1) + top + 4 : int(y2) + top - 4, int(x1) + 4 : int(x2) - 4]
+        if v["shown_as"] == "normal":  # no finding, no heat: Grad-CAM is drawn only where a finding is
+            assert not inside.any(), v["level"]
+        else:
+            assert inside.mean() > 0.5, v["level"]  # heat inside
     # Between the boxes (where each crop's margin is, and its map too) the film stays gray.
     for (_, _, _, above), (_, below, _, _) in zip(boxes[:-1], boxes[1:]):
         assert not colour[int(above) + top + 8 : int(below) + top - 8].any()

@@ -132,3 +132,21 @@ def test_validation_imports_nothing_heavy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_markdown_says_demo_first_and_shows_its_context_as_lists_not_python_dicts(tmp_path: Path, routes) -> None:
+    results, comparison = routes
+    context = {
+        "olvf": "0.1.0",
+        "bundle": {"path": "/srv/engines/demo", "manifest_sha256": "a" * 64, "demo": True},
+        "routes": {"auto": {"name": "onnxruntime", "precision": "fp32", "seconds": 2.5}},
+    }
+    files = write_report(tmp_path / "demo", results, comparison=comparison, context=context)
+    text = files.markdown.read_text()
+    lines = text.splitlines()
+    assert lines[2].startswith("> **DEMO bundle: trained on synthetic phantoms only, not for diagnosis")
+    assert "{'" not in text and "{\"" not in text
+    assert "- bundle:\n  - path: `/srv/engines/demo`\n  - manifest sha256: `" + "a" * 64 + "`" in text
+    assert "  - auto:\n    - name: onnxruntime\n    - precision: fp32\n    - seconds: 2.5" in text
+    plain = write_report(tmp_path / "plain", results, comparison=comparison, context={"bundle": {"demo": False}})
+    assert "DEMO" not in plain.markdown.read_text()

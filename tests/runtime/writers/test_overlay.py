@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
 import numpy as np
 import pytest
 
+from olvf.runtime.steps.decision import OLD, STATES, SUSPECTED_FRESH
 from olvf.runtime.writers.overlay import (
-    CLASS_COLOURS,
     DEMO_BACKGROUND,
+    MIN_TEXT_SCALE,
+    STATE_COLOURS,
+    Layout,
     Mark,
     encode_png,
     fit_scale,
+    header_layout,
+    header_lines,
+    heat_colours,
     render_heatmap,
     render_overlay,
     sample_cam,
@@ -37,7 +44,9 @@ def top_right_hot() -> np.ndarray:
     return cam
 
 
-def draw(cam: np.ndarray, colour: tuple[int, int, int] = CLASS_COLOURS["fresh"], demo: str | None = "DEMO") -> tuple:
+def draw(
+    cam: np.ndarray, colour: tuple[int, int, int] = STATE_COLOURS[SUSPECTED_FRESH], demo: str | None = "DEMO"
+) -> tuple:
     pixels = np.full(SHAPE, 0.5, np.float32)
     mark = Mark(BOX, REGION, cam, "L3 fresh 0.81", colour)
     return render_overlay(pixels, [mark], decision="MRI recommended: test", demo_warning=demo)
@@ -81,12 +90,12 @@ def test_a_mirrored_or_shifted_map_would_fail() -> None:
     assert not colour[by0 + 20 : by0 + 60, middle + 20 : bx1 - 5].any()
 
 
-@pytest.mark.parametrize("label", ["normal", "old", "fresh"])
+@pytest.mark.parametrize("label", STATES)
 def test_box_outline_has_the_class_colour_at_the_scaled_box(label: str) -> None:
-    image, layout = draw(np.zeros((36, 36), np.float32), CLASS_COLOURS[label])
+    image, layout = draw(np.zeros((36, 36), np.float32), STATE_COLOURS[label])
     x1, y1, x2, y2 = (v * SCALE for v in BOX)
     y_mid, x_mid = int((y1 + y2) / 2) + layout.top, int((x1 + x2) / 2)
-    expected = CLASS_COLOURS[label]
+    expected = STATE_COLOURS[label]
     for x, y in (
         (math.floor(x1) - 2, y_mid),
         (math.ceil(x2) + 1, y_mid),
@@ -115,11 +124,60 @@ def test_map_resampling_is_exact_where_the_region_matches_the_map() -> None:
 
 def test_heatmap_image_shows_the_crop_plain_and_with_its_map() -> None:
     pixels = np.full(SHAPE, 0.5, np.float32)
-    mark = Mark(BOX, REGION, top_right_hot(), "L3 fresh 0.81", CLASS_COLOURS["old"])
+    mark = Mark(BOX, REGION, top_right_hot(), "L3 fresh 0.81", STATE_COLOURS[OLD])
     image = render_heatmap(pixels, mark, "Grad-CAM of 'fresh'", panel=200)
     header = image.shape[0] - 200
     plain, heat = image[header:, :200], image[header:, 204:]
     assert not coloured(plain[5:15, 5:15]).any()  # outside the drawn box, no map on the plain panel
     assert coloured(heat[10:90, 110:190]).all() and not coloured(heat[120:175, 25:90]).any()
-    assert tuple(plain[100, int((BOX[0] - REGION[0]) * 200 / 360)]) == CLASS_COLOURS["old"]
+    assert tuple(plain[100, int((BOX[0] - REGION[0]) * 200 / 360)]) == STATE_COLOURS[OLD]
     assert cv2.imdecode(np.frombuffer(encode_png(image), np.uint8), cv2.IMREAD_COLOR).shape == image.shape
+
+
+@pytest.mark.parametrize("width", [512, 720, 1000, 2000])
+def test_the_whole_header_is_legible_inside_the_picture_at_every_film_width(width: int) -> None:
+    """At 720 px the legend was cut off and at 576 px the verdict shrank below it: wrap, never shrink or cut."""
+    film = (int(width * 1.25), width)
+    scale = fit_scale(film)
+    size = (round(film[0] * scale), round(film[1] * scale))
+    headline = "Suspected fresh fracture at L3, L4: MRI recommended"
+    decision = (
+        "DEMO, not for diagnosis | MRI recommended: suspected fresh fracture at L3 (p(fresh) 0.49), "
+        "L4 (p(fresh) 1.00), at or over the operating point 0.31"
+    )
+    lines, backgrounds, scales = header_lines(
+        Layout(scale, 0, size).text_scale, decision, "DEMO bundle", headline, 0.31
+    )
+    height, _, placed = header_layout(size[1], lines, backgrounds, scales)
+    for text in placed:
+        x0, y0, x1, y1 = text.box
+        assert 0 <= x0 and x1 <= size[1] and 0 <= y0 and y1 <= height, (text.text, text.box, size[1])
+        assert text.scale >= MIN_TEXT_SCALE
+    drawn = "".join(t.text for t in placed)
+    for line in lines:  # every word of every line is drawn, the legend's last words included
+        assert "".join("".join(s for s, _ in line).split()) in drawn
+    legend_scale = max(t.scale for t in placed if t.text == "box:")
+    verdict = [t for t in placed if t.text in ("Suspected", "MRI")]
+    assert verdict and min(t.scale for t in verdict) >= legend_scale
+
+
+def test_a_normal_vertebra_gets_no_heat_and_a_faint_finding_faint_heat() -> None:
+    pixels = np.full(SHAPE, 0.5, np.float32)
+    hot = np.ones((36, 36), np.float32)
+    strong = Mark(BOX, REGION, hot, "L3 suspected fresh 0.90", STATE_COLOURS[SUSPECTED_FRESH], heat=0.9)
+    faint = dataclasses.replace(strong, heat=0.35)
+    normal = dataclasses.replace(strong, heat=0.0, colour=STATE_COLOURS["normal"])
+    drawn = {}
+    for name, mark in (("strong", strong), ("faint", faint), ("normal", normal)):
+        image, layout = render_overlay(pixels, [mark], decision="x", demo_warning=None)
+        bx0, by0, bx1, by1 = layout.box_span(BOX)
+        inside = image[by0 + 10 : by1 - 10, bx0 + 10 : bx1 - 10].astype(int)
+        drawn[name] = np.abs(inside - 128).sum(axis=2).mean()
+    assert drawn["normal"] == 0 and 0 < drawn["faint"] < drawn["strong"]
+
+
+def test_the_heat_ramp_shares_no_colour_with_a_state_or_the_film() -> None:
+    ramp = heat_colours(np.linspace(0, 1, 101, dtype=np.float32)).astype(int)
+    for colour in STATE_COLOURS.values():
+        assert np.abs(ramp - np.array(colour)).sum(axis=1).min() > 150, colour
+    assert (ramp.max(axis=1) - ramp.min(axis=1)).min() > 60  # never gray or white
