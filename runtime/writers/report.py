@@ -120,36 +120,81 @@ def heatmap_caption(study: StudyResult, index: int) -> str:
     return f"Grad-CAM of class '{target}' (what it is shown as), peak in the {region}"
 
 
-def vertebra_reports(study: StudyResult, classes: Sequence[str]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class VertebraRecord:
+    """One vertebra as every output states it: rounded once, here, so report.json and the DICOM findings (and
+    anything else built from a record) cannot say different numbers. ``to_json`` is its report.json form."""
+
+    level: str
+    box: tuple[float, float, float, float]  # original pixels, x1, y1, x2, y2, 0.1 px
+    detector_score: float | None
+    probabilities: Mapping[str, float]  # class -> p, 6 decimals
+    models: Mapping[str, Mapping[str, float]]
+    prediction: str  # the argmax class
+    shown_as: str  # the MRI rule's state: what the overlay, the DICOM objects and the summary show
+    gradcam_target: str
+    crop_region: tuple[int, int, int, int]
+    gradcam_peak: tuple[float, float]
+    gradcam_peak_region: str
+    gradcam_regions: Mapping[str, float] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "box": list(self.box),
+            "detector_score": self.detector_score,
+            "probabilities": dict(self.probabilities),
+            "models": {name: dict(p) for name, p in self.models.items()},
+            "prediction": self.prediction,
+            "shown_as": self.shown_as,
+            "gradcam": {
+                "image": heatmap_name(self.level),
+                "target": self.gradcam_target,
+                "crop_region": list(self.crop_region),
+                "peak": list(self.gradcam_peak),
+                "peak_region": self.gradcam_peak_region,
+                "regions": None if self.gradcam_regions is None else dict(self.gradcam_regions),
+            },
+        }
+
+
+def vertebra_records(study: StudyResult, classes: Sequence[str]) -> tuple[VertebraRecord, ...]:
+    """Each vertebra of a classified study, rounded as report.json holds it (see :class:`VertebraRecord`)."""
     detections, result, cams = study.detections, study.classification, study.cam_regions
-    rows = []
+    records = []
     for i, level in enumerate(detections.levels):
         fractions = cams.fractions[i]
-        rows.append(
-            {
-                "level": level,
-                "box": _coords(detections.boxes[i]),
-                "detector_score": _finite_or_none(detections.scores[i]) if study.cascade else None,
-                "probabilities": _probabilities(classes, result.probabilities[i]),
-                "models": {
-                    name: _probabilities(classes, probs[i]) for name, probs in result.model_probabilities.items()
-                },
-                "prediction": classes[int(result.predictions[i])],
-                # what the overlay, the DICOM objects and the summary show it as: the MRI rule's own state
-                "shown_as": study.decision.states[i],
-                "gradcam": {
-                    "image": heatmap_name(level),
-                    "target": classes[int(result.target[i])],
-                    "crop_region": [int(v) for v in study.regions[i]],
-                    "peak": _coords(cams.peaks[i]),
-                    "peak_region": cams.peak_regions[i],
-                    "regions": None
-                    if np.isnan(fractions).any()
-                    else {name: round(float(f), 4) for name, f in zip(REGIONS, fractions)},
-                },
-            }
+        box = _coords(detections.boxes[i])
+        peak = _coords(cams.peaks[i])
+        records.append(
+            VertebraRecord(
+                level=level,
+                box=(box[0], box[1], box[2], box[3]),
+                detector_score=_finite_or_none(detections.scores[i]) if study.cascade else None,
+                probabilities=_probabilities(classes, result.probabilities[i]),
+                models={name: _probabilities(classes, probs[i]) for name, probs in result.model_probabilities.items()},
+                prediction=classes[int(result.predictions[i])],
+                shown_as=study.decision.states[i],
+                gradcam_target=classes[int(result.target[i])],
+                crop_region=(
+                    int(study.regions[i][0]),
+                    int(study.regions[i][1]),
+                    int(study.regions[i][2]),
+                    int(study.regions[i][3]),
+                ),
+                gradcam_peak=(peak[0], peak[1]),
+                gradcam_peak_region=cams.peak_regions[i],
+                gradcam_regions=None
+                if np.isnan(fractions).any()
+                else {name: round(float(f), 4) for name, f in zip(REGIONS, fractions)},
+            )
         )
-    return rows
+    return tuple(records)
+
+
+def vertebra_reports(study: StudyResult, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """report.json's ``vertebrae``: the records' JSON form."""
+    return [record.to_json() for record in vertebra_records(study, classes)]
 
 
 def build_report(
