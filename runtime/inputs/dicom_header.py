@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import get_frame
 from pydicom.uid import (
@@ -48,6 +48,8 @@ GRAY = ("MONOCHROME1", "MONOCHROME2")
 OLVF_MANUFACTURER = "olvf"  # what olvf's own DICOM results carry (olvf.runtime.writers.dicom_sc.MANUFACTURER)
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _CHUNK = 1 << 20
+#: Float Pixel Data, Double Float Pixel Data, Pixel Data: left to the decoders, which check them against the header
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _NATIVE_SYNTAXES: dict[tuple[bool | None, bool | None], UID] = {
     (True, True): ImplicitVRLittleEndian,
     (False, True): ExplicitVRLittleEndian,
@@ -142,6 +144,48 @@ class DicomHeader:
 
     def text(self, keyword: str) -> str | None:
         return optional_str(self.get(keyword))
+
+
+def undecodable_element(ds: Dataset) -> str | None:
+    """The first element of ``ds`` whose value does not decode, named; None when every one decodes.
+
+    ``Rows (0028,0010) with VR FD (BytesLengthException)``, say, for a caller
+    to put after "the header does not decode at".
+
+    pydicom decodes an element when it is first used, so a data set with Rows
+    as FD or a Modality of VR XX reads without complaint and raises later,
+    wherever the element is first touched. This touches every element now,
+    inside sequences too, except the pixel data. The answer names the
+    element by keyword, tag and the VR it came with, and the exception's
+    class, never its message: a converter's message quotes the raw bytes,
+    which may be a patient's name.
+    """
+    try:
+        return _undecodable(ds, "")
+    except RecursionError:
+        return "a sequence nested too deeply (RecursionError)"
+
+
+def _undecodable(ds: Dataset, within: str) -> str | None:
+    for tag in list(ds.keys()):
+        if tag in PIXEL_DATA_TAGS:
+            continue
+        label = f"{within}{keyword_for_tag(tag) or 'private element'} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        raw = ds.get_item(tag, keep_deferred=True)
+        vr = printable(getattr(raw, "VR", None) or "?")[:8]  # as it came, before pydicom's corrections
+        try:
+            element = ds[tag]
+            value = element.value
+        except RecursionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom's converters raise many types; all mean "does not decode"
+            return f"{label} with VR {vr} ({type(exc).__name__})"
+        if element.VR == "SQ" and value is not None:
+            for number, item in enumerate(value, 1):
+                found = _undecodable(item, f"{label} item {number} > ")
+                if found is not None:
+                    return found
+    return None
 
 
 def check_deflated(path: Path, limits: ReadLimits) -> None:

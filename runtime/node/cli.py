@@ -137,12 +137,12 @@ def merged_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path | No
 def _serve(args: argparse.Namespace) -> int:
     from olvf.runtime.node.config import build_config
     from olvf.runtime.node.server import Node
-    from olvf.runtime.node.studylog import configure_logging
+    from olvf.runtime.node.studylog import node_stderr
 
     settings, base = merged_settings(args)
     config = build_config(settings, base=base)
-    configure_logging()
-    Node(config).serve_forever()
+    with node_stderr():  # a decode points fd 2 elsewhere for a while: the log goes to a copy taken now
+        Node(config).serve_forever()
     return 0
 
 

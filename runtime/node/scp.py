@@ -10,8 +10,10 @@
 - An instance is answered 0x0000 only after :meth:`Spool.receive` has
   written, fsynced and renamed it into the spool; a full disk or an
   unwritable spool answers 0xA700 "out of resources" and leaves nothing
-  behind; a data set that cannot be decoded answers 0xC210 "cannot
-  understand".
+  behind; a data set whose header does not decode, every element but the
+  pixel data (Rows as FD, a VR XX), answers 0xC210 "cannot understand" and
+  nothing is stored: pydicom decodes lazily, so such a data set would
+  otherwise pass here and fail later, in the worker.
 - An instance already received for this bundle (a modality retrying after a
   lost association) is acknowledged again and not processed twice.
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from pydicom.uid import UID, AllTransferSyntaxes
 
+from olvf.runtime.inputs.dicom_header import undecodable_element
 from olvf.runtime.node.config import NodeConfig
 from olvf.runtime.node.spool import RESOURCE_ERRNOS, Spool, instance_key
 from olvf.runtime.node.studylog import StudyLog
@@ -137,14 +140,9 @@ class Receiver:
         if sop_class not in RADIOGRAPH_CLASSES:
             reason = f"{_class_name(sop_class)} is not a radiograph storage class (accepted: CR, DX, Secondary Capture)"
             return refuse(SOP_CLASS_NOT_SUPPORTED, "SOP class not supported", reason)
-        try:
-            # Decodes the data set: a garbled one is refused here. pydicom's warnings, which quote values, are
-            # silenced process-wide by the node (a per-call catch_warnings is not thread-safe).
-            event.dataset  # noqa: B018
-        except Exception as exc:  # pydicom raises many types for a garbled stream; none may be answered success
-            return refuse(
-                CANNOT_UNDERSTAND, "cannot understand", f"the data set cannot be decoded ({type(exc).__name__})"
-            )
+        problem = _undecodable(event)
+        if problem is not None:
+            return refuse(CANNOT_UNDERSTAND, "cannot understand", problem)
         with self._key_lock(key):
             held = self.spool.holds(key)
             if held is not None:
@@ -178,6 +176,19 @@ class Receiver:
             self.spool.record(key, **fields)
         except OSError as exc:  # a full disk must not turn a refusal into an exception status
             self.on_error(f"ledger: cannot record a refusal ({exc.strerror or exc})")
+
+
+def _undecodable(event: Any) -> str | None:
+    """Why the data set of a C-STORE cannot be screened, decoded to its last header element; None when it can.
+
+    pydicom's warnings, which quote values, are silenced process-wide by the
+    node (a per-call catch_warnings is not thread-safe).
+    """
+    try:
+        problem = undecodable_element(event.dataset)
+    except Exception as exc:  # pydicom raises many types for a garbled stream; none may be answered success
+        return f"the data set cannot be decoded ({type(exc).__name__})"
+    return None if problem is None else f"the header does not decode at {problem}"
 
 
 def _class_name(uid: str) -> str:

@@ -37,6 +37,7 @@ from typing import Any
 
 import olvf.json_text as json_text
 from olvf.errors import OlvfError
+from olvf.text import printable
 
 TMP, INBOX, OUTBOX, DEAD_LETTER, FAILED, LEDGER = "tmp", "inbox", "outbox", "dead-letter", "failed", "ledger"
 NODE_STATE = "node.json"
@@ -135,6 +136,18 @@ class Spool:
         self.failed = self.root / FAILED
         self.ledger = self.root / LEDGER
         self._ledger_lock = threading.Lock()
+
+    def relative(self, text: str) -> str:
+        """``text`` with every path under the spool named relative to it (``inbox/<key>.dcm``).
+
+        Reasons are shown by ``olvf-serve status`` and kept in the ledger:
+        where the spool lives on the host is none of their business.
+        """
+        if not self.root.is_absolute():
+            return text
+        for root in dict.fromkeys((str(self.root), printable(self.root))):  # as messages show a path: escaped
+            text = text.replace(root + os.sep, "").replace(root, "the spool")
+        return text
 
     # -- set-up ---------------------------------------------------------------
     def create(self) -> None:

@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from olvf.runtime.node.spool import NODE_STATE, RESULT, SEND_STATE, Spool, read_json
+from olvf.runtime.node.spool import FAILED, NODE_STATE, RESULT, SEND_STATE, Spool, read_json
 from olvf.runtime.node.studylog import short
 
 LATENCY_WINDOW = 200  # the most recent sent studies the time-to-result figures cover
 
 
 def node_status(spool_root: Path, *, last: int = 10, running: bool | None = None) -> dict[str, Any]:
-    spool = Spool(spool_root)
+    spool = Spool(Path(spool_root).resolve())
     records = spool.records()
     node = read_json(Path(spool_root) / NODE_STATE) or {}
     sent = [r for r in records if r.get("state") == "sent" and r.get("time_to_result_s") is not None]
@@ -52,12 +52,31 @@ def node_status(spool_root: Path, *, last: int = 10, running: bool | None = None
             "p95": round(float(np.percentile(latencies, 95)), 3) if latencies.size else None,
         },
         "waiting_to_send": sorted(waiting, key=lambda w: w.get("received_at") or 0.0),
-        "last_studies": [_study(r) for r in records[-last:]][::-1],
+        "last_studies": [_study(r, spool) for r in records[-last:]][::-1],
+        "failed": _failed(spool, last),
         "errors": node.get("errors", [])[-last:][::-1],
     }
 
 
-def _study(record: dict[str, Any]) -> dict[str, Any]:
+def _failed(spool: Spool, last: int) -> list[dict[str, Any]]:
+    """The newest instances set aside in failed/: which file, and the one-line reason the node gave."""
+    found = []
+    if spool.failed.exists():
+        for path in spool.failed.glob("*.json"):
+            kept = read_json(path) or {}
+            found.append(
+                {
+                    "key": short(path.stem),
+                    "file": f"{FAILED}/{path.stem}.dcm",
+                    "at": kept.get("at"),
+                    # A node before this one named the absolute path: shown relative all the same.
+                    "reason": spool.relative(str(kept.get("reason") or "no reason recorded")),
+                }
+            )
+    return sorted(found, key=lambda f: f.get("at") or 0.0, reverse=True)[:last]
+
+
+def _study(record: dict[str, Any], spool: Spool) -> dict[str, Any]:
     return {
         "key": short(str(record.get("key", ""))),
         "state": record.get("state"),
@@ -66,8 +85,12 @@ def _study(record: dict[str, Any]) -> dict[str, Any]:
         "time_to_screened_s": _delta(record, "screened_at"),
         "time_to_result_s": record.get("time_to_result_s"),
         "attempts": record.get("attempts"),
-        "reason": record.get("reason") or record.get("last_error"),
+        "reason": _reason(record.get("reason") or record.get("last_error"), spool),
     }
+
+
+def _reason(reason: Any, spool: Spool) -> str | None:
+    return None if reason is None else spool.relative(str(reason))
 
 
 def _delta(record: dict[str, Any], key: str) -> float | None:
@@ -117,6 +140,9 @@ def status_lines(status: dict[str, Any]) -> list[str]:
                 f"  {s['key']:16}  {str(s['state']):15}  {_when(s['received_at']):19}  "
                 f"{_seconds(s['time_to_screened_s']):>9}  {_seconds(s['time_to_result_s']):>9}  {s['reason'] or ''}"
             )
+    if status["failed"]:
+        lines.append(f"failed, set aside in {FAILED}/ and never retried (newest first):")
+        lines.extend(f"  {f['key']:16}  {_when(f['at']):19}  {f['file']}: {f['reason']}" for f in status["failed"])
     if status["errors"]:
         lines.append("recent errors (newest first):")
         lines.extend(f"  {_when(e.get('at'))}  {e.get('error')}" for e in status["errors"])

@@ -10,13 +10,16 @@ once at start. Per instance:
   refuses the study: a "not assessed" Secondary Capture and SR (no findings)
   are sent, or with ``not_assessed_results = false`` the instance is set
   aside as ``ignored`` with the reason (a rule's skip) and nothing is sent;
-- the header or pixels cannot be used (a corrupt file): ``failed``, the
-  file kept in ``failed/`` with the reason;
+- the header or pixels cannot be used (a corrupt file), or anything else
+  goes wrong with this one instance, whatever the exception: ``failed``,
+  the file kept in ``failed/`` with a one-line reason that names files
+  relative to the spool, never retried (so it cannot hold up the queue);
 - screened: the Secondary Capture and the SR (the DICOM results writers,
   UIDs derived from the source instance and the bundle) go into the outbox
   in one rename, then the inbox entry is removed.
 
-A bundle or backend failure is nobody's input's fault: the batch stays
+A bundle or backend failure (``BundleError``, ``BackendError``) or a spool
+error (``OSError``: a full disk) is nobody's input's fault: the batch stays
 waiting and is tried again after a pause, and the error shows in status.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ from olvf.runtime.node.studylog import StudyLog
 from olvf.runtime.study.pipeline import StudyPipeline
 from olvf.runtime.study.results import InputFailure, StudyResult
 from olvf.runtime.writers.report import DEMO_WARNING, ReportContext
+from olvf.text import printable
 
 SC_FILE = "sc.dcm"
 SR_FILE = "sr.dcm"
@@ -116,19 +121,31 @@ class Worker:
         return len(paths)
 
     def _triage(self, path: Path) -> Waiting | None:
-        from olvf.runtime.writers.dicom_source import read_dicom_source
-
+        """The instance's header against the screening rule; whatever goes wrong reading it is this instance's."""
         key = path.stem
         try:
             received_at = path.stat().st_mtime_ns / 1e9
         except FileNotFoundError:
             return None
         try:
-            source = read_dicom_source(path)
+            return self._admit(key, path, received_at)
         except InputError as exc:
             self._failed(key, received_at, str(exc))
-            return None
+        except (OlvfError, OSError):
+            raise  # the bundle, the backend or the spool: nothing this instance did, so it waits and is retried
+        except Exception as exc:  # a header pydicom chokes on in a way nobody foresaw: set aside, never retried
+            self._failed(key, received_at, f"unexpected {_failure(exc)} while reading the header")
+        return None
+
+    def _admit(self, key: str, path: Path, received_at: float) -> Waiting | None:
+        from olvf.runtime.inputs.dicom_header import undecodable_element
+        from olvf.runtime.writers.dicom_source import read_dicom_source
+
+        source = read_dicom_source(path)
         header = source.header
+        problem = undecodable_element(header)  # the SCP refuses these; a spool from an older node may hold some
+        if problem is not None:
+            raise InputError(f"{path}: the header does not decode at {problem}; the sender must send it again")
         reason = self.config.rule.reason_to_skip(
             str(header.get("Modality") or ""),
             str(header.get("BodyPartExamined") or ""),
@@ -162,7 +179,7 @@ class Worker:
                 for item in batch:
                     self._screen([item])
                 return
-            self._failed(batch[0].key, batch[0].received_at, f"internal error while screening ({type(exc).__name__})")
+            self._failed(batch[0].key, batch[0].received_at, f"internal error while screening ({_failure(exc)})")
             return
         for item, outcome in zip(batch, outcomes):
             if isinstance(outcome, InputFailure):
@@ -173,7 +190,7 @@ class Worker:
             except OSError:
                 raise  # the spool (a full disk): the study stays waiting, the worker pauses and tries again
             except Exception as exc:  # the writers refused this study's header or findings: this study only
-                self._failed(item.key, item.received_at, f"DICOM results could not be built ({type(exc).__name__})")
+                self._failed(item.key, item.received_at, f"DICOM results could not be built ({_failure(exc)})")
 
     def _results(self, item: Waiting, study: StudyResult, started: float, batch_size: int) -> None:
         from olvf.runtime.writers.dicom_results import encode_dicom_results
@@ -208,7 +225,23 @@ class Worker:
         self.on_results()
 
     def _failed(self, key: str, received_at: float, reason: str) -> None:
+        """Set one instance aside for good: ledger record, failed/<key>.dcm and .json, one log line."""
+        # The reader's messages start with the file's path; here the key names the file, so the path goes.
+        reason = " ".join(reason.split())
+        path = self.spool.inbox / f"{key}.dcm"
+        for shown in dict.fromkeys((str(path), printable(path))):
+            reason = reason.removeprefix(f"{shown}: ")
+        reason = self.spool.relative(reason)
         # The record first: the SCP must find the key held at every moment (see Spool.holds).
         self.spool.record(key, state="failed", reason=reason, received_at=received_at, screened_at=time.time())
         self.spool.set_aside(key, {"key": key, "reason": reason, "at": time.time()})
         self.log.study(key, "failed", f"{reason}; kept in failed/", level=logging.WARNING)
+
+
+def _failure(exc: BaseException) -> str:
+    """An unexpected exception as its class and where it was raised (no message: it may quote a value)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno}"

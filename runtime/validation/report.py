@@ -27,7 +27,7 @@ from olvf.runtime.validation.compare import RouteComparison
 from olvf.runtime.validation.evaluate import MISSED_RULE, ValidationResult
 from olvf.runtime.validation.metrics import BinaryFigures, Figure
 from olvf.runtime.validation.pictures import draw_confusion, draw_roc, encode_png
-from olvf.runtime.writers.report import DEMO_WARNING
+from olvf.vocabulary import DEMO_WARNING
 
 SCHEMA = "olvf-validation/1"
 JSON_NAME = "validation.json"

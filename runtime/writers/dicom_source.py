@@ -143,7 +143,8 @@ def read_dicom_source(path: str | os.PathLike[str]) -> DicomSource:
 
     Raises :class:`NoPatientContextError` for PNG / JPEG / TIFF and
     :class:`InputError` for a file that is no DICOM or lacks the UIDs and
-    size that results must reference.
+    size that results must reference, or holds them in a form that does not
+    decode.
     """
     path = Path(path)
     kind = sniff(read_head(path))
@@ -158,7 +159,15 @@ def read_dicom_source(path: str | os.PathLike[str]) -> DicomSource:
     except (InvalidDicomError, ValueError, EOFError, struct.error, OverflowError):
         raise InputError(f"{path}: the DICOM header cannot be parsed; copy the file again from PACS") from None
     for keyword in _REQUIRED:
-        if not header.get(keyword):
+        try:
+            present = bool(header.get(keyword))
+        except Exception as exc:  # noqa: BLE001 - pydicom decodes lazily: a wrong VR (Rows as FD) raises here
+            # The class only: a converter's message quotes the raw bytes.
+            raise InputError(
+                f"{path}: the DICOM header's {keyword} cannot be decoded ({type(exc).__name__}); "
+                "the file is damaged, export it again from PACS"
+            ) from None
+        if not present:
             raise InputError(
                 f"{path}: the DICOM file has no {keyword}, which results filed with its study must reference; "
                 "export it again from PACS"

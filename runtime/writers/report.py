@@ -17,13 +17,12 @@ import numpy as np
 from olvf.runtime.steps.decision import compared
 from olvf.runtime.steps.regions import REGIONS
 from olvf.runtime.study.results import StudyResult
+from olvf.vocabulary import DEMO_MARK, DEMO_WARNING
 
 if TYPE_CHECKING:
     from olvf.runtime.study.runtime import Runtime
 
 SCHEMA = "olvf-report/1"
-DEMO_WARNING = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
-DEMO_MARK = "DEMO, not for diagnosis"
 CROP_MODE_NOTE = "the bundle has no detector: each image was classified as one vertebral-body crop"
 
 

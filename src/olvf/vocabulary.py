@@ -23,3 +23,7 @@ REGIONS: tuple[str, ...] = ("centre", "upper_endplate", "lower_endplate", "anter
 LABELS_NAME = "labels.csv"
 REQUIRED_COLUMNS: tuple[str, ...] = ("file", "level", "class")
 BOX_COLUMNS: tuple[str, ...] = ("x1", "y1", "x2", "y2")
+
+#: What every output of a demo bundle says, first: its banner, and the mark on each verdict line.
+DEMO_WARNING = "DEMO bundle: trained on synthetic phantoms only, not for diagnosis"
+DEMO_MARK = "DEMO, not for diagnosis"

@@ -153,6 +153,62 @@ def write_corrupt_dx(path: Path, template: Dataset) -> Path:
     return path
 
 
+ROWS_US = b"\x28\x00\x10\x00US\x02\x00"  # Rows (0028,0010), VR US, 2 bytes: explicit VR little endian
+ROWS_FD = b"\x28\x00\x10\x00FD\x02\x00"  # the same 2 bytes claimed to be a float64
+MODALITY_CS = b"\x08\x00\x60\x00CS"
+
+
+def write_damaged(folder: Path, template: Dataset, *, tag: str = "damaged") -> dict[str, Path]:
+    """Phantom DX files whose header is damaged where pydicom decodes lazily, each its own study:
+
+    - ``rows_fd``: Rows with VR FD; dcmtk's storescu sends it as it is.
+    - ``vr_xx``: Modality with the unknown VR XX (2-byte length, as pydicom reads it); dcmtk cannot read this
+      one, so it goes by :func:`send_raw`, which sends the file's bytes untouched.
+    - ``vr_xx_dcmtk``: Modality with VR XX and the 4-byte length dcmtk assumes for an unknown VR; storescu reads it
+      and sends the element with the VR its dictionary knows (CS), so the node gets a sound header.
+    """
+    written = {}
+    for name in ("rows_fd", "vr_xx", "vr_xx_dcmtk"):
+        (study,) = write_studies(folder / name, 1, template, tag=f"{tag}-{name}")
+        data = study.path.read_bytes()
+        if name == "rows_fd":
+            assert data.count(ROWS_US) == 1
+            data = data.replace(ROWS_US, ROWS_FD)
+        elif name == "vr_xx":
+            data = data.replace(MODALITY_CS, b"\x08\x00\x60\x00XX", 1)
+        else:
+            at = data.index(MODALITY_CS)
+            length = int.from_bytes(data[at + 6 : at + 8], "little")
+            value = data[at + 8 : at + 8 + length]
+            element = b"\x08\x00\x60\x00XX\x00\x00" + length.to_bytes(4, "little") + value
+            data = data[:at] + element + data[at + 8 + length :]
+        study.path.write_bytes(data)
+        written[name] = study.path
+    return written
+
+
+def send_raw(port: int, path: Path, *, calling: str = MODALITY_AET, called: str = NODE_AET) -> int:
+    """C-STORE one file's data set byte for byte, as read from disk (pynetdicom's chunked send, which does not
+    decode it); returns the status the node answered."""
+    import pydicom
+    from pynetdicom import AE, _config
+
+    meta = pydicom.filereader.read_file_meta_info(path)
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)  # the file's own, unconverted
+    before, _config.STORE_SEND_CHUNKED_DATASET = _config.STORE_SEND_CHUNKED_DATASET, True
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title=called)
+        assert assoc.is_established, "the node did not accept the association"
+        try:
+            status = assoc.send_c_store(path)
+        finally:
+            assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = before
+    return int(status.Status)
+
+
 def storescu(
     port: int, files: Sequence[Path], *, calling: str = MODALITY_AET, called: str = NODE_AET, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

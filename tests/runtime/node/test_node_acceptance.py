@@ -16,12 +16,14 @@ from node_peers import (
     Pacs,
     Serve,
     phantom_template,
+    send_raw,
     storescu,
     storescu_async,
     wait_until,
     write_chest_cr,
     write_corrupt_dx,
     write_ct,
+    write_damaged,
     write_sr,
     write_studies,
 )
@@ -183,6 +185,51 @@ def test_burst_with_a_ct_an_sr_and_a_corrupt_file(tmp_path, pacs, serve_factory,
     assert_no_identity(log)
     for line in log.splitlines():
         assert not any(s.sop_uid in line or s.study_uid in line for s in burst), line
+
+
+@pytest.mark.slow
+def test_damaged_headers_cost_only_themselves_and_the_study_behind_them_gets_its_results(
+    tmp_path, pacs, serve_factory, cascade_bundle
+):
+    """F1 of #27: Rows as FD, Modality as VR XX. Refused at receipt; one an older node acknowledged and left in
+    its inbox is set aside with one line at start; the good study sent after them gets its SC and SR."""
+    import os
+
+    import pydicom
+
+    tool("storescu")
+    sha = bundle_sha(cascade_bundle)
+    template = phantom_template()  # a template of its own (see the demo-node test)
+    sent = write_damaged(tmp_path / "sent", template)
+    left = write_damaged(tmp_path / "left", template, tag="left")["rows_fd"]
+    (good,) = write_studies(tmp_path / "good", 1, template, tag="after-damaged")
+    node = serve_factory(pacs)
+    left_key = instance_key(str(pydicom.dcmread(left, stop_before_pixels=True).SOPInstanceUID), sha)
+    inbox = node.spool / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / f"{left_key}.dcm").write_bytes(left.read_bytes())
+    os.utime(inbox / f"{left_key}.dcm", (1e9, 1e9))  # the oldest waiting: screened first
+    node.start()
+
+    rows_fd = storescu(node.port, [sent["rows_fd"]])
+    assert "Received Store Response (Error: CannotUnderstand)" in rows_fd.stdout + rows_fd.stderr
+    assert send_raw(node.port, sent["vr_xx"]) == 0xC210
+    assert storescu(node.port, [good.path]).returncode == 0
+    wait_until(lambda: node.states()["sent"] == 1, 120, "the good study's SC and SR stored in Orthanc")
+    assert_delivered_once(pacs, [good], sha)
+    assert node.states() == {"sent": 1, "refused": 2, "failed": 1}, node.states()
+    log = node.log
+    refused = [line for line in log.splitlines() if "refused: status 0xC210 cannot understand" in line]
+    assert len(refused) == 2 and "Rows (0028,0010) with VR FD" in refused[0] and "VR XX" in refused[1], refused
+    (failed,) = [line for line in log.splitlines() if f"study {left_key[:16]} failed:" in line]
+    assert "Rows cannot be decoded (BytesLengthException)" in failed and str(node.spool) not in failed
+    assert "screening stopped" not in log and "Traceback" not in log
+    status = node.status()
+    assert status["queue"]["failed"] == 1 and status["queue"]["waiting_to_screen"] == 0
+    (named,) = status["failed"]
+    assert named["file"] == f"failed/{left_key}.dcm" and "Rows cannot be decoded" in named["reason"]
+    assert_no_identity(log)
+    assert node.terminate() == 0
 
 
 def test_an_unknown_calling_ae_title_is_rejected(pacs, serve_factory, burst):

@@ -6,10 +6,20 @@ from __future__ import annotations
 import errno
 import logging
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from node_peers import MODALITY_AET, NODE_AET, phantom_template, storescu, write_studies
+from node_peers import (
+    IDENTITY_STRINGS,
+    MODALITY_AET,
+    NODE_AET,
+    phantom_template,
+    send_raw,
+    storescu,
+    write_damaged,
+    write_studies,
+)
 from peers import free_port, tool
 
 from olvf.runtime.node import spool as spool_module
@@ -106,6 +116,33 @@ def test_an_instance_is_on_disk_before_success_and_a_copy_is_acknowledged_once(t
     assert sorted(str(ds.SOPInstanceUID) for ds in kept) == sorted([studies[0].sop_uid, studies[1].sop_uid])
     assert any("duplicate" in line for line in scp.handler.lines)
     assert scp.leftovers() == []
+
+
+def test_a_header_that_does_not_decode_is_refused_at_receipt_and_nothing_is_stored(tmp_path, scp_factory):
+    """Rows as FD, Modality as VR XX: pydicom parses both lazily, so a check that only parses would answer
+    success and leave the worker an instance it cannot read."""
+    damaged = write_damaged(tmp_path / "damaged", phantom_template(size=(400, 300)))
+    scp = scp_factory(tmp_path / "spool")
+    started = time.monotonic()
+    rows_fd = scp.send(damaged["rows_fd"])
+    refused_in = time.monotonic() - started
+    output = rows_fd.stdout + rows_fd.stderr
+    assert "Received Store Response (Error: CannotUnderstand)" in output, output
+    assert send_raw(scp.config.port, damaged["vr_xx"]) == 0xC210
+    assert list(scp.spool.inbox.iterdir()) == [] and scp.leftovers() == [] and scp.stored == 0
+    refusals = [line for line in scp.handler.lines if "refused" in line]
+    assert len(refusals) == 2, scp.handler.lines
+    assert "status 0xC210 cannot understand: the header does not decode at Rows (0028,0010) with VR FD" in refusals[0]
+    assert "Modality (0008,0060) with VR XX (NotImplementedError)" in refusals[1]
+    for record in scp.spool.records():
+        assert record["state"] == "refused" and "does not decode" in record["reason"]
+    for line in refusals:
+        assert not any(needle in line for needle in IDENTITY_STRINGS), line
+    # dcmtk reads a VR XX with a 4-byte length and sends the element with its dictionary VR: a sound header.
+    healed = scp.send(damaged["vr_xx_dcmtk"])
+    assert "Received Store Response (Success)" in healed.stdout + healed.stderr
+    assert scp.stored == 1
+    assert refused_in < 10, f"a refusal took {refused_in:.1f} s"
 
 
 def test_a_calling_ae_title_from_another_host_is_rejected(tmp_path, scp_factory, studies):

@@ -145,7 +145,7 @@ def test_markdown_says_demo_first_and_shows_its_context_as_lists_not_python_dict
     text = files.markdown.read_text()
     lines = text.splitlines()
     assert lines[2].startswith("> **DEMO bundle: trained on synthetic phantoms only, not for diagnosis")
-    assert "{'" not in text and "{\"" not in text
+    assert "{'" not in text and '{"' not in text
     assert "- bundle:\n  - path: `/srv/engines/demo`\n  - manifest sha256: `" + "a" * 64 + "`" in text
     assert "  - auto:\n    - name: onnxruntime\n    - precision: fp32\n    - seconds: 2.5" in text
     plain = write_report(tmp_path / "plain", results, comparison=comparison, context={"bundle": {"demo": False}})
