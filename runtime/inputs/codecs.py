@@ -90,7 +90,14 @@ def register() -> None:
 
 @contextmanager
 def native_stderr(lines: list[str]) -> Iterator[None]:
-    """Capture what native code writes to file descriptor 2 inside the block; append it to ``lines``."""
+    """Capture what native code writes to file descriptor 2 inside the block; append it to ``lines``.
+
+    The redirection is the process's, not the thread's: what any other thread
+    writes to fd 2 meanwhile is caught too. olvf-serve, which logs from
+    several threads while it decodes, therefore writes its log and
+    ``sys.stderr`` to a copy of fd 2 taken at start
+    (:func:`olvf.runtime.node.studylog.node_stderr`).
+    """
     try:
         saved = os.dup(2)
     except OSError:  # no stderr at all (a daemon): nothing to protect
