@@ -56,7 +56,7 @@ def test_site_builds_strictly_with_every_generated_table_filled(site: Path) -> N
     unfilled = [p.relative_to(site) for p in pages if "<!-- olvf:" in p.read_text(encoding="utf-8")]
     assert not unfilled, f"markers left unfilled in {unfilled}"
     conformance = (site / "reference" / "dicom-conformance.html").read_text(encoding="utf-8")
-    for uid in ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.33"):
+    for uid in ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.88.34"):
         assert uid in conformance, f"the conformance statement lacks {uid}"
 
 

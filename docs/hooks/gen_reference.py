@@ -504,8 +504,8 @@ def gen_dicom_written(_: str) -> str:
             f"`{sc.MANUFACTURER}`",
         ),
         (
-            _uid_name(sender.COMPREHENSIVE_SR),
-            f"`{sender.COMPREHENSIVE_SR}`",
+            _uid_name(sender.STRUCTURED_REPORT),
+            f"`{sender.STRUCTURED_REPORT}`",
             f"`{results.SR_NAME}`",
             sr.SR_SERIES_NUMBER,
             f"`{sc.MANUFACTURER}`",

@@ -36,8 +36,31 @@ IDLE_POLL_S = 1.0
 ERROR_PAUSE_S = 5.0
 PER_ASSOCIATION = 32  # results sent over one association before it is released and the queue looked at again
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+STRUCTURED_REPORT = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR, as IHE AIR asks
+EXPLICIT_VR_LE, IMPLICIT_VR_LE, RLE_LOSSLESS = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.5"
+#: The presentation contexts the sender proposes, one per entry: the SC as written (RLE Lossless) and, for a
+#: PACS that takes it only uncompressed, decompressed (the same pixels); the SR uncompressed.
+RESULT_CONTEXTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (SECONDARY_CAPTURE, (RLE_LOSSLESS,)),
+    (SECONDARY_CAPTURE, (EXPLICIT_VR_LE, IMPLICIT_VR_LE)),
+    (STRUCTURED_REPORT, (EXPLICIT_VR_LE, IMPLICIT_VR_LE)),
+)
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}  # success, and the warnings that still mean "stored" (PS3.4 B.2.3)
+
+
+def as_accepted(assoc: Any, dataset: Any) -> Any:
+    """The data set in a transfer syntax the destination accepted for its class: as written where it can, else
+    decompressed (lossless: the same pixels and the same SOP Instance UID) where only an uncompressed context
+    was accepted. Where neither was, pynetdicom's refusal says so (see ``_send_entry``)."""
+    from pydicom.uid import UID
+
+    sop, syntax = str(dataset.SOPClassUID), UID(dataset.file_meta.TransferSyntaxUID)
+    accepted = [(str(cx.abstract_syntax), UID(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts]
+    if (sop, syntax) in accepted or not syntax.is_compressed:
+        return dataset
+    if any(s == sop and not t.is_compressed for s, t in accepted):
+        dataset.decompress(generate_instance_uid=False)
+    return dataset
 
 
 def permanent(status: int) -> bool:
@@ -103,12 +126,11 @@ class Sender:
         return 0.0 if len(due) > PER_ASSOCIATION else (None if next_at is None else max(0.0, next_at - now))
 
     def _associate(self) -> Any:
-        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
         from pynetdicom import AE
 
         ae = AE(ae_title=self.config.ae_title)
-        for sop_class in (SECONDARY_CAPTURE, COMPREHENSIVE_SR):
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        for sop_class, syntaxes in RESULT_CONTEXTS:
+            ae.add_requested_context(sop_class, list(syntaxes))
         ae.connection_timeout = 10
         ae.acse_timeout = 30
         ae.dimse_timeout = 120
@@ -153,7 +175,7 @@ class Sender:
         for name in RESULT_FILES:
             if (entry / f"{name}{SENT_SUFFIX}").exists():
                 continue  # stored before a crash or a failed attempt: never sent twice
-            dataset = pydicom.dcmread(entry / name)
+            dataset = as_accepted(assoc, pydicom.dcmread(entry / name))
             try:
                 status = assoc.send_c_store(dataset)
             except ValueError:  # pynetdicom: no accepted presentation context for this SOP class

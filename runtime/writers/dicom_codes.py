@@ -2,16 +2,19 @@
 
 Standard codes are taken from pydicom's bundled code dictionary
 (``pydicom.sr.codedict``, generated from DICOM PS3.16), never typed by hand,
-so a code that DICOM does not list cannot slip in. The vertebra levels are
-SNOMED CT codes of CID 7603 ("Spine Anatomic Sites" context group members, as
-the dictionary records): T12 23215003, L1 66794005, L2 14293000, L3 36470004,
-L4 11994002, L5 49668003.
+so a code that DICOM does not list cannot slip in. The one exception is a
+template's own concept name that no context group lists, which the
+dictionary therefore lacks (:data:`TEMPLATE_CODES`, each with its template
+row). The vertebra levels are SNOMED CT codes of CID 7603 ("Spine Anatomic
+Sites" context group members, as the dictionary records): T12 23215003, L1
+66794005, L2 14293000, L3 36470004, L4 11994002, L5 49668003.
 
-DICOM has no codes for olvf's classes ("fresh" and "old" osteoporotic
-fracture), for its probabilities or for its Grad-CAM regions. They come from
-a private coding scheme, designator ``99OLVF`` (PS3.16 section 8: designators
-beginning with "99" are for private schemes), declared in each SR's Coding
-Scheme Identification Sequence and listed in docs/reference/dicom-objects.md.
+DICOM has no codes for what olvf says about a vertebra (suspected fresh,
+old or no osteoporotic fracture), for its probabilities, for the MRI
+recommendation or for a demonstration model. They come from a private coding
+scheme, designator ``99OLVF`` (PS3.16 section 8: designators beginning with
+"99" are for private schemes), declared in each SR's Coding Scheme
+Identification Sequence and listed in docs/reference/dicom-objects.md.
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from olvf.runtime.steps.decision import NORMAL, OLD, SUSPECTED_FRESH
+
 SCHEME = "99OLVF"
-SCHEME_VERSION = "1"
+# 2: the vertebra's state (SUSPECTED-FRESH) replaced the top class (FRESH, CLASS); Grad-CAM regions and the
+# class concept left the SR; DEMO became a coded value; OUTSIDE-INTENDED-USE (20 characters, over the 16 of a Code
+# Value) became OUTSIDE-USE.
+SCHEME_VERSION = "2"
 
 
 def _private(value: str, meaning: str) -> Code:
@@ -51,58 +59,53 @@ LEVEL_SITES: dict[str, Code] = {
     "L4": codes.SCT.L4Vertebra,
     "L5": codes.SCT.L5Vertebra,
 }
-LUMBAR_SPINE = codes.SCT.LumbarSpine
-VERTEBRA = codes.SCT.Vertebra
-ANATOMICAL_STRUCTURE = codes.SCT.AnatomicalStructure
 IMAGING_PROCEDURE = codes.SCT.ImagingProcedure  # CID 100 has no lateral lumbar radiograph
 YES = codes.SCT.Yes
 NO = codes.SCT.No
-NO_UNITS = codes.UCUM.NoUnits  # UCUM "1": probabilities and scores are pure numbers
+PERCENT = codes.UCUM.Percent  # probabilities and scores (dicom_sr.percent says why not UCUM "1")
 DEVICE = codes.DCM.Device
+IMAGING_MEASUREMENTS = codes.DCM.ImagingMeasurements  # TID 1500 row 6: the vertebrae's groups
+FINDING = codes.DCM.Finding  # TID 1410 row 3b: what the region holds
+ILLUSTRATION_OF_ROI = codes.DCM.IllustrationOfROI  # TID 1410 row 9: the Secondary Capture shows the region
+RECOMMENDATION = codes.DCM.Recommendation  # the verdict in clinical words
+PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment  # Contributing Equipment purpose, as IHE AIR asks
 SOURCE_FOR_PROCESSING = codes.DCM.SourceImageForImageProcessingOperation  # CID 7202
 SPATIAL_RESAMPLING = codes.DCM.SpatialResampling  # CID 7203
 
+#: TID 1500 row 12's container: the study's conclusions, CODE and TEXT items (in no context group, so not
+#: in pydicom's dictionary; the concept name is the template's own).
+QUALITATIVE_EVALUATIONS = Code(value="C0034375", scheme_designator="UMLS", meaning="Qualitative Evaluations")
+TEMPLATE_CODES: tuple[Code, ...] = (QUALITATIVE_EVALUATIONS,)
+
 # --- the private scheme ---------------------------------------------------------------------------
-CLASS_NAME = _private("CLASS", "Osteoporotic vertebral fracture class")
-CLASS_VALUES: dict[str, Code] = {
-    "normal": _private("NORMAL", "No osteoporotic vertebral fracture"),
-    "old": _private("OLD", "Old (healed) osteoporotic vertebral fracture"),
-    "fresh": _private("FRESH", "Fresh osteoporotic vertebral fracture"),
+#: A vertebra's Finding: its state, the decision's word for it (olvf.runtime.steps.decision).
+STATE_VALUES: dict[str, Code] = {
+    SUSPECTED_FRESH: _private("SUSPECTED-FRESH", "Suspected fresh osteoporotic vertebral fracture"),
+    OLD: _private("OLD", "Old (healed) osteoporotic vertebral fracture"),
+    NORMAL: _private("NORMAL", "No osteoporotic vertebral fracture"),
 }
 PROBABILITY_NAMES: dict[str, Code] = {
-    "normal": _private("P-NORMAL", "Probability of no osteoporotic vertebral fracture"),
-    "old": _private("P-OLD", "Probability of old osteoporotic vertebral fracture"),
     "fresh": _private("P-FRESH", "Probability of fresh osteoporotic vertebral fracture"),
+    "old": _private("P-OLD", "Probability of old osteoporotic vertebral fracture"),
+    "normal": _private("P-NORMAL", "Probability of no osteoporotic vertebral fracture"),
 }
 DETECTOR_SCORE = _private("DETECTOR-SCORE", "Vertebral body detector confidence")
-GRADCAM_PEAK = _private("GRADCAM-PEAK", "Region of the Grad-CAM maximum")
-REGION_VALUES: dict[str, Code] = {
-    "centre": _private("CENTRE", "Centre of the vertebral body"),
-    "upper_endplate": _private("UPPER-ENDPLATE", "Upper endplate band of the vertebral body"),
-    "lower_endplate": _private("LOWER-ENDPLATE", "Lower endplate band of the vertebral body"),
-    "anterior": _private("ANTERIOR", "Anterior wall band of the vertebral body"),
-    "posterior": _private("POSTERIOR", "Posterior wall band of the vertebral body"),
-    "outside_box": _private("OUTSIDE-BOX", "Outside the vertebral body box"),
-}
 MRI_RECOMMENDED = _private("MRI-RECOMMENDED", "MRI recommended to tell fresh from old fracture")
 MRI_REASON = _private("MRI-REASON", "Reason for the MRI recommendation")
-OPERATING_POINT = _private("FRESH-OP-POINT", "Fresh fracture probability operating point")
 DEMO_WARNING = _private("DEMO-WARNING", "Demonstration model warning")
+DEMO = _private("DEMO", "DEMO: trained on synthetic phantoms only, not for diagnosis")
 #: the value of MRI-RECOMMENDED for a study olvf did not assess (never NO: "not assessed" is no negative finding)
 NOT_ASSESSED = _private("NOT-ASSESSED", "Not assessed: outside the intended use of the algorithm")
-OUTSIDE_INTENDED_USE = _private("OUTSIDE-INTENDED-USE", "Result given outside the intended use (research override)")
+OUTSIDE_INTENDED_USE = _private("OUTSIDE-USE", "Result given outside the intended use (research override)")
 
 PRIVATE_CODES: tuple[Code, ...] = (
-    CLASS_NAME,
-    *CLASS_VALUES.values(),
+    *STATE_VALUES.values(),
     *PROBABILITY_NAMES.values(),
     DETECTOR_SCORE,
-    GRADCAM_PEAK,
-    *REGION_VALUES.values(),
     MRI_RECOMMENDED,
     MRI_REASON,
-    OPERATING_POINT,
     DEMO_WARNING,
+    DEMO,
     NOT_ASSESSED,
     OUTSIDE_INTENDED_USE,
 )

@@ -1,5 +1,9 @@
 """Write one study's DICOM results, the Secondary Capture and the SR, into a folder: both or neither.
 
+The Secondary Capture (RLE Lossless) and the Comprehensive 3D SR are made at
+one moment, which both carry as Series, Content and Instance Creation
+Date/Time, and both name olvf as their Contributing Equipment.
+
 Files are named by role (``olvf_sc.dcm``, ``olvf_sr.dcm``), never by anything
 of the patient. Both objects are built in memory first, so a failure while
 building writes nothing; each file is then written atomically, and if the
@@ -16,6 +20,7 @@ UID); the number of withheld warnings is returned, without their text.
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import os
@@ -84,9 +89,10 @@ def build_dicom_results(
 ) -> tuple[Dataset, Dataset, int]:
     """The Secondary Capture and the SR as datasets (nothing written), and the count of withheld warnings."""
     counter = [0]
+    when = datetime.datetime.now()  # one moment for both: their Series, Content and Instance Creation Date/Time
     with _withheld(counter):
-        sc = build_secondary_capture(source, overlay_rgb, findings)
-        sr = build_measurement_report(source, findings, sc)
+        sc = build_secondary_capture(source, overlay_rgb, findings, when)
+        sr = build_measurement_report(source, findings, sc, when)
     return sc, sr, counter[0]
 
 

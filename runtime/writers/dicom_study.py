@@ -1,7 +1,8 @@
 """A study result as the DICOM writers take it: findings rounded exactly as ``report.json`` holds them.
 
-The SR must say what the report says, so boxes and probabilities go through
-the report's own rounding (:func:`olvf.runtime.writers.report.vertebra_reports`).
+The SR must say what the report says, so boxes and probabilities come from
+the report's own records (:func:`olvf.runtime.writers.report.vertebra_records`),
+and each vertebra's state and the verdict from the study's decision.
 """
 
 from __future__ import annotations
@@ -9,23 +10,22 @@ from __future__ import annotations
 from olvf import __version__
 from olvf.runtime.study.results import StudyResult
 from olvf.runtime.writers.findings import Algorithm, StudyFindings, VertebraFinding
-from olvf.runtime.writers.report import ReportContext, vertebra_reports
+from olvf.runtime.writers.report import ReportContext, vertebra_records
 
 
 def study_findings(study: StudyResult, context: ReportContext) -> StudyFindings:
     backend = context.backend
-    rows = vertebra_reports(study, context.classes)
-    return StudyFindings(
+    records = vertebra_records(study, context.classes) if study.assessed else ()
+    findings = StudyFindings(
         vertebrae=tuple(
             VertebraFinding(
-                level=row["level"],
-                box=tuple(row["box"]),
-                prediction=row["prediction"],
-                probabilities=row["probabilities"],
-                gradcam_peak_region=row["gradcam"]["peak_region"],
-                detector_score=row["detector_score"],
+                level=record.level,
+                box=record.box,
+                state=record.shown_as,
+                probabilities=record.probabilities,
+                detector_score=record.detector_score,
             )
-            for row in rows
+            for record in records
         ),
         mri_recommended=study.decision.recommended,
         mri_reason=study.decision.reason,
@@ -39,3 +39,6 @@ def study_findings(study: StudyResult, context: ReportContext) -> StudyFindings:
             backend=f"{backend['name']} {backend['device']} {backend['precision']}",
         ),
     )
+    if findings.mri_levels != study.decision.levels:  # a bug: both come from the decision's states
+        raise ValueError(f"DICOM findings name {findings.mri_levels}, the decision {study.decision.levels}")
+    return findings

@@ -22,7 +22,6 @@ SC_SERIES = "secondary-capture/series"
 SC_INSTANCE = "secondary-capture/instance"
 SR_SERIES = "structured-report/series"
 SR_INSTANCE = "structured-report/instance"
-STUDY_GROUP = "structured-report/study-result"
 
 
 def uuid_uid(name: str) -> str:

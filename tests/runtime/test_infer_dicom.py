@@ -23,7 +23,10 @@ from peers import tool
 
 from olvf.runtime.cli import main as infer_main
 from olvf.runtime.inputs.reader import read_radiograph
+from olvf.runtime.steps.decision import SUSPECTED_FRESH
 from olvf.runtime.writers import dicom_codes as codes
+from olvf.runtime.writers.dicom_sr import shown_probabilities
+from olvf.runtime.writers.findings import VertebraFinding
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
@@ -65,18 +68,32 @@ def test_the_sr_says_what_report_json_says(ran) -> None:
     study = ran["out"] / "lateral"
     report = json.loads((study / "report.json").read_text())
     sr = hd.sr.srread(study / "olvf_sr.dcm")
+    operating_point = report["operating_point"]["fresh"]
     groups = sr.content.get_planar_roi_measurement_groups()
     assert [g.tracking_identifier for g in groups] == [v["level"] for v in report["vertebrae"]]
     for group, vertebra in zip(groups, report["vertebrae"]):
-        evaluations = {e.name.value: e.value for e in group.get_qualitative_evaluations()}
-        assert evaluations[codes.CLASS_NAME.value] == codes.CLASS_VALUES[vertebra["prediction"]]
-        assert evaluations[codes.GRADCAM_PEAK.value] == codes.REGION_VALUES[vertebra["gradcam"]["peak_region"]]
+        assert group.finding_type == codes.STATE_VALUES[vertebra["shown_as"]]  # the state the overlay draws
         measured = {m.name.value: m.value for m in group.get_measurements()}
-        for name, p in vertebra["probabilities"].items():
-            assert measured[codes.PROBABILITY_NAMES[name].value] == pytest.approx(p, abs=1e-12)
+        finding = VertebraFinding(
+            vertebra["level"], tuple(vertebra["box"]), vertebra["shown_as"], vertebra["probabilities"]
+        )
+        for name, p in shown_probabilities(finding, operating_point).items():
+            assert measured[codes.PROBABILITY_NAMES[name].value] == pytest.approx(100 * p, abs=1e-9)  # percent
+            assert p == pytest.approx(vertebra["probabilities"][name], abs=0.005)
         x1, y1, x2, y2 = vertebra["box"]
         corners = sorted(map(tuple, group.roi.value[:4].tolist()))  # Graphic Data is FL: float32
         np.testing.assert_allclose(corners, sorted([(x1, y1), (x2, y1), (x2, y2), (x1, y2)]), rtol=1e-6)
+    suspected = [g.tracking_identifier for g in groups if g.finding_type == codes.STATE_VALUES[SUSPECTED_FRESH]]
+    assert suspected == report["mri_levels"]
+    (mri,) = [
+        item
+        for container in sr.ContentSequence
+        if container.name == codes.QUALITATIVE_EVALUATIONS
+        for item in container.ContentSequence
+        if item.name == codes.MRI_RECOMMENDED
+    ]
+    assert report["mri_recommended"] is not None
+    assert mri.value == (codes.YES if report["mri_recommended"] else codes.NO)
 
 
 def test_images_without_patient_context_get_no_dicom_and_one_note(ran) -> None:

@@ -112,7 +112,7 @@ def assert_not_assessed_in_pacs(pacs: Pacs, source: Path) -> None:
     assert sorted(ds.Modality for ds in results) == ["OT", "SR"], "one SC and one SR came back"
     (sc,) = [ds for ds in results if ds.Modality == "OT"]
     (sr,) = [ds for ds in results if ds.Modality == "SR"]
-    assert "NOT ASSESSED" in sc.SeriesDescription and "NOT ASSESSED, no findings" in sc.ImageComments
+    assert "NOT ASSESSED" in sc.SeriesDescription and "NOT ASSESSED, no verdict" in sc.ImageComments
     assert "NOT ASSESSED" in sr.SeriesDescription
     text = "\n".join(str(e.value) for e in sr.iterall() if e.keyword in ("TextValue", "CodeMeaning"))
     assert "Not assessed: outside the intended use" in text and "Fresh osteoporotic vertebral fracture" not in text
