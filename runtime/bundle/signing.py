@@ -197,6 +197,20 @@ class SignatureStatus:
         }
 
 
+def signature_line(status: SignatureStatus) -> str:
+    """The signature state in one line, for an operator: what was checked and, where nothing required a
+    signature, how to make olvf require one. No key set means any bundle olvf sealed runs."""
+    unrequired = f"runs because no trusted keys are set; set {TRUST_VARIABLE} to refuse it"
+    if status.status == "unsigned":
+        return f"bundle unsigned: {unrequired}"
+    key = f"key {status.key_id}" + ("" if status.trusted is None else " (trusted)" if status.trusted else "")
+    if status.status == "changed since signing":
+        return f"bundle CHANGED SINCE SIGNING by {key} ({', '.join(status.changes)}): {unrequired}"
+    extra = f", local additions: {', '.join(status.local_additions)}" if status.local_additions else ""
+    required = "" if status.trusted else f"; set {TRUST_VARIABLE} to require it"
+    return f"bundle signature verified, {key}{extra}{required}"
+
+
 def _differences(base: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(local additions, other changes) of ``current`` against the signed ``base``.
 

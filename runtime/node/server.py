@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from olvf.errors import OlvfError
+from olvf.runtime.bundle.signing import signature_line
 from olvf.runtime.node.config import NodeConfig, auto_batch
 from olvf.runtime.node.scp import Receiver, build_ae
 from olvf.runtime.node.sender import Sender
@@ -73,6 +74,7 @@ class Node:
                 batch, batch_rule = self.config.batch, "--batch"
             pipeline = StudyPipeline(self.runtime, batch=batch)
             sha = self.runtime.bundle.manifest_sha256
+            signature = signature_line(self.runtime.bundle.signature)
             backend = f"{context.backend['name']} {context.backend['device']} {context.backend['precision']}"
             state = NodeState(
                 self.config.spool,
@@ -82,6 +84,7 @@ class Node:
                     "destination": str(self.config.destination),
                     "bundle": str(self.config.bundle),
                     "bundle_sha256": sha,
+                    "signature": {**self.runtime.bundle.signature.to_dict(), "line": signature},
                     "demo": context.demo,
                     "backend": backend,
                     "batch": batch,
@@ -119,7 +122,8 @@ class Node:
             f"listening as {self.config.ae_title} on {self.config.host}:{self.config.port} (allowed: {allowed}); "
             f"results to {self.config.destination}; bundle {sha[:8]}{' DEMO' if context.demo else ''} on "
             f"{backend}, batch {batch} ({batch_rule}); spool {self.config.spool}: "
-            f"{found['inbox']} waiting to screen, {found['outbox']} to send, {found['partial']} partial removed"
+            f"{found['inbox']} waiting to screen, {found['outbox']} to send, {found['partial']} partial removed; "
+            f"{signature}"
         )
 
     def stop(self) -> None:

@@ -117,6 +117,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"{str(node.get('bundle_sha256', ''))[:8]}{' DEMO' if node.get('demo') else ''} on {node.get('backend')}; "
             f"started {_when(node.get('started_at'))}"
         )
+        if node.get("signature"):
+            lines.append(f"  {node['signature']['line']}")
         if node.get("destination_down_since"):
             since, reason = _when(node["destination_down_since"]), node.get("destination_down_reason")
             lines.append(f"  destination DOWN since {since}: {reason}")
