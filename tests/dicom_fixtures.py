@@ -13,6 +13,7 @@ these tests check how findings are written, not how they are computed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,6 +41,13 @@ PROBABILITIES = {
 #: The issue's held-out phantom 5017: top class "normal", yet p(fresh) over the operating point of 0.31, so the
 #: decision sends it to MRI; the SR must call it suspected fresh, never normal.
 NORMAL_ON_TOP_BUT_FRESH = {"normal": 0.5012, "old": 0.0088, "fresh": 0.49}
+#: Identity values longer than their VR allows, as a system that does not check sends them (issue #27 F8: a PACS
+#: refused the results of a 10,000-character Patient ID, and the node retried for two hours).
+LONG_IDENTITY = {
+    "patient_id": "7" * 10_000,
+    "patient_name": "Longname" * 10 + "^Anna",
+    "study_description": "lumbar spine lateral " * 10,
+}
 
 
 def write_source(
@@ -49,20 +57,26 @@ def write_source(
     seed: int = 3,
     monochrome1: bool = False,
     patient_name: str = PATIENT_NAME,
+    patient_id: str = PATIENT_ID,
+    study_description: str | None = None,
     character_set: str | list[str] = "ISO_IR 100",
     fractures: dict[str, str] | None = None,
 ) -> tuple[Path, object]:
     """A phantom DX with a patient, an accession and a study date, as PACS would hold it."""
     phantom = make_phantom(seed=seed, fractures=fractures if fractures is not None else {"L2": "fresh"}, size=size)
     ds = dicom_dataset(phantom, monochrome1=monochrome1)
-    ds.SpecificCharacterSet = character_set
-    ds.PatientName = patient_name
-    ds.PatientID = PATIENT_ID
-    ds.PatientBirthDate = "19410203"
-    ds.PatientSex = "F"
-    ds.AccessionNumber = ACCESSION
-    ds.StudyDate, ds.StudyTime = "20240917", "031502"
-    ds.save_as(path, enforce_file_format=True)
+    with warnings.catch_warnings():  # LONG_IDENTITY breaks the VRs on purpose; pydicom says so
+        warnings.filterwarnings("ignore", "The (PN component|value) length", UserWarning)
+        ds.SpecificCharacterSet = character_set
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id
+        if study_description is not None:
+            ds.StudyDescription = study_description
+        ds.PatientBirthDate = "19410203"
+        ds.PatientSex = "F"
+        ds.AccessionNumber = ACCESSION
+        ds.StudyDate, ds.StudyTime = "20240917", "031502"
+        ds.save_as(path, enforce_file_format=True)
     return path, phantom
 
 

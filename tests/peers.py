@@ -84,9 +84,21 @@ class Orthanc:
             return json.load(response)
 
     def store(self, *files: Path) -> subprocess.CompletedProcess[str]:
-        """C-STORE ``files`` with dcmtk's storescu, each in its own transfer syntax (``-R``: an RLE SC stays RLE);
-        raises if any store fails."""
-        command = [tool("storescu"), "-R", "-aet", self.client_aet, "-aec", self.aet, "127.0.0.1", str(self.dicom_port)]
+        """C-STORE ``files`` with dcmtk's storescu; raises if any store fails.
+
+        ``-xr -R``: RLE Lossless beside the uncompressed syntaxes, for the files' own SOP classes, so an RLE
+        Secondary Capture travels as it is stored."""
+        command = [
+            tool("storescu"),
+            "-xr",
+            "-R",
+            "-aet",
+            self.client_aet,
+            "-aec",
+            self.aet,
+            "127.0.0.1",
+            str(self.dicom_port),
+        ]
         return subprocess.run([*command, *map(str, files)], capture_output=True, text=True, timeout=60, check=True)
 
 

@@ -194,6 +194,7 @@ class Worker:
 
     def _results(self, item: Waiting, study: StudyResult, started: float, batch_size: int) -> None:
         from olvf.runtime.writers.dicom_results import encode_dicom_results
+        from olvf.runtime.writers.dicom_source import identity_cuts
         from olvf.runtime.writers.dicom_study import study_findings
         from olvf.runtime.writers.overlay import render_study
 
@@ -222,6 +223,14 @@ class Worker:
             f"study {summary['study']}, {what}, batch of {batch_size}, "
             f"{screened_at - item.received_at:.2f} s after receipt",
         )
+        cut = identity_cuts(item.source.header)
+        if cut:  # names only: the values are patient data
+            self.log.study(
+                item.key,
+                "identity cut",
+                f"{', '.join(cut)} longer than the VR allows in the source: cut to that length in the SC and SR",
+                level=logging.WARNING,
+            )
         self.on_results()
 
     def _failed(self, key: str, received_at: float, reason: str) -> None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -175,18 +177,89 @@ def read_dicom_source(path: str | os.PathLike[str]) -> DicomSource:
     return DicomSource(header)
 
 
+#: The most characters a value of these VRs may hold (PS3.5 table 6.2-1; PN: per component group). Longer values
+#: come from systems that do not check (a 10,000-character Patient ID was seen); a PACS refuses the results.
+VR_MAX_CHARACTERS: dict[str, int] = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240}
+
+
+def _too_long(element: DataElement) -> bool:
+    limit = VR_MAX_CHARACTERS.get(element.VR)
+    if limit is None or element.value is None:
+        return False
+    parts = [str(v) for v in element.value] if element.VM > 1 else [str(element.value)]
+    if element.VR == "PN":
+        parts = [group for part in parts for group in part.split("=")]
+    return any(len(part) > limit for part in parts)
+
+
+def _cut_name_group(group: str, limit: int) -> str:
+    """A PN component group cut to ``limit`` characters by shortening its longest components, so family and
+    given name both survive ("Verylongfamilyname...^Anna", not a single component without its "^")."""
+    components = group.split("^")
+    while len("^".join(components)) > limit:
+        longest = max(range(len(components)), key=lambda i: len(components[i]))
+        excess = len("^".join(components)) - limit
+        if not components[longest]:
+            return "^".join(components)[:limit]
+        components[longest] = components[longest][: max(0, len(components[longest]) - excess)]
+    return "^".join(components)
+
+
+def _cut(element: DataElement) -> None:
+    limit = VR_MAX_CHARACTERS[element.VR]
+
+    def cut(value: str) -> str:
+        if element.VR == "PN":
+            return "=".join(_cut_name_group(group, limit) for group in value.split("="))
+        return value[:limit]
+
+    if element.VM > 1:
+        element.value = [cut(str(v)) for v in element.value]
+    else:
+        element.value = cut(str(element.value))
+
+
+def _walk_identity(dataset: Dataset, visit: Callable[[str, DataElement], None]) -> None:
+    """``visit(name, element)`` for each text element of the patient and study attributes, in sequences too."""
+
+    def walk(element: DataElement, name: str) -> None:
+        if element.VR == "SQ":
+            for item in element.value or []:
+                for inner in item:
+                    walk(inner, f"{name}.{inner.keyword}")
+        elif element.VR in VR_MAX_CHARACTERS:
+            visit(name, element)
+
+    with warnings.catch_warnings():  # pydicom's "exceeds the maximum length" on reading: handled here
+        warnings.simplefilter("ignore", UserWarning)
+        for keyword in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS):
+            if keyword in dataset:
+                walk(dataset[keyword], keyword)
+
+
+def identity_cuts(source: Dataset) -> tuple[str, ...]:
+    """The keywords of the source's patient and study attributes longer than their VR allows, which the results
+    carry cut to that length (:func:`copy_identity`). Names only: the values are patient data."""
+    found: list[str] = []
+    _walk_identity(source, lambda name, element: found.append(name) if _too_long(element) else None)
+    return tuple(dict.fromkeys(found))
+
+
 def copy_identity(source: Dataset, target: Dataset) -> None:
     """Make ``target``'s patient and study those of ``source``: every attribute of those modules, as stored.
 
     Attributes the source lacks are removed from ``target``, except the type 2
     ones, which stay present and empty. The Specific Character Set goes with
-    them, since it is what their bytes mean.
+    them, since it is what their bytes mean. A value longer than its VR allows
+    is cut to that length (:func:`identity_cuts` names them): a PACS refuses a
+    non-conforming object, and results that never arrive help no one.
     """
     for keyword in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS, "SpecificCharacterSet"):
         if keyword in target:
             del target[keyword]
         if keyword in source:
             target[keyword] = deepcopy(source[keyword])
+    _walk_identity(target, lambda _, element: _cut(element) if _too_long(element) else None)
     for keyword in TYPE2_KEYWORDS:
         if keyword not in target:
             setattr(target, keyword, None)

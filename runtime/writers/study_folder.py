@@ -178,9 +178,10 @@ def _files(
         )
         images = {OVERLAY: encode_png(overlay)}
         images.update({heatmap_name(level): f.result() for level, f in zip(study.detections.levels, heatmaps)})
-    dicom_files: dict[str, str] = {}
+    dicom_files: dict[str, str | list[str]] = {}
     if dicom is not None:
         from olvf.runtime.writers.dicom_results import SC_NAME, SR_NAME, encode_dicom_results
+        from olvf.runtime.writers.dicom_source import identity_cuts
         from olvf.runtime.writers.dicom_study import study_findings
 
         # The overlay is drawn BGR (OpenCV); DICOM RGB wants it the other way round.
@@ -188,6 +189,9 @@ def _files(
             dicom, overlay[..., ::-1], study_findings(study, context)
         )
         dicom_files = {"secondary_capture": SC_NAME, "structured_report": SR_NAME}
+        cut = identity_cuts(dicom.header)
+        if cut:  # names only: the values are patient data
+            dicom_files["identity_cut"] = list(cut)
     report = build_report(
         study, context, overlay={"image": OVERLAY, **layout.to_dict()}, write_ms=(perf_counter() - start) * 1e3
     )

@@ -7,10 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 from node_peers import (
+    ID_PREFIX,
     IDENTITY_STRINGS,
     MODALITY_AET,
     Pacs,
@@ -229,6 +231,35 @@ def test_damaged_headers_cost_only_themselves_and_the_study_behind_them_gets_its
     (named,) = status["failed"]
     assert named["file"] == f"failed/{left_key}.dcm" and "Rows cannot be decoded" in named["reason"]
     assert_no_identity(log)
+    assert node.terminate() == 0
+
+
+def test_identity_values_too_long_for_their_vr_are_cut_and_the_results_are_stored(tmp_path, pacs, serve_factory):
+    """F8 of #27: a 10,000-character Patient ID was copied into the SC and SR, Orthanc refused them (0xA700) and the
+    node retried for two hours. Now the results carry it cut to LO's 64 characters, are stored at once, and the log
+    names the attribute, never its value."""
+    template = phantom_template()
+    (study,) = write_studies(tmp_path / "long", 1, template, tag="long-identity")
+    import pydicom
+
+    ds = pydicom.dcmread(study.path)
+    long_id = ID_PREFIX + "7" * 10_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom: the value is longer than LO allows, on purpose
+        ds.PatientID = long_id
+        ds.save_as(study.path, enforce_file_format=True)
+    node = serve_factory(pacs)
+    node.start()
+    assert storescu(node.port, [study.path]).returncode == 0
+    wait_until(lambda: node.states()["sent"] == 1, 120, "the SC and SR stored in Orthanc")
+    (stored,) = pacs.get("/studies")
+    assert pacs.get(f"/studies/{stored}")["PatientMainDicomTags"]["PatientID"] == long_id[:64]
+    assert sorted(
+        pacs.get(f"/series/{s}")["MainDicomTags"]["Modality"] for s in pacs.get(f"/studies/{stored}")["Series"]
+    ) == ["OT", "SR"]
+    (cut,) = [line for line in node.log.splitlines() if "identity cut" in line]
+    assert "PatientID longer than the VR allows in the source: cut to that length in the SC and SR" in cut
+    assert_no_identity(node.log)
     assert node.terminate() == 0
 
 

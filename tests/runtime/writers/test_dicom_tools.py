@@ -22,7 +22,16 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from dicom_fixtures import ACCESSION, PATIENT_ID, findings_for, no_vertebra, not_assessed, overlay_rgb, write_source
+from dicom_fixtures import (
+    ACCESSION,
+    LONG_IDENTITY,
+    PATIENT_ID,
+    findings_for,
+    no_vertebra,
+    not_assessed,
+    overlay_rgb,
+    write_source,
+)
 from peers import tool
 
 from olvf.runtime.writers import StudyFindings, write_dicom_results
@@ -49,6 +58,7 @@ CASES = {
     "not-assessed": {"monochrome1": False, "demo": True, "not_assessed": True},
     "outside-use": {"monochrome1": False, "demo": True, "outside": True},
     "gray-overlay": {"monochrome1": False, "demo": False, "gray": True},  # stored MONOCHROME2
+    "long-identity": {"monochrome1": False, "demo": False, "identity": LONG_IDENTITY},  # cut to what the VR allows
 }
 
 
@@ -72,7 +82,9 @@ def cases(tmp_path_factory) -> dict[str, dict]:
     written = {}
     for name, case in CASES.items():
         folder = tmp_path_factory.mktemp(name)
-        source, phantom = write_source(folder / "source.dcm", monochrome1=case["monochrome1"], size=(1000, 800))
+        source, phantom = write_source(
+            folder / "source.dcm", monochrome1=case["monochrome1"], size=(1000, 800), **case.get("identity", {})
+        )
         findings = _findings(case, phantom)
         overlay = overlay_rgb(source, findings)
         if case.get("gray"):
@@ -143,7 +155,8 @@ def test_dcmdump_reads_both_objects_and_the_capture_is_rle(written):
         result = run(tool("dcmdump"), "-q", str(written[role]))
         assert result.returncode == 0, result.stderr
         assert f"=={sop_class}" in result.stdout or f"={sop_class}" in result.stdout
-        assert f"[{PATIENT_ID}]" in result.stdout and f"[{ACCESSION}]" in result.stdout
+        patient_id = written["case"].get("identity", {}).get("patient_id", PATIENT_ID)[:64]  # cut to LO's 64
+        assert f"[{patient_id}]" in result.stdout and f"[{ACCESSION}]" in result.stdout
         assert re.search(r"\(0008,0021\) DA \[\d{8}\]", result.stdout)  # Series Date
         assert re.search(r"\(0008,0031\) TM \[\d{6}", result.stdout)  # Series Time
         if role == "sc":
@@ -216,6 +229,17 @@ def test_orthanc_files_source_capture_and_report_under_one_patient_and_study(ort
     assert set(instances) == {header.SOPInstanceUID, results.sc_sop_instance_uid, results.sr_sop_instance_uid}
     stored_sc = instances[results.sc_sop_instance_uid]
     assert orthanc.get(f"/instances/{stored_sc}/metadata?expand")["TransferSyntax"] == "1.2.840.10008.1.2.5"
+
+
+def test_orthanc_takes_the_results_of_a_source_whose_identity_values_are_too_long(orthanc, cases):
+    """The source itself breaks the VRs; its results carry the values cut to the VR's length and are stored."""
+    written = cases["long-identity"]
+    store_as_they_are(orthanc, written["sc"], written["sr"])
+    (study,) = orthanc.get("/studies")
+    tags = orthanc.get(f"/studies/{study}")
+    assert tags["PatientMainDicomTags"]["PatientID"] == LONG_IDENTITY["patient_id"][:64]
+    assert tags["MainDicomTags"]["StudyDescription"] == LONG_IDENTITY["study_description"][:64]
+    assert len(orthanc.get("/instances")) == 2
 
 
 def test_orthanc_refuses_a_store_from_an_unconfigured_aet(orthanc, tmp_path):

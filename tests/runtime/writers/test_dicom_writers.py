@@ -20,6 +20,7 @@ import pytest
 from dicom_fixtures import (
     ACCESSION,
     BUNDLE_SHA,
+    LONG_IDENTITY,
     NORMAL_ON_TOP_BUT_FRESH,
     OTHER_BUNDLE_SHA,
     PATIENT_ID,
@@ -54,6 +55,7 @@ from olvf.runtime.writers import (
 from olvf.runtime.writers import dicom_codes as codes
 from olvf.runtime.writers.dicom_results import encode
 from olvf.runtime.writers.dicom_sc import DEMO_TEXT, MAX_LO, series_description
+from olvf.runtime.writers.dicom_source import identity_cuts
 from olvf.runtime.writers.dicom_sr import box_polyline, shown_probabilities
 from olvf.runtime.writers.overlay import DEMO_BACKGROUND
 
@@ -372,6 +374,21 @@ def ohif_label(item) -> str:
         if value
         else f" {measured.MeasurementUnitsCodeSequence[0].CodeValue}"
     )
+
+
+def test_identity_values_longer_than_their_vr_are_cut_in_the_results_and_named(study, tmp_path):
+    source, phantom = write_source(tmp_path / "long.dcm", size=(600, 480), **LONG_IDENTITY)
+    header = read_dicom_source(source).header
+    assert identity_cuts(header) == ("PatientName", "PatientID", "StudyDescription")
+    assert identity_cuts(read_dicom_source(study["source"]).header) == ()
+    findings = findings_for(phantom)
+    sc, sr, _ = build_dicom_results(read_dicom_source(source), overlay_rgb(source, findings), findings)
+    for ds in (sc, sr):
+        assert ds.PatientID == LONG_IDENTITY["patient_id"][:64]
+        assert str(ds.PatientName) == LONG_IDENTITY["patient_name"][:59] + "^Anna"  # the family name shortened
+        assert ds.StudyDescription == LONG_IDENTITY["study_description"][:64]
+        assert identity_cuts(ds) == ()
+    assert header.PatientID == LONG_IDENTITY["patient_id"]  # the source is left as it is
 
 
 def test_a_viewer_that_drops_a_zero_shows_no_false_number(study):
