@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default=None, help="inference backend (default auto, as olvf-infer)")
     parser.add_argument("--device", default=None, help="device for the backend (cpu, cuda, tensorrt or a GPU index)")
     parser.add_argument(
+        "--spool-limit-mb",
+        dest="spool_limit_mb",
+        type=int,
+        default=None,
+        help="most MiB the spool may hold (default: the disk's free space); an instance is refused (0xA700) "
+        "where it and the results of everything waiting would not fit",
+    )
+    parser.add_argument(
         "--max-attempts",
         dest="max_attempts",
         type=int,
@@ -118,6 +126,7 @@ def merged_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path | No
         "batch",
         "backend",
         "device",
+        "spool_limit_mb",
     ):
         value = getattr(args, key)
         if value is not None:

@@ -161,6 +161,7 @@ class NodeConfig:
     batch: int | None = None  # None: auto_batch() once the backend is known
     backend: str = "auto"
     device: str | None = None
+    spool_limit_mb: int | None = None  # None: the disk's free space is the limit
 
     def admits(self, calling: str, address: str) -> bool:
         return self.allow_any or any(peer.admits(calling, address) for peer in self.allowed)
@@ -180,7 +181,10 @@ def auto_batch(device: str) -> tuple[int, str]:
 
 
 # Keys of the config file; each is also a flag (--send-to for send_to, ...).
-_TOP = {"bundle", "spool", "send_to", "ae_title", "host", "port", "allow", "allow_any", "batch", "backend", "device"}
+_TOP = {
+    "bundle", "spool", "send_to", "ae_title", "host", "port", "allow", "allow_any", "batch", "backend", "device",
+    "spool_limit_mb",
+}  # fmt: skip
 _SECTIONS = {
     "screen": {"modalities", "body_parts", "views", "require_body_part", "require_view", "not_assessed_results"},
     "retry": {"first_delay_s", "max_delay_s", "max_attempts"},
@@ -290,4 +294,9 @@ def build_config(settings: Mapping[str, Any], *, base: Path | None = None) -> No
         batch=None if _given(settings, "batch", None) is None else _positive(settings["batch"], "--batch"),
         backend=str(settings.get("backend") or "auto"),
         device=None if device in (None, "") else str(device),
+        spool_limit_mb=(
+            None
+            if _given(settings, "spool_limit_mb", None) is None
+            else _positive(settings["spool_limit_mb"], "--spool-limit-mb")
+        ),
     )

@@ -35,6 +35,7 @@ from pydicom.uid import UID, AllTransferSyntaxes
 
 from olvf.runtime.inputs.dicom_header import undecodable_element
 from olvf.runtime.node.config import NodeConfig
+from olvf.runtime.node.space import MIB, SpaceBudget
 from olvf.runtime.node.spool import RESOURCE_ERRNOS, Spool, instance_key
 from olvf.runtime.node.studylog import StudyLog
 
@@ -87,6 +88,7 @@ class Receiver:
     ) -> None:
         self.config = config
         self.spool = spool
+        self.space = SpaceBudget(spool, config.spool_limit_mb * MIB if config.spool_limit_mb else None)
         self.bundle_sha256 = bundle_sha256
         self.log = log
         self.on_stored = on_stored
@@ -148,15 +150,21 @@ class Receiver:
             if held is not None:
                 self.log.study(key, "duplicate", f"received again from {calling}; already {held}, not processed twice")
                 return SUCCESS
-            try:
-                self.spool.receive(key, event.encoded_dataset(include_meta=True), received_ns)
-            except OSError as exc:
-                if exc.errno not in RESOURCE_ERRNOS:
-                    raise
-                what = f"spool cannot store ({exc.strerror or exc})"
-                self.on_error(f"receiving: {what}; answered out of resources (0xA700)")
-                self.log.study(key, "refused", f"status 0xA700 out of resources: {what}", level=logging.ERROR)
-                return OUT_OF_RESOURCES
+            data = event.encoded_dataset(include_meta=True)
+            rows, columns = _dimensions(event.dataset)
+            with self.space.admit(key, len(data), rows, columns) as full:
+                if full is not None:  # the sender asks again later; the results of those waiting keep their room
+                    self.on_error(f"receiving: {full}; answered out of resources (0xA700)")
+                    return refuse(OUT_OF_RESOURCES, "out of resources", full)
+                try:
+                    self.spool.receive(key, data, received_ns)
+                except OSError as exc:
+                    if exc.errno not in RESOURCE_ERRNOS:
+                        raise
+                    what = f"spool cannot store ({exc.strerror or exc})"
+                    self.on_error(f"receiving: {what}; answered out of resources (0xA700)")
+                    self.log.study(key, "refused", f"status 0xA700 out of resources: {what}", level=logging.ERROR)
+                    return OUT_OF_RESOURCES
         self.log.study(key, "received", f"{_class_name(sop_class)} from {calling}")
         self.on_stored()
         return SUCCESS
@@ -189,6 +197,11 @@ def _undecodable(event: Any) -> str | None:
     except Exception as exc:  # pydicom raises many types for a garbled stream; none may be answered success
         return f"the data set cannot be decoded ({type(exc).__name__})"
     return None if problem is None else f"the header does not decode at {problem}"
+
+
+def _dimensions(dataset: Any) -> tuple[int, int]:
+    """Rows and Columns of a data set that decoded (see ``_undecodable``); 0 where absent (the reader refuses it)."""
+    return int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
 
 
 def _class_name(uid: str) -> str:

@@ -338,6 +338,47 @@ def test_results_wait_for_a_pacs_that_is_down_and_arrive_when_it_is_back(pacs, s
     assert node.terminate() == 0
 
 
+@pytest.mark.slow
+def test_a_burst_into_a_small_spool_with_the_pacs_down_drains_once_it_is_back(
+    tmp_path, pacs, serve_factory, cascade_bundle
+):
+    """F2 of #27: received instances once filled a small spool and left no room for their results, so nothing
+    was screened, sent or ever left. Now each waiting instance holds room for its results and the rest is refused
+    (0xA700); whatever was accepted is screened while the PACS is down and stored once it is back."""
+    sha = bundle_sha(cascade_bundle)
+    studies = write_studies(tmp_path / "small", 10, phantom_template(size=(1000, 800)), tag="small-spool")
+    pacs.stop()
+    node = serve_factory(pacs, "--spool-limit-mb", "12", "--retry-first-s", "0.5", "--retry-max-s", "1")
+    node.start()
+    storescu(node.port, [s.path for s in studies])
+    keys = {s.sop_uid: instance_key(s.sop_uid, sha) for s in studies}
+    refused = [line for line in node.log.splitlines() if "status 0xA700 out of resources: the spool has" in line]
+    assert refused, "the burst fitted: nothing was tested"
+    assert "MiB for the results of" in refused[0] and "this instance needs" in refused[0]
+    # With the PACS still down, every accepted instance is screened: its results had their room.
+    wait_until(lambda: node.status()["queue"]["waiting_to_screen"] == 0, 120, "every accepted instance screened")
+    waiting = node.status()["queue"]["waiting_to_send"]
+    assert waiting >= 1 and node.states()["sent"] == 0
+    pacs.start()
+    wait_until(lambda: node.states()["sent"] == waiting, 120, "the waiting results once Orthanc is back")
+
+    def drained() -> bool:
+        queue = node.status()["queue"]
+        return queue["waiting_to_screen"] + queue["waiting_to_send"] == 0
+
+    # The modality sends the refused ones again until all are in: the spool drains each time.
+    for _ in studies:
+        states = {r["key"]: r.get("state") for r in node.records()}
+        missing = [s for s in studies if states.get(keys[s.sop_uid]) != "sent"]
+        if not missing:
+            break
+        storescu(node.port, [s.path for s in missing])
+        wait_until(drained, 120, "the spool to drain")
+    assert node.states() == {"sent": len(studies)}
+    assert_delivered_once(pacs, studies, sha)
+    assert node.terminate() == 0
+
+
 def test_past_the_retry_limit_results_go_to_dead_letter_with_the_reason(pacs, serve_factory, burst, cascade_bundle):
     pacs.stop()
     node = serve_factory(pacs, "--retry-first-s", "0.2", "--retry-max-s", "0.5", "--max-attempts", "3")
