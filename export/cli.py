@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         "olvf-validate --write-operating-point, or to sign a bundle exported unsigned)",
     )
     target.add_argument(
+        "--triton",
+        type=Path,
+        metavar="DIR",
+        help="no export: write bundle DIR as a Triton Inference Server model repository into --out (the detector "
+        "and the ensemble, dynamic batching with ER and routine priorities, the bundle's identity in each config)",
+    )
+    target.add_argument(
         "--labels",
         type=Path,
         metavar="SET",
@@ -399,6 +406,13 @@ def run(args: argparse.Namespace) -> int:
         return quantize(args.quantize, args.calibration)
     if args.check_routes is not None:
         return check_routes(args.check_routes, args.studies)
+    if args.triton is not None:
+        if args.out is None:
+            raise UsageError("--triton DIR needs --out REPO: the folder the model repository goes to")
+        from olvf.export.triton_repository import repository_summary, write_triton_repository
+
+        print(repository_summary(write_triton_repository(args.triton, args.out, force=args.force)))
+        return 0
     if args.calibration is not None and not args.int8:
         raise UsageError("--calibration calibrates INT8: give it with --int8 or --quantize DIR")
     if args.out is None:

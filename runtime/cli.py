@@ -159,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
         "N: the GPU index for TensorRT and auto",
     )
     parser.add_argument(
+        "--triton-url",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --backend triton: the Triton Inference Server's gRPC address (usually port 8001), serving "
+        "the repository olvf-export --triton wrote from this bundle",
+    )
+    parser.add_argument(
+        "--triton-priority",
+        choices=("er", "routine"),
+        default=None,
+        help="with --backend triton: the requests' priority on the server (default er, the higher)",
+    )
+    parser.add_argument(
         "--precision",
         choices=("fp32", "fp16", "bf16", "int8"),
         default=None,
@@ -229,12 +242,24 @@ def _geometry(anterior: str | None) -> RegionGeometry | None:
     return RegionGeometry(anterior=anterior, anterior_source=f"--anterior {anterior}")
 
 
+def triton_options(backend: str, url: str | None, priority: str | None) -> dict[str, Any]:
+    """The triton backend's options from the flags; refused where they go with another backend."""
+    if backend != "triton":
+        if url is not None or priority is not None:
+            raise UsageError("--triton-url and --triton-priority go with --backend triton")
+        return {}
+    if not url:
+        raise UsageError("--backend triton needs --triton-url HOST:PORT (the server's gRPC port, usually 8001)")
+    return {"triton_url": url, **({"triton_priority": priority} if priority else {})}
+
+
 def _load(args: argparse.Namespace) -> Runtime:
     import olvf
 
     options: dict[str, Any] = {}
     if args.device is not None:
         options["device"] = int(args.device) if args.device.isdigit() else args.device
+    options.update(triton_options(args.backend, args.triton_url, args.triton_priority))
     return olvf.load(
         args.bundle, backend=args.backend, precision=args.precision, trusted_keys=args.trusted_keys, **options
     )

@@ -58,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default=None, help="inference backend (default auto, as olvf-infer)")
     parser.add_argument("--device", default=None, help="device for the backend (cpu, cuda, tensorrt or a GPU index)")
     parser.add_argument(
+        "--triton-url",
+        dest="triton_url",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --backend triton: the Triton Inference Server's gRPC address, serving this bundle's repository",
+    )
+    parser.add_argument(
+        "--triton-priority",
+        dest="triton_priority",
+        choices=("er", "routine"),
+        default=None,
+        help="with --backend triton: this node's requests' priority on the server (default er, the higher)",
+    )
+    parser.add_argument(
         "--spool-limit-mb",
         dest="spool_limit_mb",
         type=int,
@@ -127,6 +141,8 @@ def merged_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path | No
         "backend",
         "device",
         "spool_limit_mb",
+        "triton_url",
+        "triton_priority",
     ):
         value = getattr(args, key)
         if value is not None:

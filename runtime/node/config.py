@@ -162,6 +162,8 @@ class NodeConfig:
     backend: str = "auto"
     device: str | None = None
     spool_limit_mb: int | None = None  # None: the disk's free space is the limit
+    triton_url: str | None = None  # with backend "triton": the server's gRPC address
+    triton_priority: str = "er"  # the requests' priority on a shared Triton server (er before routine)
 
     def admits(self, calling: str, address: str) -> bool:
         return self.allow_any or any(peer.admits(calling, address) for peer in self.allowed)
@@ -183,7 +185,7 @@ def auto_batch(device: str) -> tuple[int, str]:
 # Keys of the config file; each is also a flag (--send-to for send_to, ...).
 _TOP = {
     "bundle", "spool", "send_to", "ae_title", "host", "port", "allow", "allow_any", "batch", "backend", "device",
-    "spool_limit_mb",
+    "spool_limit_mb", "triton_url", "triton_priority",
 }  # fmt: skip
 _SECTIONS = {
     "screen": {"modalities", "body_parts", "views", "require_body_part", "require_view", "not_assessed_results"},
@@ -232,6 +234,23 @@ def _strings(value: Any, what: str) -> list[str]:
 def _given(settings: Mapping[str, Any], key: str, default: Any) -> Any:
     value = settings.get(key)
     return default if value is None or value == "" else value
+
+
+def _triton_url(settings: Mapping[str, Any]) -> str | None:
+    url = settings.get("triton_url") or None
+    backend = str(settings.get("backend") or "auto")
+    if backend == "triton" and not url:
+        raise UsageError("backend triton needs --triton-url HOST:PORT (the server's gRPC port, usually 8001)")
+    if url and backend != "triton":
+        raise UsageError("--triton-url goes with --backend triton")
+    return None if url is None else str(url)
+
+
+def _triton_priority(settings: Mapping[str, Any]) -> str:
+    priority = str(settings.get("triton_priority") or "er")
+    if priority not in ("er", "routine"):
+        raise UsageError(f"--triton-priority must be er or routine, got {priority!r}")
+    return priority
 
 
 def build_config(settings: Mapping[str, Any], *, base: Path | None = None) -> NodeConfig:
@@ -294,6 +313,8 @@ def build_config(settings: Mapping[str, Any], *, base: Path | None = None) -> No
         batch=None if _given(settings, "batch", None) is None else _positive(settings["batch"], "--batch"),
         backend=str(settings.get("backend") or "auto"),
         device=None if device in (None, "") else str(device),
+        triton_url=_triton_url(settings),
+        triton_priority=_triton_priority(settings),
         spool_limit_mb=(
             None
             if _given(settings, "spool_limit_mb", None) is None

@@ -64,7 +64,9 @@ class Node:
         self.spool.create()
         self._lock()
         found = self.spool.recover()
-        options = {"device": self.config.device} if self.config.device else {}
+        options: dict[str, Any] = {"device": self.config.device} if self.config.device else {}
+        if self.config.triton_url:  # the server decides the device; the node gives its priority
+            options = {"triton_url": self.config.triton_url, "triton_priority": self.config.triton_priority}
         try:
             self.runtime = olvf.load(self.config.bundle, self.config.backend, **options)
             context = report_context(self.runtime, str(self.config.bundle))

@@ -31,6 +31,11 @@ _BACKENDS: dict[str, tuple[str, str, str]] = {
         "TensorRTRunner",
         "install TensorRT and cuda-python: pip install 'olvf[tensorrt]' (on Jetson, TensorRT comes with JetPack)",
     ),
+    "triton": (
+        "olvf.runtime.runners.triton",
+        "TritonRunner",
+        "pip install 'olvf[triton]' (tritonclient, to use a Triton Inference Server)",
+    ),
     "torch": (
         "olvf.export.torch_runner",
         "TorchRunner",

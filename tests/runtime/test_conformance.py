@@ -244,7 +244,8 @@ def test_bad_targets_are_refused(rt, batch: np.ndarray) -> None:
 
 def test_unknown_backend_lists_the_valid_names(tiny_bundle: Path) -> None:
     with pytest.raises(
-        BackendError, match="unknown backend 'onnxruntim'; choose one of: onnxruntime, openvino, tensorrt, torch"
+        BackendError,
+        match="unknown backend 'onnxruntim'; choose one of: onnxruntime, openvino, tensorrt, triton, torch",
     ):
         olvf.load(tiny_bundle, backend="onnxruntim")
 

@@ -24,7 +24,7 @@ def test_every_registered_backend_is_a_runner_with_from_bundle() -> None:
 
 def test_an_unknown_backend_lists_the_valid_names() -> None:
     with pytest.raises(
-        BackendError, match="unknown backend 'tensort'; choose one of: onnxruntime, openvino, tensorrt, torch"
+        BackendError, match="unknown backend 'tensort'; choose one of: onnxruntime, openvino, tensorrt, triton, torch"
     ):
         runner_class("tensort")
 
