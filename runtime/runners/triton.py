@@ -117,6 +117,11 @@ class TritonRunner(Runner):
         self._outputs = [o["name"] for o in metadata["outputs"]]
         specs = []
         for tensor in metadata["inputs"]:
+            if tensor["datatype"] not in _NUMPY:  # a model of someone else's under olvf's name
+                raise BackendError(
+                    f"Triton server {self.url}: {self.model} input {tensor['name']} is {tensor['datatype']}, "
+                    "which no olvf graph has; serve this bundle's repository"
+                )
             shape = tuple(None if int(d) < 0 else int(d) for d in tensor["shape"])
             specs.append(TensorSpec(tensor["name"], shape, np.dtype(_NUMPY[tensor["datatype"]])))
         return specs
